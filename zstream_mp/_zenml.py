@@ -1,0 +1,277 @@
+"""Run, step and server identity taken from ZenML itself.
+
+The only module that touches ZenML. ``zstream_mp._context`` imports it lazily and
+only when ``"zenml"`` is already in ``sys.modules``, so a plain process never pays
+for (or triggers) a ZenML import. Nothing here imports a ZenML module that is not
+loaded yet: a step or dynamic pipeline can only be active if its module is.
+
+Identity is re-read from ZenML's context variables on every call, because the
+local orchestrator runs several steps one after another in one process. The
+expensive part, the REST store's URL and bearer token, is cached per process
+(keyed by PID, so a forked child resolves its own) and rechecked every
+``_CREDENTIALS_TTL`` seconds so that ZenML's own token refresh is picked up.
+
+Server precedence: ``ZSTREAM_SERVER`` (with ``ZSTREAM_TOKEN``) overrides the
+store URL. ZenML's token is only ever paired with ZenML's own URL, so it never
+leaks to another server.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from zstream_mp._context import StreamContext
+
+__all__ = ["refresh_token", "zenml_context"]
+
+_log = logging.getLogger(__name__)
+
+_STEP_MODULE = "zenml.steps.step_context"
+_DYNAMIC_MODULE = "zenml.execution.pipeline.dynamic.run_context"
+_CREDENTIALS_TTL = 30.0
+_REFRESH_LOCK_TIMEOUT = 10.0
+ENV_SERVER = "ZSTREAM_SERVER"
+ENV_TOKEN = "ZSTREAM_TOKEN"
+
+
+@dataclass(frozen=True)
+class _Credentials:
+    """The ZenML store's URL and bearer token (both None for a local SQL store)."""
+
+    server: str | None
+    token: str | None
+    checked_at: float
+
+
+class _ProcessState:
+    """Per-process cache; a forked child builds its own (PID mismatch)."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.lock = threading.Lock()
+        self.credentials: _Credentials | None = None
+        # Last answer, reused while the ZenML context object, the credentials
+        # and the environment overrides are unchanged.
+        self.last_owner: object | None = None
+        self.last_key: tuple[Any, ...] | None = None
+        self.last_context: StreamContext | None = None
+
+
+_state = _ProcessState()
+
+
+def _after_fork_in_child() -> None:
+    global _state
+    _state = _ProcessState()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _process_state() -> _ProcessState:
+    global _state
+    state = _state
+    if state.pid != os.getpid():
+        state = _state = _ProcessState()
+    return state
+
+
+def _context_var(module_name: str, class_name: str) -> Any:
+    """The ContextVar behind a ZenML ``BaseContext`` class, if its module is loaded."""
+    module = sys.modules.get(module_name)
+    if module is None:
+        return None
+    cls = getattr(module, class_name, None)
+    return getattr(cls, "__context_var__", None)
+
+
+def _active_identity() -> tuple[object, str, str | None, str | None] | None:
+    """(context object, run id, step run id, step name) of the active step or dynamic run."""
+    var = _context_var(_STEP_MODULE, "StepContext")
+    step = var.get(None) if var is not None else None
+    if step is not None:
+        return (step, str(step.pipeline_run.id), str(step.step_run.id), str(step.step_name))
+    var = _context_var(_DYNAMIC_MODULE, "DynamicPipelineRunContext")
+    dynamic = var.get(None) if var is not None else None
+    if dynamic is not None:
+        return (dynamic, str(dynamic.run.id), None, None)
+    return None
+
+
+def _norm(url: str | None) -> str | None:
+    return url.rstrip("/") if url else None
+
+
+def _zen_store() -> Any:
+    """The client's zen store (already built inside a step: cheap)."""
+    from zenml.config.global_config import GlobalConfiguration
+
+    return GlobalConfiguration().zen_store
+
+
+def _is_rest(store: Any) -> bool:
+    return str(getattr(getattr(store, "type", None), "value", "")) == "rest"
+
+
+def _api_key(url: str) -> str | None:
+    """A configured ZENKEY_... API key; 0.98.0 accepts it directly as a bearer token."""
+    try:
+        from zenml.login.credentials_store import get_credentials_store
+
+        key = get_credentials_store().get_api_key(url)
+        return str(key) if key else None
+    except Exception as exc:
+        _log.debug("no ZenML API key for %s: %s", url, exc)
+        return None
+
+
+def _store_token(store: Any, *, allow_login: bool) -> str | None:
+    """The store's current access token.
+
+    With ``allow_login`` False (the publish path) no HTTP login is made: an
+    expired token is left to the transport's 401 path, which runs off the
+    caller's thread.
+    """
+    url = str(store.url)
+    held = getattr(store, "_api_token", None)
+    if held is not None and not getattr(held, "expired", True):
+        return str(held.access_token)
+    if allow_login or held is None:
+        try:
+            token = store.get_or_generate_api_token()
+            if token:
+                return str(token)
+        except Exception as exc:
+            _log.debug("ZenML store could not produce an access token: %s", exc)
+    return _api_key(url)
+
+
+def _load_credentials(previous: _Credentials | None) -> _Credentials:
+    now = time.monotonic()
+    try:
+        store = _zen_store()
+    except Exception as exc:
+        _log.debug("ZenML store unavailable: %s", exc)
+        return _Credentials(None, None, now)
+    if not _is_rest(store):
+        return _Credentials(None, None, now)
+    token = _store_token(store, allow_login=previous is None or previous.token is None)
+    if token is None and previous is not None:
+        token = previous.token
+    return _Credentials(_norm(str(store.url)), token, now)
+
+
+def _credentials(state: _ProcessState) -> _Credentials:
+    creds = state.credentials
+    if creds is not None and time.monotonic() - creds.checked_at < _CREDENTIALS_TTL:
+        return creds
+    with state.lock:
+        creds = state.credentials
+        if creds is None or time.monotonic() - creds.checked_at >= _CREDENTIALS_TTL:
+            creds = state.credentials = _load_credentials(creds)
+    return creds
+
+
+def _server_and_token(
+    creds: _Credentials, env_server: str | None, env_token: str | None
+) -> tuple[str | None, str | None]:
+    """Apply ZSTREAM_SERVER / ZSTREAM_TOKEN over ZenML's store."""
+    server = _norm(env_server) or creds.server
+    if env_token:
+        return server, env_token
+    if server is not None and server == creds.server:
+        return server, creds.token
+    return server, None
+
+
+def zenml_context() -> StreamContext | None:
+    """The active ZenML step (or dynamic pipeline run) as a StreamContext, else None.
+
+    Never raises: any failure is logged at debug level and yields None.
+    """
+    try:
+        identity = _active_identity()
+        if identity is None:
+            return None
+        owner, run_id, step_run_id, step_name = identity
+        state = _process_state()
+        creds = _credentials(state)
+        env_server = os.environ.get(ENV_SERVER) or None
+        env_token = os.environ.get(ENV_TOKEN) or None
+        key = (creds, env_server, env_token, run_id, step_run_id, step_name)
+        if state.last_owner is owner and state.last_key == key:
+            return state.last_context
+        server, token = _server_and_token(creds, env_server, env_token)
+        context = StreamContext(
+            run_id=run_id,
+            step_run_id=step_run_id,
+            step_name=step_name,
+            server=server,
+            token=token,
+        )
+        state.last_owner, state.last_key, state.last_context = owner, key, context
+        return context
+    except Exception as exc:
+        _log.debug("ZenML context unavailable: %s", exc, exc_info=True)
+        return None
+
+
+def _reauthenticate(store: Any) -> str | None:
+    """Force a fresh login through the store, if its configured credentials allow one."""
+    from zenml.login.credentials_store import get_credentials_store
+
+    url = str(store.url)
+    if not get_credentials_store().can_login(url):
+        # A device-flow or workload token cannot be regenerated; forcing would
+        # only erase it from ZenML's credentials file.
+        return _api_key(url)
+    lock = getattr(store, "_session_lock", None)
+    acquired = lock.acquire(timeout=_REFRESH_LOCK_TIMEOUT) if lock is not None else False
+    if lock is not None and not acquired:
+        _log.debug("ZenML session lock busy; not re-authenticating")
+        return None
+    try:
+        store.authenticate(force=True)
+        token = store.get_or_generate_api_token()
+        return str(token) if token else None
+    finally:
+        if acquired and lock is not None:
+            lock.release()
+
+
+def refresh_token(server: str) -> str | None:
+    """A fresh bearer token for ``server`` from ZenML's store, after a 401.
+
+    Returns None when ``server`` is not ZenML's store URL or no new token can be
+    had. If ZenML already holds a newer token than the one handed out, that one
+    is returned without logging in again; otherwise one forced login is made.
+    Never raises.
+    """
+    try:
+        if "zenml" not in sys.modules:
+            return None
+        state = _process_state()
+        store = _zen_store()
+        if not _is_rest(store) or _norm(str(store.url)) != _norm(server):
+            return None
+        with state.lock:
+            handed_out = state.credentials.token if state.credentials else None
+        # Network work stays outside the lock so publishers are never held up.
+        current = _store_token(store, allow_login=True)
+        token = current if current and current != handed_out else _reauthenticate(store)
+        if token is None or token == handed_out:
+            return None
+        with state.lock:
+            state.credentials = _Credentials(_norm(str(store.url)), token, time.monotonic())
+            state.last_key = None
+        return token
+    except Exception as exc:
+        _log.debug("ZenML re-authentication failed: %s", exc, exc_info=True)
+        return None

@@ -1,0 +1,118 @@
+"""The executor matrix: every way of fanning out work delivers every event exactly once.
+
+Each case runs ``tests/fork_cases/driver.py`` in a fresh interpreter under a hard deadline:
+the parent binds a run, publishes, fans out to 4 workers that publish 500 events each
+(tagged worker, seq) without flushing, publishes again and exits. The server then holds
+exactly the expected identities: nothing lost, nothing twice (a child re-sending its
+parent's queued events shows up as a duplicate), and no run over its deadline.
+
+Interpreters: ``sys.executable`` plus every path in ``ZSTREAM_TEST_PYTHONS`` (comma list);
+each needs httpx, psutil, filelock and joblib installed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE / "fork_cases"))
+sys.path.insert(0, str(HERE))
+
+import _targets  # noqa: E402
+from driver import CASES, expected_workers  # noqa: E402
+
+pytestmark = pytest.mark.forkmatrix
+
+DRIVER = HERE / "fork_cases" / "driver.py"
+EVENTS = 500
+GRANDCHILD_EVENTS = 250
+PARENT_EVENTS = 1000
+DEADLINE = 60.0
+PYTHONS = _targets.interpreters()
+
+
+def _python_id(python: str) -> str:
+    return "py" + _targets.python_version(python)
+
+
+@pytest.fixture(scope="module")
+def our_server() -> Iterator[Any]:
+    from _servers import start_server
+
+    with start_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def zenml_run() -> Iterator[tuple[Any, Any, list[str | None]]]:
+    import _zenml_peer
+
+    try:
+        peer = _zenml_peer.ensure_peer()
+        with _zenml_peer.held_run(peer) as held:
+            yield peer, held, [None]
+    except _zenml_peer.PeerUnavailable as exc:
+        pytest.skip(f"ZENML PEER UNAVAILABLE, ZenML matrix NOT RUN: {exc}")
+
+
+def run_case(python: str, case: str, target: _targets.Target) -> dict[str, Any]:
+    tag = uuid.uuid4().hex
+    env = _targets.child_env(python, {
+        "FORK_CASE_TAG": tag,
+        "FORK_CASE_EVENTS": str(EVENTS),
+        "FORK_CASE_GRANDCHILD_EVENTS": str(GRANDCHILD_EVENTS),
+    })
+    cmd = [python, str(DRIVER), case, "--server", target.url, "--run", target.run_id,
+           "--parent-events", str(PARENT_EVENTS)]
+    if target.token:
+        cmd += ["--token", target.token]
+    res = _targets.run_bounded(cmd, env=env, deadline=DEADLINE)
+    where = f"[{case} on {target.name}, python {python}]"
+    assert not res.timed_out, (
+        f"{where} over its {DEADLINE}s deadline (deadlock?); stragglers {res.stragglers}\n"
+        f"stderr:\n{res.stderr[-3000:]}"
+    )
+    assert res.returncode == 0, f"{where} driver failed rc={res.returncode}:\n{res.stderr[-3000:]}"
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    summary["elapsed"] = round(res.elapsed, 2)
+    payloads = [p for p in target.collect() if p.get("tag") == tag]
+    expected = {"parent": 2 * PARENT_EVENTS,
+                **expected_workers(case, EVENTS, GRANDCHILD_EVENTS)}
+    problems = _targets.check_exactly_once(payloads, expected)
+    assert not problems, f"{where} {'; '.join(problems)}\nsummary {summary}\n{res.stderr[-2000:]}"
+    assert not res.stderr.strip() or "Traceback" not in res.stderr, res.stderr[-3000:]
+    print(f"{where} ok {summary}")
+    return summary
+
+
+@pytest.mark.parametrize("python", PYTHONS, ids=_python_id)
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_matrix_fault_server(python: str, case: str, tmp_path: Path) -> None:
+    """Against the recording fault server with a slow start: the parent's queue is full at fork."""
+    target = _targets.FaultTarget(tmp_path / "rec", slow_start=0.3)
+    try:
+        summary = run_case(python, case, target)
+    finally:
+        target.close()
+    assert summary["queued_at_fork"] > 0, "precondition: the parent's queue was empty at fork"
+
+
+@pytest.mark.parametrize("python", PYTHONS, ids=_python_id)
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_matrix_our_server(python: str, case: str, our_server: Any) -> None:
+    run_case(python, case, _targets.ServerTarget(our_server))
+
+
+@pytest.mark.zenml
+@pytest.mark.parametrize("python", PYTHONS, ids=_python_id)
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_matrix_zenml(python: str, case: str, zenml_run: Any) -> None:
+    peer, held, cursor = zenml_run
+    run_case(python, case, _targets.ZenmlTarget(peer, held, cursor))

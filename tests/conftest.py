@@ -1,0 +1,45 @@
+"""Shared fixtures: real server processes on loopback (see tests/_servers.py)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _servers import RunningRedis, RunningServer, redis_binary, start_redis, start_server
+
+TEST_TOKEN = "test-token-0123456789"
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[RunningServer]:
+    """An open (no auth) memory-broker server shared by the session; use fresh run ids."""
+    with start_server(heartbeat=1) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="session")
+def auth_server() -> Iterator[RunningServer]:
+    """A memory-broker server requiring `TEST_TOKEN` (read,write)."""
+    with start_server(token=TEST_TOKEN, heartbeat=1) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="session")
+def redis() -> Iterator[RunningRedis]:
+    """A private redis-server; tests using it skip loudly when the binary is missing."""
+    if redis_binary() is None:
+        pytest.skip("redis-server binary not installed: Redis broker tests NOT run")
+    with start_redis() as r:
+        yield r
+
+
+@pytest.fixture(scope="session")
+def redis_server(redis: RunningRedis) -> Iterator[RunningServer]:
+    """An open server on the Redis Streams broker."""
+    with start_server(broker=redis.url, heartbeat=1) as srv:
+        yield srv

@@ -1,0 +1,26 @@
+"""Stream brokers: where published frames live between POST and SSE."""
+
+from __future__ import annotations
+
+from zstream_mp.server.brokers.base import BrokerConnectionError, BrokerEntry, StreamBroker
+
+
+def stream_key(deployment_id: str, run_id: str) -> str:
+    """ZenML's key layout, so a ZenML server with the same deployment id sees the same data."""
+    return f"zenml:stream:server:{deployment_id}:run:{run_id}"
+
+
+def create_broker(spec: str, *, max_len: int = 10_000, ttl_seconds: float = 3600.0) -> StreamBroker:
+    """`memory` or a `redis://` / `rediss://` / `unix://` URL."""
+    if spec == "memory":
+        from zstream_mp.server.brokers.memory import InMemoryBroker
+
+        return InMemoryBroker(max_len=max_len, ttl_seconds=ttl_seconds)
+    if spec.startswith(("redis://", "rediss://", "unix://")):
+        from zstream_mp.server.brokers.redis_streams import RedisStreamsBroker
+
+        return RedisStreamsBroker(spec, max_len=max_len, ttl_seconds=max(1, int(ttl_seconds)))
+    raise ValueError(f"unknown broker {spec!r}: use 'memory' or a redis:// URL")
+
+
+__all__ = ["BrokerConnectionError", "BrokerEntry", "StreamBroker", "create_broker", "stream_key"]

@@ -1,0 +1,59 @@
+"""The broker interface, shaped like ZenML's `StreamBroker` so either can back the server."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import NamedTuple
+
+
+class BrokerEntry(NamedTuple):
+    """One stored frame: its broker id and the frame bytes."""
+
+    id: str
+    payload: bytes
+
+
+class BrokerConnectionError(Exception):
+    """Transient broker failure; callers answer 503 or emit `gap: outage` and retry."""
+
+
+class StreamBroker(ABC):
+    """Append-only per-run streams with broker-assigned, ordered ids."""
+
+    @abstractmethod
+    async def publish(self, stream_key: str, payloads: list[bytes]) -> list[str]:
+        """Append payloads; returns their ids in order."""
+
+    @abstractmethod
+    async def read(
+        self, stream_key: str, from_id: str | None, max_count: int = 256, block_ms: int = 1000
+    ) -> list[BrokerEntry]:
+        """Entries strictly after `from_id` (None: from the start); `block_ms=0` never waits."""
+
+    @abstractmethod
+    async def latest_id(self, stream_key: str) -> str | None:
+        """Id of the newest retained entry, or None for an empty or unknown stream."""
+
+    @abstractmethod
+    async def oldest_id(self, stream_key: str) -> str | None:
+        """Id of the oldest retained entry, so a lagging reader can tell whether it lost any."""
+
+    @abstractmethod
+    async def delete_stream(self, stream_key: str) -> None:
+        """Drop a stream."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release connections and wake waiting readers."""
+
+    @abstractmethod
+    def validate_cursor(self, cursor: str) -> None:
+        """Raise `ValueError` (ZenML's message) for a malformed client cursor."""
+
+    @abstractmethod
+    def order_key(self, entry_id: str) -> tuple[int, int]:
+        """Sort key of a valid id, so ids from this broker can be compared."""
+
+    async def ping(self) -> None:
+        """Startup probe; raises `BrokerConnectionError` when unreachable."""
+        await self.latest_id("zstream:startup-probe")

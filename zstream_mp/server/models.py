@@ -1,0 +1,99 @@
+"""The wire models, defined exactly like ZenML 0.98.0's so encoded bytes match byte for byte.
+
+`StreamEvent.model_dump_json()` is what an SSE `data:` line carries, and the broker frame
+`{"type":"event","event":{...}}` is what a Redis stream entry's field `p` holds. Using the
+same pydantic definitions (lax validation, `NaN` -> `null`, raw UTF-8) keeps a client from
+telling this server from ZenML's, and lets both share one Redis.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Optional, Union
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+MAX_BATCH_SIZE = 1000
+PAYLOAD_BYTES_MAX = 64 * 1024
+ENVELOPE_BYTES_MAX = PAYLOAD_BYTES_MAX + 4 * 1024  # 69,632: the broker frame limit
+RESERVED_KINDS = frozenset({"end", "gap", "error", "cursor", "system"})
+
+
+class StreamEvent(BaseModel):
+    """One published event (field order is the wire order)."""
+
+    pipeline_run_id: UUID
+    step_run_id: Optional[UUID] = None  # noqa: UP045 - pydantic field, kept as ZenML spells it
+    step_name: Optional[str] = None  # noqa: UP045
+    kind: str
+    correlation_id: Optional[str] = None  # noqa: UP045
+    index: Optional[int] = None  # noqa: UP045
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+
+class StreamBatchRequest(BaseModel):
+    """The POST body: unknown fields are ignored, at most 1,000 events."""
+
+    events: list[StreamEvent] = Field(max_length=MAX_BATCH_SIZE)
+
+
+class EventFrame(BaseModel):
+    """Broker entry holding one event."""
+
+    model_config = ConfigDict(frozen=True)
+
+    type: Literal["event"] = "event"
+    event: StreamEvent
+
+
+class EndFrame(BaseModel):
+    """Broker entry marking the end of a run's stream."""
+
+    model_config = ConfigDict(frozen=True)
+
+    type: Literal["end"] = "end"
+
+
+class UnknownFrame(BaseModel):
+    """A broker entry this server does not understand (forward compatibility)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    type: str
+
+
+BrokerFrame = Annotated[Union[EventFrame, EndFrame], Field(discriminator="type")]  # noqa: UP007
+DecodedFrame = Union[EventFrame, EndFrame, UnknownFrame]  # noqa: UP007
+
+_frame_adapter: TypeAdapter[EventFrame | EndFrame] = TypeAdapter(BrokerFrame)
+_uuid_adapter: TypeAdapter[UUID] = TypeAdapter(UUID)
+_KNOWN_TYPES = frozenset({"event", "end"})
+
+
+def encode_frame(frame: EventFrame | EndFrame) -> bytes:
+    """Compact JSON of a broker frame, as ZenML's `encode_frame` produces it."""
+    return _frame_adapter.dump_json(frame)
+
+
+END_FRAME_BYTES = encode_frame(EndFrame())
+
+
+def decode_frame(payload: bytes) -> DecodedFrame:
+    """Parse broker bytes; anything unparsable becomes an `UnknownFrame`, never an error."""
+    try:
+        return _frame_adapter.validate_json(payload)
+    except ValidationError:
+        pass
+    import json
+
+    try:
+        parsed = json.loads(payload)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return UnknownFrame(type="?")
+    type_value = parsed.get("type") if isinstance(parsed, dict) else None
+    return UnknownFrame(type=str(type_value) if type_value else "?")
+
+
+def parse_uuid(value: str) -> UUID:
+    """Parse a path run id with pydantic's (lax) UUID rules; raises `ValidationError`."""
+    return _uuid_adapter.validate_python(value)

@@ -1,0 +1,151 @@
+"""Running the app under uvicorn: in the foreground (CLI) or in a background thread (demo).
+
+The listening socket is bound before uvicorn starts, so `--port 0` can report its real
+port, and the broker is probed first, so a server that prints its URL is ready to use.
+On SIGINT/SIGTERM every subscriber gets `gap: shutdown` then `end` before connections close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Callable
+from types import FrameType, TracebackType
+
+import uvicorn
+
+from zstream_mp.server.app import ServerState, create_app, open_state
+from zstream_mp.server.config import ServerConfig
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket (IPv6 when the host is an IPv6 literal)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+class _Server(uvicorn.Server):
+    """uvicorn server that ends SSE subscribers first, so shutdown does not wait on them."""
+
+    def __init__(self, config: uvicorn.Config, state: ServerState) -> None:
+        super().__init__(config)
+        self.state = state
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.request_stop()
+        super().handle_exit(sig, frame)
+
+    def request_stop(self) -> None:
+        loop = self.loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.state.broadcaster.shut_down)
+        self.should_exit = True
+
+
+def _uvicorn_config(state: ServerState) -> uvicorn.Config:
+    return uvicorn.Config(
+        create_app(state),
+        lifespan="on",
+        access_log=state.config.access_log,
+        log_level="warning",
+        timeout_graceful_shutdown=5,
+        ws="none",
+        server_header=False,
+    )
+
+
+async def serve(
+    config: ServerConfig,
+    on_ready: Callable[[str], None] | None = None,
+    on_server: Callable[[_Server], None] | None = None,
+) -> None:
+    """Probe the broker, bind, report the URL through `on_ready`, then serve until stopped."""
+    state = await open_state(config)
+    sock = bind_socket(config.host, config.port)
+    server = _Server(_uvicorn_config(state), state)
+    server.loop = asyncio.get_running_loop()
+    if on_server is not None:
+        on_server(server)
+    if on_ready is not None:
+        on_ready(url_of(sock))
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        sock.close()
+
+
+class EmbeddedServer:
+    """A server on a free loopback port in a background thread; `.url` while entered.
+
+    >>> with EmbeddedServer(ServerConfig(port=0)) as srv:
+    ...     print(srv.url)
+    """
+
+    def __init__(self, config: ServerConfig | None = None, *, start_timeout: float = 10.0) -> None:
+        self.config = config or ServerConfig(port=0)
+        self.url = ""
+        self._timeout = start_timeout
+        self._ready = threading.Event()
+        self._server: _Server | None = None
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    def _main(self) -> None:
+        def ready(url: str) -> None:
+            self.url = url
+            self._ready.set()
+
+        def keep(server: _Server) -> None:
+            self._server = server
+
+        try:
+            asyncio.run(serve(self.config, on_ready=ready, on_server=keep))
+        except BaseException as exc:  # reported to the starting thread
+            self._error = exc
+        finally:
+            self._ready.set()
+
+    def start(self) -> EmbeddedServer:
+        self._thread = threading.Thread(target=self._main, name="zstream-mp-server", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(self._timeout):
+            raise TimeoutError("embedded server did not start in time")
+        if self._error is not None:
+            raise RuntimeError(f"embedded server failed to start: {self._error}") from self._error
+        server = self._server
+        while server is not None and not server.started and self._thread.is_alive():
+            threading.Event().wait(0.01)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._server is not None:
+            self._server.request_stop()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def __enter__(self) -> EmbeddedServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

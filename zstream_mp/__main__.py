@@ -1,0 +1,5 @@
+import sys
+
+from zstream_mp.cli import main
+
+sys.exit(main())

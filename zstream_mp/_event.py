@@ -1,0 +1,107 @@
+"""Validate one event and encode it, once, into the compact JSON bytes that are sent.
+
+The bytes checked against the size limits are the bytes in the request body: a batch body
+is a join of these, never a re-encoding.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from json.encoder import encode_basestring
+from typing import Any
+
+from zstream_mp.errors import InvalidEventError, PayloadTooLargeError, ReservedKindError
+
+RESERVED_KINDS = frozenset({"end", "gap", "error", "cursor", "system"})
+PAYLOAD_BYTES_MAX = 64 * 1024
+"""ZenML's ``STREAM_EVENT_PAYLOAD_BYTES_MAX``: the payload's compact JSON."""
+ENVELOPE_BYTES_MAX = PAYLOAD_BYTES_MAX + 4096
+"""The server's limit on ``{"type":"event","event":{...}}``; larger gets 413."""
+ENVELOPE_OVERHEAD = len(b'{"type":"event","event":}')
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+_encode = _ENCODER.encode
+_kind_cache: dict[str, bytes] = {}
+
+
+def check_kind(kind: Any) -> bytes:
+    """The kind's JSON bytes followed by the next key, or a typed error."""
+    cached = _kind_cache.get(kind) if type(kind) is str else None
+    if cached is not None:
+        return cached
+    if not isinstance(kind, str):
+        raise InvalidEventError(f"kind must be a str, not {type(kind).__name__}")
+    if kind in RESERVED_KINDS:
+        raise ReservedKindError(
+            f"`{kind}` is reserved for server-emitted control frames ({sorted(RESERVED_KINDS)})"
+        )
+    if not kind or "\n" in kind or "\r" in kind:
+        raise InvalidEventError(
+            "kind must be a non-empty, single-line str (the SSE `event:` field), "
+            f"got {kind[:80]!r}"
+        )
+    try:
+        encoded = (encode_basestring(kind) + ',"correlation_id":').encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidEventError(f"kind is not valid UTF-8 text: {exc}") from exc
+    if len(_kind_cache) < 1024:
+        _kind_cache[kind] = encoded
+    return encoded
+
+
+def encode_payload(payload: Any) -> bytes:
+    """The payload as compact UTF-8 JSON, at most 65,536 bytes."""
+    if type(payload) is not dict:
+        if not isinstance(payload, Mapping):
+            raise InvalidEventError(f"payload must be a dict, not {type(payload).__name__}")
+        payload = dict(payload)
+    for key in payload:
+        if type(key) is not str:
+            raise InvalidEventError(
+                f"payload keys must be str, got {type(key).__name__} key {key!r:.80}"
+            )
+    try:
+        encoded = _encode(payload).encode("utf-8")
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidEventError(f"Payload is not JSON-encodable: {exc}") from exc
+    if len(encoded) > PAYLOAD_BYTES_MAX:
+        raise PayloadTooLargeError(
+            f"Payload encoded size ({len(encoded)} bytes) exceeds the maximum of "
+            f"{PAYLOAD_BYTES_MAX} bytes."
+        )
+    return encoded
+
+
+def encode_tail(correlation_id: Any, index: Any) -> bytes:
+    """``<correlation_id>,"index":<index>,"payload":`` with both values checked."""
+    if correlation_id is None:
+        cid = "null"
+    elif isinstance(correlation_id, str):
+        cid = encode_basestring(correlation_id)
+    else:
+        raise InvalidEventError(
+            f"correlation_id must be a str or None, not {type(correlation_id).__name__}"
+        )
+    if index is None:
+        idx = "null"
+    elif type(index) is int or (isinstance(index, int) and not isinstance(index, bool)):
+        idx = int.__repr__(index)
+    else:
+        raise InvalidEventError(f"index must be an int or None, not {type(index).__name__}")
+    try:
+        return f'{cid},"index":{idx},"payload":'.encode()
+    except UnicodeEncodeError as exc:
+        raise InvalidEventError(f"correlation_id is not valid UTF-8 text: {exc}") from exc
+
+
+def assemble(prefix: bytes, kind: bytes, tail: bytes, payload: bytes) -> bytes:
+    """The full 7-field event; raises if its broker envelope would exceed 69,632 bytes."""
+    event = b"".join((prefix, kind, tail, payload, b"}"))
+    size = len(event) + ENVELOPE_OVERHEAD
+    if size > ENVELOPE_BYTES_MAX:
+        raise PayloadTooLargeError(
+            f"Event envelope ({size} bytes) exceeds the server's maximum of "
+            f"{ENVELOPE_BYTES_MAX} bytes; shorten the kind, correlation_id or payload."
+        )
+    return event

@@ -1,0 +1,221 @@
+"""Per-process publisher state: created lazily per PID, dropped in every forked child.
+
+After a fork nothing inherited is trusted. The ``after_in_child`` hook only swaps
+references (no logging, no I/O, no ``close()``, no ``join()``), and every call also checks
+the PID, for forks that skip the hooks. The child never sends its parent's queued events.
+
+Exit hooks are registered on the first publish in each process, because multiprocessing
+wipes hooks inherited or registered at fork time: ``atexit``, ``multiprocessing.util.Finalize``
+(pool children on 3.10-3.12 leave through ``os._exit``) and, in multiprocessing and joblib
+pool children, a SIGTERM handler that flushes and then lets the signal do what it did before.
+One exit budget (``ZSTREAM_EXIT_TIMEOUT``) bounds all of them together.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+from zstream_mp import _context
+from zstream_mp._context import Destination
+from zstream_mp._queue import EventQueue
+from zstream_mp._sender import Sender
+from zstream_mp._settings import QUEUE_MAXSIZE, Settings
+from zstream_mp._stats import PublisherStats
+from zstream_mp._transport import Transport
+
+logger = logging.getLogger("zstream_mp")
+
+_FAR_FUTURE = float("inf")
+
+
+class ProcessState:
+    """Queue, sender and HTTP client of exactly one PID."""
+
+    def __init__(self, pid: int, settings: Settings) -> None:
+        self.pid = pid
+        self.settings = settings
+        self.queue = EventQueue(QUEUE_MAXSIZE)
+        self.transport = Transport(settings.request_timeout, settings.retry_deadline,
+                                   refresh_token=_refresh_token)
+        self.sender = Sender(self.queue, self.transport, settings.batch_size,
+                             settings.idle_exit, self.give_up_at, self._muted)
+        self.exit_deadline: float | None = None
+        self.hooks_installed = False
+
+    def give_up_at(self) -> float:
+        deadline = self.exit_deadline
+        return _FAR_FUTURE if deadline is None else deadline
+
+    def enqueue(self, dest: Destination, event: bytes) -> None:
+        queue = self.queue
+        with queue.lock:
+            if self.sender.muted:
+                queue.counters.dropped["muted"] += 1
+                return
+            queue.append_locked((dest, event))
+            self.sender.ensure_running()
+        if not self.hooks_installed:
+            self._install_exit_hooks()
+
+    def flush_until(self, deadline: float) -> bool:
+        queue = self.queue
+        with queue.lock:
+            if queue.items:
+                self.sender.ensure_running()
+        return queue.wait_drained(deadline)
+
+    def count_drop(self, reason: str) -> None:
+        with self.queue.lock:
+            self.queue.counters.dropped[reason] += 1
+
+    def snapshot(self) -> PublisherStats:
+        queue = self.queue
+        with queue.lock:
+            return queue.counters.snapshot(self.pid, len(queue.items) + queue.in_flight,
+                                           self.sender.muted)
+
+    def _muted(self, reason: str) -> None:
+        logger.warning("Streaming is disabled on the server (%s). Further publishes will be "
+                       "dropped for the rest of this process.", reason)
+        self.queue.discard("muted")
+
+    def _install_exit_hooks(self) -> None:
+        self.hooks_installed = True
+        atexit.register(exit_flush)
+        if "multiprocessing" in sys.modules:
+            import multiprocessing.util
+
+            self._install_multiprocessing_hooks()
+            # A spawn or forkserver child that publishes while importing the main module
+            # does so before ``_bootstrap`` clears the finalizers; put ours back after it.
+            multiprocessing.util.register_after_fork(self, ProcessState._after_bootstrap)
+
+    def _install_multiprocessing_hooks(self) -> None:
+        import multiprocessing.util
+
+        multiprocessing.util.Finalize(None, exit_flush, exitpriority=100)
+        if _in_pool_child():
+            _install_sigterm_flush()
+
+    def _after_bootstrap(self) -> None:
+        if self.pid == os.getpid():
+            self._install_multiprocessing_hooks()
+
+
+def _refresh_token(server: str) -> str | None:
+    """Fresh credentials after a 401: ZenML's store when in use, else ``ZSTREAM_TOKEN``."""
+    if "zenml" in sys.modules:
+        from zstream_mp import _zenml
+
+        token = _zenml.refresh_token(server)
+        if token:
+            return token
+    return os.environ.get(_context.TOKEN_ENV) or None
+
+
+# --------------------------------------------------------------------------- per-PID state
+
+_state: ProcessState | None = None
+_state_lock = threading.Lock()
+_orphans: list[Transport] = []
+"""HTTP clients inherited across a fork: kept referenced so no destructor touches them."""
+
+
+def state() -> ProcessState:
+    st = _state
+    if st is not None and st.pid == os.getpid():
+        return st
+    return _new_state()
+
+
+def existing_state() -> ProcessState | None:
+    """This PID's state if it has published, without creating one."""
+    st = _state
+    return st if st is not None and st.pid == os.getpid() else None
+
+
+def _new_state() -> ProcessState:
+    global _state
+    pid = os.getpid()
+    with _state_lock:
+        st = _state
+        if st is not None and st.pid == pid:
+            return st
+        if st is not None:  # a fork the hooks did not see
+            _orphans.append(st.transport)
+        fresh = ProcessState(pid, Settings.from_env())
+        _state = fresh
+        return fresh
+
+
+def _after_fork_in_child() -> None:
+    global _state, _state_lock
+    st = _state
+    if st is not None:
+        _orphans.append(st.transport)
+    _state = None
+    _state_lock = threading.Lock()
+    _context._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# --------------------------------------------------------------------------- exit paths
+
+def exit_flush() -> None:
+    """Flush this PID's queue within what is left of the one exit budget."""
+    st = existing_state()
+    if st is None:
+        return
+    if st.exit_deadline is None:
+        st.exit_deadline = time.monotonic() + st.settings.exit_timeout
+    if st.queue.pending():
+        st.flush_until(st.exit_deadline)
+
+
+def _in_pool_child() -> bool:
+    import multiprocessing
+
+    if multiprocessing.parent_process() is not None:
+        return True
+    return multiprocessing.current_process().name != "MainProcess"
+
+
+_previous_sigterm: Any = None
+
+
+def _install_sigterm_flush() -> None:
+    """Chain a SIGTERM handler that flushes first; ``SIG_IGN`` stays ignored."""
+    global _previous_sigterm
+    if threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+    except (ValueError, OSError):
+        return
+    if previous is signal.SIG_IGN or previous is _on_sigterm:
+        return
+    _previous_sigterm = previous
+    with contextlib.suppress(ValueError, OSError):
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    exit_flush()
+    previous = _previous_sigterm
+    if callable(previous):
+        previous(signum, frame)
+        return
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)

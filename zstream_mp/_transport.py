@@ -1,0 +1,151 @@
+"""POST one batch to a server: the status policy, bounded retries, one Idempotency-Key.
+
+What each status means for the batch (the caller accounts for it):
+
+* 2xx: delivered.
+* connection errors, 429, 502, 503, 504: retried with capped exponential backoff and full
+  jitter, honouring ``Retry-After``, until ``retry_deadline`` or the caller's ``give_up_at``.
+  Every retry of one batch carries the same ``Idempotency-Key``.
+* 401: credentials are refreshed once where they can be (ZenML's store), then rejected.
+* 501, 405: the server has no streaming; the process mutes itself.
+* 400, 403, 404, 413, 422 and other 4xx: rejected, one warning naming the reason.
+* other 5xx: failed.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpcore  # noqa: F401  # httpx imports it lazily; a fork mid-import breaks the child
+import httpx
+
+from zstream_mp import __version__
+
+logger = logging.getLogger("zstream_mp")
+
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+MUTE_STATUSES = frozenset({405, 501})
+BACKOFF_BASE = 0.1
+BACKOFF_CAP = 5.0
+RETRY_AFTER_CAP = 30.0
+
+
+class Outcome(enum.Enum):
+    DELIVERED = "delivered"
+    REJECTED = "rejected"
+    FAILED = "failed"
+    MUTED = "muted"
+
+
+@dataclass
+class Result:
+    outcome: Outcome
+    attempts: int
+    status: int | None = None
+    reason: str = ""
+
+
+class Transport:
+    """One process's HTTP client; never shared across a fork (the owner drops it)."""
+
+    def __init__(self, request_timeout: float, retry_deadline: float,
+                 refresh_token: Callable[[str], str | None] | None = None) -> None:
+        self._timeout = httpx.Timeout(request_timeout, connect=min(request_timeout, 3.0))
+        self._retry_deadline = retry_deadline
+        self._refresh_token = refresh_token
+        self._client: httpx.Client | None = None
+        self._tokens: dict[str, str] = {}
+
+    def _http(self) -> httpx.Client:
+        if self._client is None:
+            self._client = httpx.Client(
+                timeout=self._timeout,
+                headers={"User-Agent": f"zstream-mp/{__version__}",
+                         "Content-Type": "application/json"},
+                limits=httpx.Limits(max_connections=4, max_keepalive_connections=2),
+            )
+        return self._client
+
+    def post(self, server: str, run_id: str, token: str | None, body: bytes,
+             give_up_at: Callable[[], float]) -> Result:
+        """Send ``body`` until it is delivered, refused, or the time is up."""
+        url = f"{server}/api/v1/runs/{run_id}/events"
+        headers = {"Idempotency-Key": str(uuid.uuid4())}
+        token = self._tokens.get(server, token)
+        refreshed = False
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            if token:
+                headers["Authorization"] = f"Bearer {token}"
+            retry_after: float | None = None
+            try:
+                response = self._http().post(url, content=body, headers=headers)
+            except httpx.HTTPError as exc:
+                status: int | None = None
+                reason = f"{type(exc).__name__}"
+            else:
+                status = response.status_code
+                reason = _reason(response)
+                if status < 300:
+                    return Result(Outcome.DELIVERED, attempt, status)
+                if status in MUTE_STATUSES:
+                    return Result(Outcome.MUTED, attempt, status, reason)
+                if status == 401 and not refreshed and self._refresh_token is not None:
+                    refreshed = True
+                    fresh = self._refresh_token(server)
+                    if fresh and fresh != token:
+                        token = self._tokens[server] = fresh
+                        continue
+                if status not in RETRY_STATUSES:
+                    outcome = Outcome.REJECTED if status < 500 else Outcome.FAILED
+                    return Result(outcome, attempt, status, reason)
+                retry_after = _retry_after(response)
+            delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1)) * random.random()
+            if retry_after is not None:
+                delay = max(delay, min(retry_after, RETRY_AFTER_CAP))
+            now = time.monotonic()
+            limit = min(started + self._retry_deadline, give_up_at())
+            if now + delay >= limit:
+                return Result(Outcome.FAILED, attempt, status, reason)
+            time.sleep(delay)
+
+    def abandon(self) -> None:
+        """Forget the client without closing it: after a fork its sockets are the parent's."""
+        self._client = None
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    raw = response.headers.get("Retry-After")
+    if raw is None:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        return None
+
+
+def _reason(response: httpx.Response) -> str:
+    """A short, payload-free reason: ZenML's string details, never a 422's echo of input."""
+    status = response.status_code
+    text = f"HTTP {status}"
+    if status in (400, 403, 404, 413, 501):
+        try:
+            detail = response.json().get("detail")
+        except (ValueError, AttributeError):
+            detail = None
+        if isinstance(detail, list) and len(detail) == 2 and all(isinstance(d, str)
+                                                                 for d in detail):
+            detail = f"{detail[0]}: {detail[1]}"
+        if isinstance(detail, str):
+            text += f" {detail[:200]}"
+    elif status == 422:
+        text += " (the server refused the batch's shape)"
+    return text

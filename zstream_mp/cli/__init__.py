@@ -1,0 +1,43 @@
+"""The ``zstream-mp`` command line: one module per subcommand, heavy imports deferred.
+
+Each subcommand module exposes ``register(subparsers)``; it adds its parser and sets
+``func`` to a callable taking the parsed namespace and returning an exit code. Importing a
+subcommand module must stay cheap (no server, Redis or ZenML imports at module level), so
+``zstream-mp --help`` works with only the publisher installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+_SUBCOMMANDS = ("serve", "tail", "runs", "demo", "stats")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="zstream-mp",
+        description="Live event streaming for pipelines that fan out to other processes.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in _SUBCOMMANDS:
+        module = importlib.import_module(f"zstream_mp.cli.{name}")
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

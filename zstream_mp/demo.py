@@ -1,0 +1,234 @@
+"""The demo: a step-like workload that fans out, watched live through the SSE stream.
+
+It starts ``zstream-mp serve`` on a free loopback port, binds a new run, fans work out over
+a ``multiprocessing.Pool`` and joblib, and draws one progress bar per worker from what the
+server streams back (not from local state). It ends with a tally per process: what each
+one published, what the server delivered, and what was dropped and why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import httpx
+
+import zstream_mp
+
+_BANNER = re.compile(r"zstream-mp serving on (http://\S+)")
+_WORDS = ("stream", "every", "token", "from", "every", "worker", "exactly", "once")
+
+
+def generate(worker: str, tokens: int, delay: float) -> dict[str, Any]:
+    """A stand-in for an LLM call in a worker: token events, progress, then a status."""
+    pid = os.getpid()
+    for i in range(tokens):
+        zstream_mp.publish({"worker": worker, "pid": pid, "text": _WORDS[i % len(_WORDS)]},
+                           kind="token", correlation_id=worker, index=i)
+        if (i + 1) % 10 == 0 or i + 1 == tokens:
+            zstream_mp.publish({"worker": worker, "pid": pid, "done": i + 1, "total": tokens},
+                               kind="progress", correlation_id=worker)
+        time.sleep(delay)
+    zstream_mp.publish({"worker": worker, "pid": pid, "state": "finished"}, kind="status",
+                       correlation_id=worker)
+    snap = zstream_mp.stats()
+    return {"worker": worker, "pid": pid, "published": snap.published,
+            "dropped": dict(snap.dropped)}
+
+
+@dataclass
+class _View:
+    """What the SSE stream has shown so far, per worker and per process."""
+
+    progress: dict[str, tuple[int, int]] = field(default_factory=dict)
+    tokens: Counter[str] = field(default_factory=Counter)
+    delivered_by_pid: Counter[int] = field(default_factory=Counter)
+    finished: set[str] = field(default_factory=set)
+    total_events: int = 0
+    gaps: list[str] = field(default_factory=list)
+    ended: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _watch(server: str, run_id: str, view: _View) -> None:
+    for item in zstream_mp.subscribe(server, run_id, timeout=30.0):
+        with view.lock:
+            if isinstance(item, zstream_mp.consumer.Gap):
+                view.gaps.append(item.reason)
+                continue
+            payload = item.payload
+            view.total_events += 1
+            pid = payload.get("pid")
+            if isinstance(pid, int):
+                view.delivered_by_pid[pid] += 1
+            worker = payload.get("worker")
+            if not isinstance(worker, str):
+                continue
+            if item.kind == "token":
+                view.tokens[worker] += 1
+            elif item.kind == "progress":
+                view.progress[worker] = (int(payload["done"]), int(payload["total"]))
+            elif item.kind == "status" and payload.get("state") == "finished":
+                view.finished.add(worker)
+    with view.lock:
+        view.ended = True
+
+
+class _Screen:
+    """Redraws the bars in place on a terminal; prints a line per change elsewhere."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.tty = out.isatty()
+        self.lines = 0
+        self.last = ""
+
+    def draw(self, view: _View, workers: list[str]) -> None:
+        with view.lock:
+            rows = []
+            for worker in workers:
+                done, total = view.progress.get(worker, (0, 0))
+                width = 30
+                filled = int(width * done / total) if total else 0
+                mark = "done" if worker in view.finished else f"{done:>4}/{total or '?'}"
+                rows.append(f"  {worker:<10} [{'#' * filled}{'.' * (width - filled)}] "
+                            f"{mark:>9}  tokens seen: {view.tokens[worker]}")
+            rows.append(f"  events received over SSE: {view.total_events}")
+        text = "\n".join(rows)
+        if self.tty:
+            if self.lines:
+                self.out.write(f"\x1b[{self.lines}A")
+            self.out.write("\n".join(f"\x1b[2K{row}" for row in rows) + "\n")
+            self.lines = len(rows)
+        elif text != self.last:
+            summary = ", ".join(row.split("]")[1].split("tokens")[0].strip() for row in rows[:-1])
+            self.out.write(f"  progress: {summary}\n")
+        self.last = text
+        self.out.flush()
+
+
+@contextlib.contextmanager
+def _server() -> Iterator[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zstream_mp", "serve", "--port", "0", "--heartbeat", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        match = _BANNER.search(line)
+        if not match:
+            raise RuntimeError(f"the embedded server did not start: {line.strip()!r}")
+        yield match.group(1)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def run(*, pool_workers: int = 4, joblib_workers: int = 2, tokens: int = 120,
+        delay: float = 0.01, out: TextIO = sys.stdout) -> int:
+    """Run the demo; returns 0 when every published event was delivered exactly once."""
+    with _server() as server:
+        run_id = httpx.post(f"{server}/api/v1/zstream/runs", json={}).json()["id"]
+        out.write(f"zstream-mp demo\n  server: {server}\n  run:    {run_id}\n"
+                  f"  follow it elsewhere: zstream-mp tail {run_id} --server {server}\n\n")
+        zstream_mp.bind(run_id, server=server, step_name="demo_step")
+        zstream_mp.publish({"pid": os.getpid(), "state": "fan-out starting"}, kind="status")
+
+        view = _View()
+        watcher = threading.Thread(target=_watch, args=(server, run_id, view), daemon=True)
+        watcher.start()
+        screen = _Screen(out)
+        pool_names = [f"pool-{i}" for i in range(pool_workers)]
+        joblib_names = [f"joblib-{i}" for i in range(joblib_workers)]
+        results: list[dict[str, Any]] = []
+        done = threading.Event()
+
+        def workload() -> None:
+            try:
+                _fan_out(pool_names, joblib_names, tokens, delay, results)
+            finally:
+                done.set()
+
+        worker_thread = threading.Thread(target=workload, daemon=True)
+        worker_thread.start()
+        while not done.wait(0.1):
+            screen.draw(view, pool_names + joblib_names)
+        zstream_mp.publish({"pid": os.getpid(), "state": "fan-out finished"}, kind="status")
+        zstream_mp.flush(5.0)
+        expected = _expected(results) + zstream_mp.stats().published
+        deadline = time.monotonic() + 15.0
+        while time.monotonic() < deadline:
+            screen.draw(view, pool_names + joblib_names)
+            with view.lock:
+                if view.total_events >= expected:
+                    break
+            time.sleep(0.1)
+        httpx.post(f"{server}/api/v1/zstream/runs/{run_id}/end")
+        watcher.join(10)
+        screen.draw(view, pool_names + joblib_names)
+        return _tally(results, view, out)
+
+
+def _fan_out(pool_names: list[str], joblib_names: list[str], tokens: int, delay: float,
+             results: list[dict[str, Any]]) -> None:
+    import multiprocessing
+
+    with multiprocessing.get_context().Pool(len(pool_names)) as pool:
+        results += pool.starmap(generate, [(name, tokens, delay) for name in pool_names])
+        pool.close()
+        pool.join()
+    try:
+        from joblib import Parallel, delayed
+    except ImportError:
+        return
+    results += Parallel(n_jobs=len(joblib_names))(
+        delayed(generate)(name, tokens, delay) for name in joblib_names)
+
+
+def _expected(results: list[dict[str, Any]]) -> int:
+    per_pid: dict[int, int] = {}
+    for result in results:  # published is cumulative per process: keep its largest value
+        per_pid[result["pid"]] = max(per_pid.get(result["pid"], 0), result["published"])
+    return sum(per_pid.values())
+
+
+def _tally(results: list[dict[str, Any]], view: _View, out: TextIO) -> int:
+    per_pid: dict[int, dict[str, Any]] = {}
+    roles: dict[int, list[str]] = defaultdict(list)
+    for result in results:
+        pid = result["pid"]
+        roles[pid].append(result["worker"])
+        if result["published"] >= per_pid.get(pid, {}).get("published", -1):
+            per_pid[pid] = result
+    parent = zstream_mp.stats()
+    per_pid[parent.pid] = {"published": parent.published, "dropped": dict(parent.dropped)}
+    roles[parent.pid].append("parent")
+    out.write("\n  per-process tally (published by the process, delivered as seen over SSE)\n")
+    out.write(f"  {'pid':>7}  {'role':<18} {'published':>9} {'delivered':>9}  dropped\n")
+    ok = not view.gaps
+    for pid, result in sorted(per_pid.items()):
+        delivered = view.delivered_by_pid.get(pid, 0)
+        drops = {k: v for k, v in result["dropped"].items() if v}
+        ok = ok and delivered == result["published"]
+        role = ",".join(roles[pid])
+        out.write(f"  {pid:>7}  {role:<18} {result['published']:>9} {delivered:>9}  "
+                  f"{drops or 'none'}\n")
+    total_pub = sum(r["published"] for r in per_pid.values())
+    out.write(f"  {'total':>7}  {'':<18} {total_pub:>9} {view.total_events:>9}\n")
+    if view.gaps:
+        out.write(f"  the stream reported gaps: {view.gaps}\n")
+    out.write("\n  every event delivered exactly once\n" if ok else
+              "\n  some events were not delivered; see the tally above\n")
+    return 0 if ok else 1

@@ -1,0 +1,316 @@
+"""`subscribe()`: read a run's live stream from ZenML's SSE endpoint (or this project's server).
+
+It yields typed, frozen items: an `Event` per delivered event and a `Gap` wherever the
+server says events were lost. It resumes after a dropped connection with `Last-Event-ID`
+(the last id seen, including `cursor` frames, so filtered-out events are not replayed),
+never yields an id twice, and stops at `end`, closing the connection itself (a ZenML
+server on Python 3.11 sends `end` but may keep the response open).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+import httpx
+
+from zstream_mp.errors import ZStreamError
+
+_Scalar = str | int | float | bool | None
+_DEDUPE_WINDOW = 65_536
+_BACKOFF_MIN = 0.1
+_BACKOFF_MAX = 5.0
+
+
+# -- items --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Event:
+    """One event as the server delivered it; `id` is the broker id (resume cursor)."""
+
+    id: str
+    kind: str
+    pipeline_run_id: str
+    step_run_id: str | None = None
+    step_name: str | None = None
+    correlation_id: str | None = None
+    index: int | None = None
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Gap:
+    """The server lost events for this subscriber: `overflow`, `outage` or `shutdown`."""
+
+    reason: str
+
+
+# -- errors -------------------------------------------------------------------------------
+class SubscribeError(ZStreamError):
+    """The server refused the subscription; `status` and `detail` are its answer."""
+
+    def __init__(self, message: str, status: int | None = None, detail: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.detail = detail
+
+
+class AuthenticationError(SubscribeError):
+    """401: no token, or a token the server does not accept."""
+
+
+class PermissionDeniedError(SubscribeError):
+    """403: the token lacks the read right for this run."""
+
+
+class RunNotFoundError(SubscribeError):
+    """404: the server does not know this run."""
+
+
+class InvalidRequestError(SubscribeError, ValueError):
+    """400/422: malformed run id, cursor (`since`) or filter."""
+
+
+class StreamingDisabledError(SubscribeError):
+    """501: live event streaming is not enabled on this server."""
+
+
+class ServerUnavailableError(SubscribeError):
+    """The server could not be reached (or kept answering 5xx) for `retry_for` seconds."""
+
+
+_STATUS_ERRORS: dict[int, type[SubscribeError]] = {
+    400: InvalidRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: RunNotFoundError,
+    422: InvalidRequestError,
+    501: StreamingDisabledError,
+}
+_RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+def _detail_of(response: httpx.Response) -> Any:
+    try:
+        body = json.loads(response.read() or b"null")
+    except ValueError:
+        return response.text[:500]
+    return body.get("detail", body) if isinstance(body, dict) else body
+
+
+def _describe(detail: Any) -> str:
+    if isinstance(detail, list) and len(detail) == 2 and all(isinstance(d, str) for d in detail):
+        return f"{detail[0]}: {detail[1]}"
+    return detail if isinstance(detail, str) else json.dumps(detail)
+
+
+# -- SSE parsing --------------------------------------------------------------------------
+@dataclass
+class _Frame:
+    event: str = "message"
+    data: list[str] = field(default_factory=list)
+    id: str | None = None
+
+
+def _frames(lines: Iterable[str]) -> Iterator[_Frame]:
+    """SSE frames from decoded lines (WHATWG rules: comments ignored, data lines joined)."""
+    frame = _Frame()
+    dirty = False
+    for line in lines:
+        if line == "":
+            if dirty:
+                yield frame
+            frame, dirty = _Frame(), False
+            continue
+        if line.startswith(":"):
+            continue
+        name, sep, value = line.partition(":")
+        if sep and value.startswith(" "):
+            value = value[1:]
+        if name == "event":
+            frame.event, dirty = value, True
+        elif name == "data":
+            frame.data.append(value)
+            dirty = True
+        elif name == "id" and "\0" not in value:
+            frame.id, dirty = value, True
+
+
+def _event_from(frame: _Frame) -> Event | None:
+    try:
+        data = json.loads("\n".join(frame.data))
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or frame.id is None:
+        return None
+    index = data.get("index")
+    payload = data.get("payload")
+    return Event(
+        id=frame.id,
+        kind=str(data.get("kind", frame.event)),
+        pipeline_run_id=str(data.get("pipeline_run_id", "")),
+        step_run_id=data.get("step_run_id"),
+        step_name=data.get("step_name"),
+        correlation_id=data.get("correlation_id"),
+        index=index if isinstance(index, int) else None,
+        payload=payload if isinstance(payload, dict) else {},
+    )
+
+
+class _Dropped(Exception):
+    """The connection ended before `end`; resume from the cursor."""
+
+
+# -- subscribe ----------------------------------------------------------------------------
+def _values(value: str | Iterable[str] | None) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else [str(v) for v in value]
+
+
+def subscribe(
+    server: str | None,
+    run_id: str | UUID,
+    *,
+    token: str | None = None,
+    kinds: str | Iterable[str] | None = None,
+    correlation_ids: str | Iterable[str] | None = None,
+    step_names: str | Iterable[str] | None = None,
+    since: str | None = None,
+    timeout: float | None = 90.0,
+    reconnect: bool = True,
+    retry_for: float = 60.0,
+    connect_timeout: float = 10.0,
+) -> Iterator[Event | Gap]:
+    """Iterate over a run's events until the server sends `end`.
+
+    `server`/`token` default to ZSTREAM_SERVER/ZSTREAM_TOKEN. `since` resumes after an id.
+    `timeout` is the longest silence (heartbeats count) before the connection is treated
+    as dead. With `reconnect`, drops are retried with capped backoff for up to `retry_for`
+    seconds without a successful connection; then `ServerUnavailableError` is raised.
+    Refusals (401/403/404/400/422/501) raise the matching `SubscribeError` at once.
+    """
+    base = (server or os.environ.get("ZSTREAM_SERVER") or "").rstrip("/")
+    if not base:
+        raise InvalidRequestError("no server given (pass server= or set ZSTREAM_SERVER)")
+    token = token if token is not None else os.environ.get("ZSTREAM_TOKEN") or None
+    url = f"{base}/api/v1/runs/{run_id}/events/stream"
+    params: list[tuple[str, _Scalar]] = [("kinds", k) for k in _values(kinds)]
+    params += [("step_names", s) for s in _values(step_names)]
+    params += [("correlation_ids", c) for c in _values(correlation_ids)]
+    headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    limits = httpx.Timeout(connect=connect_timeout, read=timeout, write=connect_timeout, pool=None)
+    return _iterate(url, params, headers, limits, since, reconnect, retry_for)
+
+
+def _iterate(
+    url: str,
+    params: list[tuple[str, _Scalar]],
+    headers: dict[str, str],
+    timeouts: httpx.Timeout,
+    cursor: str | None,
+    reconnect: bool,
+    retry_for: float,
+) -> Iterator[Event | Gap]:
+    seen: OrderedDict[str, None] = OrderedDict()
+    backoff = _BACKOFF_MIN
+    last_ok = time.monotonic()
+    connected = False
+    with httpx.Client(timeout=timeouts, follow_redirects=False) as client:
+        while True:
+            request_headers = dict(headers)
+            if cursor:
+                request_headers["Last-Event-ID"] = cursor
+            retry_after: float | None = None
+            failure: str
+            try:
+                with client.stream(
+                    "GET", url, params=params, headers=request_headers
+                ) as resp:
+                    if resp.status_code != 200:
+                        detail = _detail_of(resp)
+                        error = _STATUS_ERRORS.get(resp.status_code)
+                        if error is not None or resp.status_code not in _RETRY_STATUSES:
+                            raise (error or SubscribeError)(
+                                f"server answered {resp.status_code}: {_describe(detail)}",
+                                resp.status_code,
+                                detail,
+                            )
+                        retry_after = _retry_after(resp)
+                        raise _Dropped(f"server answered {resp.status_code}")
+                    last_ok = time.monotonic()
+                    connected = True
+                    for frame in _frames(resp.iter_lines()):
+                        backoff = _BACKOFF_MIN
+                        if frame.id:
+                            cursor = frame.id
+                        if frame.event == "end":
+                            return
+                        if frame.event == "gap":
+                            yield Gap(_gap_reason(frame))
+                        elif frame.event == "error":
+                            raise _Dropped("server reported a stream failure")
+                        elif frame.event not in ("cursor", "system") and frame.id:
+                            if frame.id in seen:
+                                continue
+                            event = _event_from(frame)
+                            if event is None:
+                                continue
+                            seen[frame.id] = None
+                            if len(seen) > _DEDUPE_WINDOW:
+                                seen.popitem(last=False)
+                            yield event
+                    raise _Dropped("server closed the stream before end")
+            except _Dropped as exc:
+                failure = str(exc)
+            except httpx.TransportError as exc:
+                failure = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                if not connected:  # never reached the server: fail fast, nothing to resume
+                    raise ServerUnavailableError(f"cannot reach {url}: {failure}") from exc
+            if not reconnect:
+                raise ServerUnavailableError(f"connection to {url} lost: {failure}")
+            if time.monotonic() - last_ok > retry_for:
+                raise ServerUnavailableError(
+                    f"could not (re)connect to {url} for {retry_for:g}s: {failure}"
+                )
+            delay = retry_after if retry_after is not None else random.uniform(0, backoff)
+            time.sleep(min(delay, _BACKOFF_MAX * 6))
+            backoff = min(backoff * 2, _BACKOFF_MAX)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    try:
+        return max(0.0, float(response.headers.get("retry-after", "")))
+    except ValueError:
+        return None
+
+
+def _gap_reason(frame: _Frame) -> str:
+    try:
+        data = json.loads("\n".join(frame.data))
+    except ValueError:
+        return "unknown"
+    reason = data.get("reason") if isinstance(data, dict) else None
+    return str(reason) if reason else "unknown"
+
+
+__all__ = [
+    "AuthenticationError",
+    "Event",
+    "Gap",
+    "InvalidRequestError",
+    "PermissionDeniedError",
+    "RunNotFoundError",
+    "ServerUnavailableError",
+    "StreamingDisabledError",
+    "SubscribeError",
+    "subscribe",
+]

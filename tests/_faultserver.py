@@ -110,6 +110,12 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in separate writes: without this, Nagle's algorithm and
+        # the client's delayed ACK add 40 ms to every answer on a kept-alive connection.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     # -- helpers -----------------------------------------------------------------------------
     def _body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)

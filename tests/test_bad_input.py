@@ -142,6 +142,10 @@ def test_bad_input_raises_at_call_site(
     for builtin in builtins:
         assert isinstance(info.value, builtin), f"{name}: not a {builtin.__name__}"
     assert after.published == before.published, f"{name}: a rejected call was counted"
+    # stats(): "no_context and oversize count events refused before the queue"
+    oversize = 1 if error is PayloadTooLargeError else 0
+    moved = {r: after.dropped[r] - before.dropped.get(r, 0) for r in after.dropped}
+    assert moved == {**dict.fromkeys(moved, 0), "oversize": oversize}, f"{name}: {moved}"
     assert after.queued <= before.queued, f"{name}: a rejected call was queued"
     assert len(str(info.value)) < 2_000, f"{name}: the error message carries the payload"
 
@@ -182,8 +186,9 @@ def test_bad_inputs_lose_nothing_already_queued(server: FaultProcess) -> None:
     )
     assert after.published - before.published == len(good)
     assert after.sent - before.sent == len(good)
-    for reason, n in after.dropped.items():
-        assert n == before.dropped.get(reason, 0), f"dropped[{reason}] moved: {after.dropped}"
+    moved = {r: after.dropped[r] - before.dropped.get(r, 0) for r in after.dropped}
+    too_large = sum(1 for b in BAD if b[2] is PayloadTooLargeError)
+    assert moved == {**dict.fromkeys(moved, 0), "oversize": too_large}, moved
     # the edge events arrive byte-exact
     by_seq = {ev["payload"]["seq"]: ev for ev in received}
     for name, kwargs in GOOD_EDGE:

@@ -18,10 +18,38 @@ TAG = os.environ.get("FORK_CASE_TAG", "")
 """Distinguishes the events of one case when several cases share a run."""
 
 
+DEBUG = os.environ.get("FORK_CASE_DEBUG", "0")
+"""1: print each worker's stats at exit; 2: also log at DEBUG level."""
+_debug_pids: set[int] = set()
+
+
+def _report(tag: str, pid: int) -> None:
+    if os.getpid() == pid:
+        from zstream_mp import stats
+
+        print(f"[fork-case] worker {tag} pid {pid} at exit: {stats()}", file=sys.stderr,
+              flush=True)
+
+
+def _debug(tag: str, pid: int) -> None:
+    """Print this process's stats at exit (after the library's own exit flush)."""
+    if pid in _debug_pids:
+        return
+    _debug_pids.add(pid)
+    import atexit
+    import logging
+
+    if DEBUG == "2":
+        logging.basicConfig(level=logging.DEBUG, format=f"[{pid}] %(name)s %(message)s")
+    atexit.register(_report, tag, pid)
+
+
 def work(worker: object, count: int | None = None) -> int:
     """Publish ``count`` events tagged (worker, seq); return this process id."""
     tag = str(worker)
     pid = os.getpid()
+    if DEBUG != "0":
+        _debug(tag, pid)
     for seq in range(EVENTS if count is None else count):
         publish({"worker": tag, "seq": seq, "pid": pid, "tag": TAG})
     return pid

@@ -56,6 +56,7 @@ def capture(
     headers: dict[str, str] | None = None,
     *,
     frames: int | None = None,
+    until: bytes | None = None,
     timeout: float = 15.0,
 ) -> Capture:
     """GET ``path`` and read until ``frames`` non-comment frames, EOF, or ``timeout``.
@@ -76,6 +77,12 @@ def capture(
         buf = b""
         ended = "timeout"
         while True:
+            if until is not None:
+                at = buf.find(until)
+                end = buf.find(b"\n\n", at) if at >= 0 else -1
+                if end >= 0:
+                    buf, ended = buf[:end + 2], "frames"
+                    break
             if frames is not None:
                 cut = _cut_after(buf, frames)
                 if cut is not None:

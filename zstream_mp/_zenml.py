@@ -50,17 +50,16 @@ class _Credentials:
 
 
 class _ProcessState:
-    """Per-process cache; a forked child builds its own (PID mismatch)."""
+    """Per-process cache; a forked child builds its own (at-fork hook, PID check)."""
 
     def __init__(self) -> None:
         self.pid = os.getpid()
         self.lock = threading.Lock()
         self.credentials: _Credentials | None = None
-        # Last answer, reused while the ZenML context object, the credentials
-        # and the environment overrides are unchanged.
-        self.last_owner: object | None = None
-        self.last_key: tuple[Any, ...] | None = None
-        self.last_context: StreamContext | None = None
+        # Last answer as one tuple (swapped atomically, so threads in different
+        # steps never pair one step's owner with another's context): reused while
+        # the ZenML context object and the credentials object are the same.
+        self.last: tuple[object, _Credentials, StreamContext] | None = None
 
 
 _state = _ProcessState()
@@ -92,17 +91,31 @@ def _context_var(module_name: str, class_name: str) -> Any:
     return getattr(cls, "__context_var__", None)
 
 
-def _active_identity() -> tuple[object, str, str | None, str | None] | None:
-    """(context object, run id, step run id, step name) of the active step or dynamic run."""
-    var = _context_var(_STEP_MODULE, "StepContext")
-    step = var.get(None) if var is not None else None
-    if step is not None:
-        return (step, str(step.pipeline_run.id), str(step.step_run.id), str(step.step_name))
-    var = _context_var(_DYNAMIC_MODULE, "DynamicPipelineRunContext")
-    dynamic = var.get(None) if var is not None else None
-    if dynamic is not None:
-        return (dynamic, str(dynamic.run.id), None, None)
-    return None
+# The ContextVar objects, found once their modules are loaded (class attributes: stable).
+_step_var: Any = None
+_dynamic_var: Any = None
+
+
+def _active_owner() -> object | None:
+    """The active StepContext, else the active DynamicPipelineRunContext, else None."""
+    global _step_var, _dynamic_var
+    var = _step_var
+    if var is None:
+        var = _step_var = _context_var(_STEP_MODULE, "StepContext")
+    owner = var.get(None) if var is not None else None
+    if owner is None:
+        var = _dynamic_var
+        if var is None:
+            var = _dynamic_var = _context_var(_DYNAMIC_MODULE, "DynamicPipelineRunContext")
+        owner = var.get(None) if var is not None else None
+    return owner
+
+
+def _identity(owner: Any) -> tuple[str, str | None, str | None]:
+    """(run id, step run id, step name) of a step or dynamic-run context object."""
+    if hasattr(owner, "step_run"):
+        return str(owner.pipeline_run.id), str(owner.step_run.id), str(owner.step_name)
+    return str(owner.run.id), None, None
 
 
 def _norm(url: str | None) -> str | None:
@@ -197,30 +210,43 @@ def zenml_context() -> StreamContext | None:
     Never raises: any failure is logged at debug level and yields None.
     """
     try:
-        identity = _active_identity()
-        if identity is None:
+        owner = _active_owner()
+        if owner is None:
             return None
-        owner, run_id, step_run_id, step_name = identity
-        state = _process_state()
-        creds = _credentials(state)
-        env_server = os.environ.get(ENV_SERVER) or None
-        env_token = os.environ.get(ENV_TOKEN) or None
-        key = (creds, env_server, env_token, run_id, step_run_id, step_name)
-        if state.last_owner is owner and state.last_key == key:
-            return state.last_context
-        server, token = _server_and_token(creds, env_server, env_token)
-        context = StreamContext(
-            run_id=run_id,
-            step_run_id=step_run_id,
-            step_name=step_name,
-            server=server,
-            token=token,
-        )
-        state.last_owner, state.last_key, state.last_context = owner, key, context
-        return context
+        state = _state
+        last = state.last
+        # Hot path: same context object, same credentials object, still fresh. No
+        # syscall (getpid) and no os.environ read: the at-fork hook resets _state.
+        if (
+            last is not None
+            and last[0] is owner
+            and last[1] is state.credentials
+            and time.monotonic() - last[1].checked_at < _CREDENTIALS_TTL
+        ):
+            return last[2]
+        return _build_context(owner)
     except Exception as exc:
         _log.debug("ZenML context unavailable: %s", exc, exc_info=True)
         return None
+
+
+def _build_context(owner: object) -> StreamContext:
+    """Resolve ids, credentials and ZSTREAM_SERVER/ZSTREAM_TOKEN for a new context object.
+
+    The environment overrides are read here, i.e. when the step changes or the
+    credentials are rechecked, not on every publish (like the core's own destinations).
+    """
+    state = _process_state()
+    creds = _credentials(state)
+    run_id, step_run_id, step_name = _identity(owner)
+    server, token = _server_and_token(
+        creds, os.environ.get(ENV_SERVER) or None, os.environ.get(ENV_TOKEN) or None
+    )
+    context = StreamContext(
+        run_id=run_id, step_run_id=step_run_id, step_name=step_name, server=server, token=token
+    )
+    state.last = (owner, creds, context)
+    return context
 
 
 def _reauthenticate(store: Any) -> str | None:
@@ -270,7 +296,7 @@ def refresh_token(server: str) -> str | None:
             return None
         with state.lock:
             state.credentials = _Credentials(_norm(str(store.url)), token, time.monotonic())
-            state.last_key = None
+            state.last = None
         return token
     except Exception as exc:
         _log.debug("ZenML re-authentication failed: %s", exc, exc_info=True)

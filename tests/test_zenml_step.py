@@ -242,6 +242,30 @@ def test_pool_workers_inherit_step_context(peer: _zenml_peer.Peer, tmp_path: Pat
     assert len(pool) == 2 * POOL_TASKS
 
 
+def test_forkserver_workers_follow_the_current_step(peer: _zenml_peer.Peer, tmp_path: Path
+                                                     ) -> None:
+    """Two steps in one process, a forkserver Pool in each.
+
+    The forkserver process is started during the first step and reused by the second,
+    so an environment snapshot taken when it started must not decide attribution.
+    """
+    result = _run(peer, "forkserver", tmp_path)
+    assert set(result.steps) == {"via_forkserver", "via_forkserver_2"}
+    frames = read_stream(peer.url, result.run_id, peer.token)
+    assert_unique_ids(frames)
+    pool = events_by(frames).get("pool", [])
+    for name, rec in result.steps.items():
+        tag = "a" if name == "via_forkserver" else "b"
+        ids = (rec["run_id"], rec["step_run_id"], name)
+        seen = {(w["context"] or {}).get("step_run_id") for w in rec["workers"]["forkserver"]}
+        assert seen == {rec["step_run_id"]}, f"{name}: workers resolved step runs {seen}"
+        mine = [f.json() for f in pool if f.json()["payload"]["method"] == f"forkserver-{tag}"]
+        assert sorted(e["payload"]["seq"] for e in mine) == list(range(POOL_TASKS)), name
+        wrong = [e["step_name"] for e in mine
+                 if (e["pipeline_run_id"], e["step_run_id"], e["step_name"]) != ids]
+        assert not wrong, f"{name}: {len(wrong)} worker events attributed to {set(wrong)}"
+
+
 # ------------------------------------------------------------------ 401
 
 

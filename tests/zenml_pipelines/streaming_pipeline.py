@@ -9,6 +9,8 @@ Modes:
   compare  two invocations of one step, each publishing the same sequence through
            ``zenml.streaming.publish`` and ``zstream_mp.publish`` (payload ``via`` differs)
   pool     one step whose spawn and fork Pool workers publish through zstream_mp
+  forkserver  two steps, each with a forkserver Pool (the server process is started
+           during the first step and reused by the second)
   dynamic  a ``@pipeline(dynamic=True)`` whose body and step both publish
   reauth   one step whose ZenML store token is replaced by a rejected one: the 401 must
            re-authenticate through ZenML's store once and deliver everything
@@ -170,6 +172,28 @@ def pool_pipeline() -> None:
 
 
 @step(enable_cache=False)
+def via_forkserver(tag: str) -> int:
+    """A forkserver Pool per step: the forkserver process outlives the first step."""
+    seen = _identity()
+    zstream_mp.publish({"via": "step", "tag": tag, "seq": 0})
+    with multiprocessing.get_context("forkserver").Pool(2) as pool:
+        res = pool.map(pool_task, [(f"forkserver-{tag}", i) for i in range(POOL_TASKS)])
+        pool.close()
+        pool.join()
+    ok = zstream_mp.flush(timeout=30.0)
+    _write(seen["step_name"], {**seen, **_zstream_view(), "zstream_flush": ok,
+                               "workers": {"forkserver": [{"pid": pid, "flush": f, **view}
+                                                          for pid, f, view in res]}})
+    return POOL_TASKS
+
+
+@pipeline(enable_cache=False)
+def forkserver_pipeline() -> None:
+    via_forkserver(tag="a")
+    via_forkserver(tag="b", after="via_forkserver")
+
+
+@step(enable_cache=False)
 def dyn_step() -> int:
     seen = _identity()
     zenml_streaming.publish({"via": "zenml", "where": "step"})
@@ -239,7 +263,7 @@ def reauth_pipeline() -> None:
 
 
 PIPELINES = {"compare": compare_pipeline, "pool": pool_pipeline, "dynamic": dynamic_pipeline,
-             "reauth": reauth_pipeline}
+             "reauth": reauth_pipeline, "forkserver": forkserver_pipeline}
 
 
 if __name__ == "__main__":

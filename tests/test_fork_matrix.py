@@ -6,6 +6,9 @@ the parent binds a run, publishes, fans out to 4 workers that publish 500 events
 exactly the expected identities: nothing lost, nothing twice (a child re-sending its
 parent's queued events shows up as a duplicate), and no run over its deadline.
 
+Children get ``ZSTREAM_EXIT_TIMEOUT=20``: this matrix is about which process sends what, not
+about throughput within the default 2 s exit budget (tests/test_faults.py bounds exit times).
+
 Interpreters: ``sys.executable`` plus every path in ``ZSTREAM_TEST_PYTHONS`` (comma list);
 each needs httpx, psutil, filelock and joblib installed.
 """
@@ -13,6 +16,7 @@ each needs httpx, psutil, filelock and joblib installed.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import uuid
 from collections.abc import Iterator
@@ -35,6 +39,7 @@ EVENTS = 500
 GRANDCHILD_EVENTS = 250
 PARENT_EVENTS = 1000
 DEADLINE = 60.0
+EXIT_TIMEOUT = "20"
 PYTHONS = _targets.interpreters()
 
 
@@ -46,7 +51,7 @@ def _python_id(python: str) -> str:
 def our_server() -> Iterator[Any]:
     from _servers import start_server
 
-    with start_server() as server:
+    with start_server(token="fork-token-" + os.urandom(6).hex()) as server:
         yield server
 
 
@@ -68,6 +73,7 @@ def run_case(python: str, case: str, target: _targets.Target) -> dict[str, Any]:
         "FORK_CASE_TAG": tag,
         "FORK_CASE_EVENTS": str(EVENTS),
         "FORK_CASE_GRANDCHILD_EVENTS": str(GRANDCHILD_EVENTS),
+        "ZSTREAM_EXIT_TIMEOUT": EXIT_TIMEOUT,
     })
     cmd = [python, str(DRIVER), case, "--server", target.url, "--run", target.run_id,
            "--parent-events", str(PARENT_EVENTS)]

@@ -1,0 +1,83 @@
+"""Fork storm: 2,000 forks while 4 threads publish at full rate in the parent.
+
+No deadlock (every child carries a watchdog and the whole storm a hard deadline), every
+child publishes one event and exits within its budget, and every child's event arrives
+exactly once. The parent's own events are checked for duplicates and against its stats.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE / "fork_cases"))
+sys.path.insert(0, str(HERE))
+
+import _targets  # noqa: E402
+
+STORM = HERE / "fork_cases" / "storm.py"
+FORKS = int(os.environ.get("ZSTREAM_STORM_FORKS", "2000"))
+CHILD_DEADLINE = 10
+"""Watchdog of each child: its exit budget (2 s) plus generous room for a loaded machine."""
+DEADLINE = 420.0
+
+
+@pytest.fixture(scope="module")
+def our_server() -> Iterator[Any]:
+    from _servers import start_server
+
+    with start_server(token="fork-token-" + os.urandom(6).hex()) as server:
+        yield server
+
+
+def storm(target: _targets.Target) -> dict[str, Any]:
+    cmd = [sys.executable, str(STORM), "--server", target.url, "--run", target.run_id,
+           "--forks", str(FORKS), "--child-deadline", str(CHILD_DEADLINE)]
+    if target.token:
+        cmd += ["--token", target.token]
+    res = _targets.run_bounded(cmd, env=_targets.child_env(sys.executable), deadline=DEADLINE)
+    assert not res.timed_out, f"storm over its {DEADLINE}s deadline:\n{res.stderr[-3000:]}"
+    assert res.returncode == 0, f"storm failed rc={res.returncode}:\n{res.stderr[-3000:]}"
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    print(f"[storm on {target.name}] {res.elapsed:.1f}s "
+          f"{ {k: v for k, v in report.items() if k != 'failures'} }")
+    assert not report["failures"], (
+        f"{len(report['failures'])} children failed (exit -14 = watchdog): "
+        f"{report['failures'][:10]}"
+    )
+    assert report["lifetime_max"] < CHILD_DEADLINE
+
+    payloads = target.collect()
+    children = [p for p in payloads if p.get("worker") == "child"]
+    problems = _targets.check_exactly_once(children, {"child": FORKS})
+    assert not problems, f"children's events: {'; '.join(problems)}"
+
+    parent = Counter((p["worker"], p["seq"]) for p in payloads if p.get("worker") != "child")
+    dups = [k for k, n in parent.items() if n > 1]
+    assert not dups, f"parent events delivered twice: {dups[:10]}"
+    st = report["stats"]
+    assert report["flushed"], f"the parent's final flush did not finish: {st}"
+    assert sum(parent.values()) == st["sent"], (sum(parent.values()), st)
+    assert st["published"] == sum(report["thread_published"])
+    assert st["published"] == st["sent"] + sum(st["dropped"].values()) + st["queued"], st
+    return report
+
+
+def test_fork_storm_fault_server(tmp_path: Path) -> None:
+    target = _targets.FaultTarget(tmp_path / "rec", slow_start=0)
+    try:
+        storm(target)
+    finally:
+        target.close()
+
+
+def test_fork_storm_our_server(our_server: Any) -> None:
+    storm(_targets.ServerTarget(our_server))

@@ -1,5 +1,9 @@
 """The ASGI app: ZenML's two streaming endpoints, plus /health and a small run lifecycle API.
 
+Beyond ZenML: a repeated `Idempotency-Key` on POST .../events returns the stored answer
+instead of appending the batch again (see `idempotency.py`), and ending a run always
+appends the `end` frame, even to an empty stream, so no subscriber waits forever.
+
 Each handler checks in ZenML's dependency order: JSON decode (422), auth (401/403),
 streaming enabled (501), validation of path, query and body (422), then handler logic
 (404/400/413/503). Error bodies copy ZenML's three shapes: `{"detail": "..."}`,
@@ -14,7 +18,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -30,6 +34,7 @@ from zstream_mp.server.broadcaster import Broadcaster, ShuttingDownError, Stream
 from zstream_mp.server.brokers import StreamBroker, create_broker, stream_key
 from zstream_mp.server.config import ServerConfig
 from zstream_mp.server.framing import END, PING, EventFilter, frame_for
+from zstream_mp.server.idempotency import IdempotencyCache
 from zstream_mp.server.models import (
     END_FRAME_BYTES,
     ENVELOPE_BYTES_MAX,
@@ -58,6 +63,7 @@ class ServerState:
     broadcaster: Broadcaster
     auth: TokenAuth
     runs: RunRegistry
+    idempotency: IdempotencyCache = field(default_factory=IdempotencyCache)
 
     def key(self, run_id: UUID) -> str:
         return stream_key(self.config.deployment_id, str(run_id))
@@ -274,12 +280,23 @@ class App:
                     413, f"Event exceeds {ENVELOPE_BYTES_MAX} bytes (was {len(payload)})."
                 )
             payloads.append(payload)
+        key = request.headers.get("idempotency-key")
+        cache = self.state.idempotency
+        if key:
+            stored = await cache.claim(str(run_id), key)
+            if stored is not None:
+                return JSONResponse(stored)
+        result: dict[str, Any] | None = None
         try:
             ids = await self.state.broker.publish(self.state.key(run_id), payloads)
+            result = {"count": len(ids), "last_id": ids[-1] if ids else None}
         except Exception as exc:
             logger.warning("broker publish failed for run %s: %s", run_id, exc)
             return _unavailable("Broker publish failed.")
-        return JSONResponse({"count": len(ids), "last_id": ids[-1] if ids else None})
+        finally:
+            if key:
+                cache.finish(str(run_id), key, result)
+        return JSONResponse(result)
 
     # -- GET /api/v1/runs/{run_id}/events/stream ---------------------------------------
     async def stream_run_events(self, request: Request) -> Response:

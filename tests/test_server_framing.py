@@ -1,4 +1,5 @@
 """Unit tests: SSE bytes, broker frames and filters are byte-identical to ZenML 0.98.0's."""
+# ruff: noqa: E501
 
 from __future__ import annotations
 

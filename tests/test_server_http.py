@@ -1,4 +1,5 @@
 """Status codes, error bodies and limits of our server, in ZenML's dependency order."""
+# ruff: noqa: E501
 
 from __future__ import annotations
 

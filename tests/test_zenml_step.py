@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +29,8 @@ import _zenml_peer  # noqa: E402
 import _zenml_steps  # noqa: E402
 from _zenml_steps import Frame, PipelineResult, events_by, read_stream, run_pipeline  # noqa: E402
 
-pytestmark = [pytest.mark.zenml, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.timeout(900)]
+needs_peer = pytest.mark.zenml
 
 COUNT = 12  # streaming_pipeline.py's default ZSZ_COUNT
 POOL_TASKS = 8
@@ -102,6 +104,7 @@ def assert_unique_ids(frames: list[Frame]) -> None:
 # ------------------------------------------------------------------ plain steps
 
 
+@needs_peer
 def test_context_matches_zenml_step(compare: tuple[PipelineResult, list[Frame]],
                                     peer: _zenml_peer.Peer) -> None:
     result, _frames = compare
@@ -118,6 +121,7 @@ def test_context_matches_zenml_step(compare: tuple[PipelineResult, list[Frame]],
     assert not any(stats["dropped"].values()) and not stats["muted"]
 
 
+@needs_peer
 def test_events_mirror_zenml_streaming(compare: tuple[PipelineResult, list[Frame]]) -> None:
     result, frames = compare
     assert frames[-1].event == "end"
@@ -129,6 +133,7 @@ def test_events_mirror_zenml_streaming(compare: tuple[PipelineResult, list[Frame
         assert_mirrors(_of_step(groups["zenml"], name), _of_step(groups["zstream"], name), rec)
 
 
+@needs_peer
 def test_context_resolution_cost(compare: tuple[PipelineResult, list[Frame]],
                                  record_property: Any) -> None:
     """Reported, not asserted: per-call cost inside a step (best of 5 x 20,000 calls)."""
@@ -164,6 +169,7 @@ def redirected(peer: _zenml_peer.Peer, tmp_path_factory: pytest.TempPathFactory
         server_cm.__exit__(None, None, None)
 
 
+@needs_peer
 def test_zstream_server_env_redirects_with_zenml_ids(
         redirected: tuple[PipelineResult, list[Frame], list[Frame], str, str]) -> None:
     result, zenml_frames, ours, url, token = redirected
@@ -184,9 +190,44 @@ def test_zstream_server_env_redirects_with_zenml_ids(
                        rec)
 
 
+@needs_peer
+def test_local_sql_store_with_zstream_server(peer: _zenml_peer.Peer, tmp_path: Path) -> None:
+    """A ZenML client on its local SQL store (no ZenML server): ids from ZenML, events
+    to ZSTREAM_SERVER. ``zenml.streaming`` mutes itself there (the SQL store refuses)."""
+    token = "zsz-" + os.urandom(8).hex()
+    try:
+        server_cm = _zenml_steps.start_zstream_server(token=token)
+        server = server_cm.__enter__()
+    except _zenml_steps.OurServerUnavailable as exc:
+        pytest.skip(f"our server cannot start, local-store variant NOT run: {exc}")
+    try:
+        result = run_pipeline(peer, "compare", tmp_path, local_store=True,
+                              env={"ZSTREAM_SERVER": server.url, "ZSTREAM_TOKEN": token})
+        result.check()
+        server.end_run(result.run_id)
+        ours = read_stream(server.url, result.run_id, token)
+    finally:
+        server_cm.__exit__(None, None, None)
+    for rec in result.steps.values():
+        assert rec["context"]["server"] == server.url
+        assert rec["context"]["token_sha"] == _sha(token)
+        assert rec["context"]["step_run_id"] == rec["step_run_id"]
+    groups = events_by(ours)
+    assert set(groups) == {"zstream"}
+    assert_unique_ids(ours)
+    for name, rec in result.steps.items():
+        mine = _of_step(groups["zstream"], name)
+        assert _seqs(mine) == list(range(COUNT)), name
+        for f in mine:
+            got = f.json()
+            assert (got["pipeline_run_id"], got["step_run_id"]) == (rec["run_id"],
+                                                                    rec["step_run_id"])
+
+
 # ------------------------------------------------------------------ dynamic pipeline
 
 
+@needs_peer
 def test_dynamic_pipeline_body_and_step(peer: _zenml_peer.Peer, tmp_path: Path) -> None:
     result = run_pipeline(peer, "dynamic", tmp_path)
     if result.returncode != 0 and "dynamic" in result.log.lower() and not result.steps:
@@ -216,6 +257,7 @@ def test_dynamic_pipeline_body_and_step(peer: _zenml_peer.Peer, tmp_path: Path) 
 # ------------------------------------------------------------------ multiprocessing
 
 
+@needs_peer
 def test_pool_workers_inherit_step_context(peer: _zenml_peer.Peer, tmp_path: Path) -> None:
     result = _run(peer, "pool", tmp_path)
     rec = result.steps["fan_out"]
@@ -242,6 +284,7 @@ def test_pool_workers_inherit_step_context(peer: _zenml_peer.Peer, tmp_path: Pat
     assert len(pool) == 2 * POOL_TASKS
 
 
+@needs_peer
 def test_forkserver_workers_follow_the_current_step(peer: _zenml_peer.Peer, tmp_path: Path
                                                      ) -> None:
     """Two steps in one process, a forkserver Pool in each.
@@ -269,6 +312,7 @@ def test_forkserver_workers_follow_the_current_step(peer: _zenml_peer.Peer, tmp_
 # ------------------------------------------------------------------ 401
 
 
+@needs_peer
 def test_401_reauthenticates_through_zenml_store(peer: _zenml_peer.Peer, tmp_path: Path
                                                  ) -> None:
     result = _run(peer, "reauth", tmp_path)
@@ -284,3 +328,27 @@ def test_401_reauthenticates_through_zenml_store(peer: _zenml_peer.Peer, tmp_pat
     events = [f for f in frames if f.event not in CONTROL]
     assert [f.json()["payload"]["seq"] for f in events] == list(range(COUNT))
     assert all(f.json()["step_run_id"] == rec["step_run_id"] for f in events)
+
+
+# ------------------------------------------------------------------ without ZenML
+
+
+def test_no_zenml_import_and_no_context_without_a_step(tmp_path: Path) -> None:
+    """zstream_mp never imports ZenML; a half-present ``zenml`` yields no context, no error."""
+    code = (
+        "import sys, types, zstream_mp\n"
+        "from zstream_mp import _zenml\n"
+        "assert 'zenml' not in sys.modules\n"
+        "assert zstream_mp.current_context() is None\n"
+        "sys.modules['zenml'] = types.ModuleType('zenml')\n"
+        "assert _zenml.zenml_context() is None\n"
+        "assert _zenml.refresh_token('http://127.0.0.1:1') is None\n"
+        "assert zstream_mp.current_context() is None\n"
+        "zstream_mp.publish({'x': 1})\n"
+        "assert zstream_mp.stats().dropped['no_context'] == 1, zstream_mp.stats()\n"
+        "print('ok')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZSTREAM_")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, env=env, cwd=tmp_path)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

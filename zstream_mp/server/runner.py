@@ -22,7 +22,9 @@ from zstream_mp.server.config import ServerConfig
 def bind_socket(host: str, port: int) -> socket.socket:
     """A listening TCP socket (IPv6 when the host is an IPv6 literal)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio turns Nagle off only for sockets whose proto says TCP,
+    # and with Nagle on every response waits ~40 ms for a delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

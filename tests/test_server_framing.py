@@ -1,5 +1,4 @@
 """Unit tests: SSE bytes, broker frames and filters are byte-identical to ZenML 0.98.0's."""
-# ruff: noqa: E501
 
 from __future__ import annotations
 
@@ -23,6 +22,7 @@ from zstream_mp.server.models import (
     UnknownFrame,
     decode_frame,
     encode_frame,
+    event_json,
 )
 
 RUN = "d7b49f71-6347-4dc5-bd70-ad945cadf842"
@@ -100,9 +100,13 @@ def test_encoding_details_follow_pydantic() -> None:
             "big": 10**30,
             "u": "ü✓",
             "nested": {"a": [1, 2, None]},
+            "e20": 1e20,
+            "e16": 1e16,
+            "e15": 1e15,
         }
     )
-    data = event.model_dump_json()
+    data = event_json(event)
+    assert '"e20":1e20' in data and '"e16":1e16' in data and '"e15":1000000000000000.0' in data
     assert '"nan":null' in data and '"inf":null' in data
     assert (
         '"f":1e-7' in data

@@ -273,8 +273,9 @@ class App:
                 )
             try:
                 payload = encode_frame(EventFrame(event=event))
-            except ValueError as exc:  # e.g. lone surrogates, which JSON allows but UTF-8 not
-                return _detail(400, [type(exc).__name__, str(exc)])
+            except ValueError as exc:  # lone surrogates: JSON allows them, UTF-8 does not
+                # ZenML maps ValueError subclasses to its last ValueError entry: 422
+                return _detail(422, ["ValueError", str(exc)])
             if len(payload) > ENVELOPE_BYTES_MAX:
                 return _detail(
                     413, f"Event exceeds {ENVELOPE_BYTES_MAX} bytes (was {len(payload)})."

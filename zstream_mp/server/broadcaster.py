@@ -18,7 +18,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from zstream_mp.server.brokers import BrokerEntry, StreamBroker
-from zstream_mp.server.models import DecodedFrame, EndFrame, EventFrame, decode_frame
+from zstream_mp.server.models import DecodedFrame, EndFrame, EventFrame, decode_frame, event_json
 
 logger = logging.getLogger("zstream_mp.server")
 
@@ -49,7 +49,7 @@ class Entry:
     @classmethod
     def decode(cls, raw: BrokerEntry) -> Entry:
         frame = decode_frame(raw.payload)
-        data = frame.event.model_dump_json() if isinstance(frame, EventFrame) else None
+        data = event_json(frame.event) if isinstance(frame, EventFrame) else None
         return cls(raw.id, frame, data)
 
     @property

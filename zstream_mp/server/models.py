@@ -8,6 +8,7 @@ telling this server from ZenML's, and lets both share one Redis.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal, Optional, Union
 from uuid import UUID
 
@@ -70,9 +71,29 @@ _uuid_adapter: TypeAdapter[UUID] = TypeAdapter(UUID)
 _KNOWN_TYPES = frozenset({"event", "end"})
 
 
+_STRING_OR_EXP = re.compile(rb'("(?:[^"\\]|\\.)*")|e\+')
+
+
+def _plain_exponents(data: bytes) -> bytes:
+    """`1e+20` -> `1e20` outside strings.
+
+    pydantic-core up to 2.41 (pydantic 2.12, which ZenML 0.98.0 ships with) writes float
+    exponents without `+`; later versions add it. The wire (and the 69,632-byte limit) follow
+    ZenML's bytes, whichever pydantic is installed here.
+    """
+    if b"e+" not in data:
+        return data
+    return _STRING_OR_EXP.sub(lambda m: m.group(1) or b"e", data)
+
+
 def encode_frame(frame: EventFrame | EndFrame) -> bytes:
     """Compact JSON of a broker frame, as ZenML's `encode_frame` produces it."""
-    return _frame_adapter.dump_json(frame)
+    return _plain_exponents(_frame_adapter.dump_json(frame))
+
+
+def event_json(event: StreamEvent) -> str:
+    """`StreamEvent.model_dump_json()` with ZenML's float spelling: the SSE `data:` line."""
+    return _plain_exponents(event.model_dump_json().encode()).decode()
 
 
 END_FRAME_BYTES = encode_frame(EndFrame())

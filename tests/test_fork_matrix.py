@@ -88,9 +88,10 @@ def run_case(python: str, case: str, target: _targets.Target) -> dict[str, Any]:
     assert res.returncode == 0, f"{where} driver failed rc={res.returncode}:\n{res.stderr[-3000:]}"
     summary = json.loads(res.stdout.strip().splitlines()[-1])
     summary["elapsed"] = round(res.elapsed, 2)
-    payloads = [p for p in target.collect() if p.get("tag") == tag]
     expected = {"parent": 2 * PARENT_EVENTS,
                 **expected_workers(case, EVENTS, GRANDCHILD_EVENTS)}
+    target.expect = (tag, sum(expected.values()))
+    payloads = [p for p in target.collect() if p.get("tag") == tag]
     problems = _targets.check_exactly_once(payloads, expected)
     assert not problems, f"{where} {'; '.join(problems)}\nsummary {summary}\n{res.stderr[-2000:]}"
     assert not res.stderr.strip() or "Traceback" not in res.stderr, res.stderr[-3000:]

@@ -22,6 +22,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,9 @@ class Target:
     url: str
     token: str | None = None
     run_id: str
+
+    expect: tuple[str, int] | None = None
+    """(tag, count): what a complete collection holds, for targets that read on silence."""
 
     def collect(self) -> list[dict[str, Any]]:
         raise NotImplementedError
@@ -240,12 +244,15 @@ def python_version(python: str) -> str:
 def sse_read(
     url: str, run_id: str, token: str | None, *, since: str | None = None,
     quiet: float = 2.0, deadline: float = 120.0,
+    enough: Callable[[list[dict[str, Any]]], bool] | None = None,
 ) -> tuple[list[dict[str, Any]], str | None]:
     """Read a run's SSE stream from ``since`` until ``end`` or ``quiet`` seconds of silence.
 
     Returns the payloads of the event frames and the last id seen (a cursor for the next
-    read). Independent of the library's ``subscribe()`` on purpose: the ZenML runs the matrix
-    shares stay open, so the read ends on silence, not on ``end``.
+    read). With ``enough``, silence ends the read only once ``enough(payloads)`` is true
+    (else it reconnects from the cursor until the deadline). Independent of the library's
+    ``subscribe()`` on purpose: the ZenML runs the matrix shares stay open, so the read
+    ends on silence, not on ``end``.
     """
     import json
 
@@ -266,7 +273,7 @@ def sse_read(
                               headers=headers, timeout=timeout) as resp:
                 resp.raise_for_status()
                 frame: dict[str, str] = {}
-                for line in resp.iter_lines():
+                for line in _sse_lines(resp):
                     if line.startswith(":"):
                         continue
                     if line:
@@ -282,8 +289,23 @@ def sse_read(
                         out.append(json.loads(frame["data"])["payload"])
                     frame = {}
         except httpx.ReadTimeout:
-            return out, last
+            # Silence ends the read only once ``enough`` holds: a loaded server may pause.
+            if enough is None or enough(out):
+                return out, last
+    if enough is not None:
+        return out, last  # incomplete: the caller reports what is missing
     raise AssertionError(f"SSE read of run {run_id} did not go quiet in {deadline}s")
+
+
+def _sse_lines(resp: Any) -> Iterator[str]:
+    """Lines split on LF only: JSON data may carry U+2028 and friends, which str.splitlines
+    (and httpx's iter_lines) would treat as line breaks."""
+    buf = b""
+    for chunk in resp.iter_bytes():
+        buf += chunk
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            yield line.rstrip(b"\r").decode("utf-8")
 
 
 class ZenmlTarget(Target):
@@ -298,6 +320,13 @@ class ZenmlTarget(Target):
         self._cursor = cursor
 
     def collect(self) -> list[dict[str, Any]]:
-        payloads, last = sse_read(self.url, self.run_id, self.token, since=self._cursor[0])
+        def enough(out: list[dict[str, Any]]) -> bool:
+            if self.expect is None:
+                return True
+            tag, count = self.expect
+            return sum(1 for p in out if p.get("tag") == tag) >= count
+
+        payloads, last = sse_read(self.url, self.run_id, self.token, since=self._cursor[0],
+                                  enough=enough, deadline=60.0)
         self._cursor[0] = last
         return payloads

@@ -25,7 +25,11 @@ def publish(payload: dict[str, Any], *, kind: str = "event", correlation_id: str
     """
     kind_bytes = _event.check_kind(kind)
     tail = _event.encode_tail(correlation_id, index)
-    body = _event.encode_payload(payload)
+    try:
+        body = _event.encode_payload(payload)
+    except PayloadTooLargeError:
+        _process.state().count_drop("oversize")
+        raise
     dest = _context.resolve_destination()
     if dest is None:
         _process.state().count_drop("no_context")

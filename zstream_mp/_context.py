@@ -21,6 +21,7 @@ import os
 import sys
 import tempfile
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field, replace
 from json.encoder import encode_basestring
@@ -117,7 +118,6 @@ def _env_server() -> str | None:
 
 _lock = threading.Lock()
 _bound: tuple[StreamContext, Destination] | None = None
-_inherited: tuple[str, tuple[StreamContext, Destination] | None] | None = None
 _zenml_last: tuple[StreamContext, Destination] | None = None
 
 
@@ -135,12 +135,15 @@ class Binding:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        _set_bound(self._previous)
-        if self._previous is None:
-            if self._previous_env is None:
-                os.environ.pop(CONTEXT_ENV, None)
-            else:
-                os.environ[CONTEXT_ENV] = self._previous_env
+        if self._previous is not None:
+            _set_bound(self._previous)
+            return
+        _set_bound(None)
+        if self._previous_env is None:
+            os.environ.pop(CONTEXT_ENV, None)
+            _forget_origin()
+        else:
+            os.environ[CONTEXT_ENV] = self._previous_env
 
 
 def bind(run_id: str | uuid.UUID | StreamContext, *, step_run_id: str | uuid.UUID | None = None,
@@ -167,26 +170,25 @@ def bind(run_id: str | uuid.UUID | StreamContext, *, step_run_id: str | uuid.UUI
 
 
 def _set_bound(ctx: StreamContext | None) -> None:
-    global _bound
+    global _bound, _inherited
     with _lock:
         _bound = (ctx, _destination(ctx)) if ctx is not None else None
+        _inherited = None
     if ctx is not None:
         export(ctx)
 
 
 def unbind() -> None:
-    """Forget the explicit binding of this process (children keep what they inherited)."""
+    """Forget this process's binding and stop handing it to children started from now on."""
     _set_bound(None)
     os.environ.pop(CONTEXT_ENV, None)
+    _forget_origin()
 
 
 def current_context() -> StreamContext | None:
     """The context ``publish()`` would use right now in this thread."""
     found = _resolve()
-    if found is None:
-        return None
-    ctx, _dest = found
-    return ctx
+    return found[0] if found is not None else None
 
 
 def resolve_destination() -> Destination | None:
@@ -209,7 +211,7 @@ def _resolve() -> tuple[StreamContext, Destination] | None:
         ctx = _zenml.zenml_context()
         if ctx is not None:
             last = _zenml_last
-            if last is not None and last[0] == ctx:
+            if last is not None and (last[0] is ctx or last[0] == ctx):
                 return last
             resolved = (ctx, _destination(ctx))
             _zenml_last = resolved
@@ -219,10 +221,39 @@ def _resolve() -> tuple[StreamContext, Destination] | None:
 
 
 # --------------------------------------------------------------------------- handoff
+#
+# A child learns its context from ZSTREAM_CONTEXT, which names the process that bound it
+# (``origin``). That process also keeps its current context in a 0600 file,
+# ``ctx-<origin>.json``; a child re-reads it at most once a second, so workers that outlive
+# a ``bind()`` in their parent (long-lived pools, the forkserver, loky) follow it.
+
+RECHECK_SECONDS = 1.0
+
+
+@dataclass
+class _Inherited:
+    raw: str
+    origin_path: str | None
+    stamp: int | None
+    checked: float
+    resolved: tuple[StreamContext, Destination] | None
+
+
+_inherited: _Inherited | None = None
+
+
+def _state_dir() -> str:
+    directory = os.path.join(tempfile.gettempdir(), f"zstream-mp-{os.getuid()}")
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    return directory
+
+
+def _origin_path(pid: int) -> str:
+    return os.path.join(_state_dir(), f"ctx-{pid}.json")
 
 
 def export(ctx: StreamContext) -> None:
-    """Put ``ctx`` in this process's environment for the children it will start."""
+    """Hand ``ctx`` to the children this process starts, and to those it already has."""
     data: dict[str, Any] = {"run_id": ctx.run_id}
     if ctx.step_run_id:
         data["step_run_id"] = ctx.step_run_id
@@ -232,26 +263,62 @@ def export(ctx: StreamContext) -> None:
         data["server"] = ctx.server
     if ctx.token:
         data["token_file"] = _token_file(ctx.token)
+    pid = os.getpid()
+    data["origin"] = pid
     value = json.dumps(data, separators=(",", ":"))
-    if os.environ.get(CONTEXT_ENV) != value:
-        os.environ[CONTEXT_ENV] = value
+    if os.environ.get(CONTEXT_ENV) == value:
+        return
+    _write_private(_origin_path(pid), value)
+    _remove_at_exit(_origin_path(pid))
+    os.environ[CONTEXT_ENV] = value
+
+
+def _forget_origin() -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(_origin_path(os.getpid()))
 
 
 def _from_environment() -> tuple[StreamContext, Destination] | None:
     global _inherited
+    cached = _inherited
+    now = time.monotonic()
+    if cached is not None and now - cached.checked < RECHECK_SECONDS:
+        return cached.resolved
     raw = os.environ.get(CONTEXT_ENV)
     if not raw:
+        _inherited = None
         return None
-    cached = _inherited
-    if cached is not None and cached[0] == raw:
-        return cached[1]
-    ctx = _parse_handoff(raw)
-    resolved = (ctx, _destination(ctx)) if ctx is not None else None
-    _inherited = (raw, resolved)
-    return resolved
+    if cached is None or cached.raw != raw:
+        cached = _Inherited(raw, _origin_of(raw), None, now, _parse_handoff(raw))
+    cached.checked = now
+    if cached.origin_path is not None:
+        try:
+            stamp: int | None = os.stat(cached.origin_path).st_mtime_ns
+        except OSError:  # the origin has exited or unbound: keep what was inherited
+            stamp = None
+        if stamp != cached.stamp:
+            cached.stamp = stamp
+            fresh = None
+            if stamp is not None:
+                with contextlib.suppress(OSError), open(cached.origin_path,
+                                                         encoding="utf-8") as fh:
+                    fresh = _parse_handoff(fh.read())
+            cached.resolved = fresh or _parse_handoff(raw)
+    _inherited = cached
+    return cached.resolved
 
 
-def _parse_handoff(raw: str) -> StreamContext | None:
+def _origin_of(raw: str) -> str | None:
+    try:
+        origin = json.loads(raw).get("origin")
+    except (ValueError, AttributeError):
+        return None
+    if isinstance(origin, int) and origin != os.getpid():
+        return _origin_path(origin)
+    return None
+
+
+def _parse_handoff(raw: str) -> tuple[StreamContext, Destination] | None:
     try:
         data = json.loads(raw)
         token = None
@@ -259,11 +326,12 @@ def _parse_handoff(raw: str) -> StreamContext | None:
         if token_file:
             with open(token_file, encoding="utf-8") as fh:
                 token = fh.read().strip() or None
-        return StreamContext(run_id=data["run_id"], step_run_id=data.get("step_run_id"),
-                             step_name=data.get("step_name"), server=data.get("server"),
-                             token=token)
+        ctx = StreamContext(run_id=data["run_id"], step_run_id=data.get("step_run_id"),
+                            step_name=data.get("step_name"), server=data.get("server"),
+                            token=token)
     except (ValueError, KeyError, TypeError, OSError, AttributeError):
         return None
+    return ctx, _destination(ctx)
 
 
 _token_files: dict[str, str] = {}
@@ -274,22 +342,30 @@ def _token_file(token: str) -> str:
     path = _token_files.get(token)
     if path is not None and os.path.exists(path):
         return path
-    directory = os.path.join(tempfile.gettempdir(), f"zstream-mp-{os.getuid()}")
-    os.makedirs(directory, mode=0o700, exist_ok=True)
     name = hashlib.sha256(token.encode()).hexdigest()[:24]
-    path = os.path.join(directory, f"token-{name}")
+    path = os.path.join(_state_dir(), f"token-{name}")
     if not os.path.exists(path):
-        tmp = f"{path}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(token)
-        os.replace(tmp, path)
-        _register_cleanup(path)  # only the creator removes it, at its own exit
+        _write_private(path, token)
+        _remove_at_exit(path)  # only the creator removes it, at its own exit
     _token_files[token] = path
     return path
 
 
-def _register_cleanup(path: str) -> None:
+def _write_private(path: str, text: str) -> None:
+    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+_cleanup: set[str] = set()
+
+
+def _remove_at_exit(path: str) -> None:
+    if path in _cleanup:
+        return
+    _cleanup.add(path)
     owner = os.getpid()
 
     def remove() -> None:
@@ -301,6 +377,15 @@ def _register_cleanup(path: str) -> None:
 
 
 def _after_fork_in_child() -> None:
-    """Swap the module lock; bound context and handoff stay valid in the child."""
-    global _lock
+    """The child follows its parent through the handoff, never through copied globals.
+
+    Swapping references only: a new lock, and the parent's binding demoted to the
+    inherited context the parent exported, which the child re-checks against the parent.
+    """
+    global _lock, _bound, _inherited, _zenml_last
     _lock = threading.Lock()
+    _bound = None
+    _inherited = None
+    _zenml_last = None
+    _cleanup.clear()
+    _token_files.clear()

@@ -6,6 +6,7 @@ handler that flushes may interrupt the main thread inside ``put()``.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -76,6 +77,9 @@ class EventQueue:
         """True once nothing is waiting or in flight; False when ``deadline`` passes."""
         with self.lock:
             while self.items or self.in_flight:
+                if deadline == math.inf:
+                    self.drained.wait()
+                    continue
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False

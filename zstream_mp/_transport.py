@@ -34,6 +34,7 @@ MUTE_STATUSES = frozenset({405, 501})
 BACKOFF_BASE = 0.1
 BACKOFF_CAP = 5.0
 RETRY_AFTER_CAP = 30.0
+MIN_RETRY_WAIT = 0.05
 
 
 class Outcome(enum.Enum):
@@ -60,7 +61,8 @@ class Transport:
         self._retry_deadline = retry_deadline
         self._refresh_token = refresh_token
         self._client: httpx.Client | None = None
-        self._tokens: dict[str, str] = {}
+        self._tokens: dict[tuple[str, str | None], str] = {}
+        """Tokens refreshed after a 401, by (server, the token the context gave)."""
 
     def _http(self) -> httpx.Client:
         if self._client is None:
@@ -77,7 +79,8 @@ class Transport:
         """Send ``body`` until it is delivered, refused, or the time is up."""
         url = f"{server}/api/v1/runs/{run_id}/events"
         headers = {"Idempotency-Key": str(uuid.uuid4())}
-        token = self._tokens.get(server, token)
+        given = token
+        token = self._tokens.get((server, given), token)
         refreshed = False
         started = time.monotonic()
         attempt = 0
@@ -102,7 +105,7 @@ class Transport:
                     refreshed = True
                     fresh = self._refresh_token(server)
                     if fresh and fresh != token:
-                        token = self._tokens[server] = fresh
+                        token = self._tokens[(server, given)] = fresh
                         continue
                 if status not in RETRY_STATUSES:
                     outcome = Outcome.REJECTED if status < 500 else Outcome.FAILED
@@ -111,11 +114,12 @@ class Transport:
             delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1)) * random.random()
             if retry_after is not None:
                 delay = max(delay, min(retry_after, RETRY_AFTER_CAP))
-            now = time.monotonic()
-            limit = min(started + self._retry_deadline, give_up_at())
-            if now + delay >= limit:
+            # Wait what the server asked for, but never past the deadline: the last try is
+            # made at the deadline rather than given up in advance.
+            remaining = min(started + self._retry_deadline, give_up_at()) - time.monotonic()
+            if remaining <= MIN_RETRY_WAIT:
                 return Result(Outcome.FAILED, attempt, status, reason)
-            time.sleep(delay)
+            time.sleep(min(delay, remaining - MIN_RETRY_WAIT / 2))
 
     def abandon(self) -> None:
         """Forget the client without closing it: after a fork its sockets are the parent's."""

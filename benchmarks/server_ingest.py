@@ -49,26 +49,29 @@ def bodies(run_id: str, step_run_id: str | None, batch: int, requests: int) -> l
     return out
 
 
-def measure(url: str, token: str | None, run_id: str, step_run_id: str | None, batch: int,
-            repeats: int) -> float:
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    transport = httpx.HTTPTransport(
-        socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
-    rates = []
-    with httpx.Client(base_url=url, headers=headers, transport=transport, timeout=60) as c:
-        path = f"/api/v1/runs/{run_id}/events"
-        c.post(path, content=b'{"events":[]}')  # open the connection outside the clock
-        for _ in range(repeats):
-            pre = bodies(run_id, step_run_id, batch, REQUESTS[batch])
-            t0 = time.perf_counter()
-            for body in pre:
-                r = c.post(path, content=body)
-                if r.status_code != 200:
-                    raise RuntimeError(f"{url}: {r.status_code} {r.text[:200]}")
-            rates.append(batch * len(pre) / (time.perf_counter() - t0))
-    return statistics.median(rates)
+class Cell:
+    """One target's keep-alive client; ``once(batch)`` posts one cell and returns events/s."""
+
+    def __init__(self, url: str, token: str | None, run_id: str, step_run_id: str | None):
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        transport = httpx.HTTPTransport(
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+        self.client = httpx.Client(base_url=url, headers=headers, transport=transport,
+                                   timeout=60)
+        self.run_id, self.step_run_id = run_id, step_run_id
+        self.path = f"/api/v1/runs/{run_id}/events"
+        self.client.post(self.path, content=b'{"events":[]}')  # connect outside the clock
+
+    def once(self, batch: int) -> float:
+        pre = bodies(self.run_id, self.step_run_id, batch, REQUESTS[batch])
+        t0 = time.perf_counter()
+        for body in pre:
+            r = self.client.post(self.path, content=body)
+            if r.status_code != 200:
+                raise RuntimeError(f"{r.url}: {r.status_code} {r.text[:200]}")
+        return batch * len(pre) / (time.perf_counter() - t0)
 
 
 @contextlib.contextmanager
@@ -89,21 +92,31 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-zenml", action="store_true")
     args = ap.parse_args()
-    results: dict[str, dict[int, float]] = {}
-    for name, broker in (("ours-memory", "memory"), ("ours-redis", "redis")):
-        with ours(broker) as (url, token, run_id):
-            results[name] = {b: measure(url, token, run_id, str(uuid.uuid4()), b, args.repeats)
-                             for b in BATCH_SIZES}
+    cells: dict[str, Cell] = {}
     zenml_note = ""
-    if not args.no_zenml:
-        try:
-            peer = zpeer.ensure_peer("redis")
-            with zpeer.held_run(peer) as held:
-                results["zenml-redis"] = {
-                    b: measure(peer.url, peer.token, held.run_id, held.step_run_id, b,
-                               args.repeats) for b in BATCH_SIZES}
-        except zpeer.PeerUnavailable as exc:
-            zenml_note = f"ZenML peer not measured: {exc}"
+    with contextlib.ExitStack() as stack:
+        for name, broker in (("ours-memory", "memory"), ("ours-redis", "redis")):
+            url, token, run_id = stack.enter_context(ours(broker))
+            cells[name] = Cell(url, token, run_id, str(uuid.uuid4()))
+        if not args.no_zenml:
+            try:
+                peer = zpeer.ensure_peer("redis")
+                held = stack.enter_context(zpeer.held_run(peer))
+                cells["zenml-redis"] = Cell(peer.url, peer.token, held.run_id,
+                                            held.step_run_id)
+            except zpeer.PeerUnavailable as exc:
+                zenml_note = f"ZenML peer not measured: {exc}"
+        # Round robin over repeats, sizes and targets so background load hits all alike.
+        samples: dict[str, dict[int, list[float]]] = {n: {b: [] for b in BATCH_SIZES}
+                                                      for n in cells}
+        for _ in range(args.repeats):
+            for b in BATCH_SIZES:
+                for name, cell in cells.items():
+                    samples[name][b].append(cell.once(b))
+        for cell in cells.values():
+            cell.client.close()
+    results = {n: {b: statistics.median(v) for b, v in per.items()}
+               for n, per in samples.items()}
     cols = list(results)
     print(f"events/s ingested (median of {args.repeats}; events per cell = batch x "
           f"{', '.join(f'{b}:{REQUESTS[b]}' for b in BATCH_SIZES)} requests)")

@@ -151,7 +151,8 @@ def _layout(broker: str) -> tuple[Path, int, int | None]:
         return DEFAULT_STATE, DEFAULT_PORT, DEFAULT_REDIS_PORT
     state = Path(f"{DEFAULT_STATE}-{broker}")
     port_file = state / "zstream-port"
-    port = int(port_file.read_text()) if port_file.exists() else _free_port()
+    running = port_file.exists() and _alive(state / "server.pid")
+    port = int(port_file.read_text()) if running else _free_port()
     return state, port, None
 
 

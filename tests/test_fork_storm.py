@@ -37,7 +37,8 @@ DEADLINE = 420.0
 def our_server() -> Iterator[Any]:
     from _servers import start_server
 
-    with start_server(token="fork-token-" + os.urandom(6).hex()) as server:
+    with start_server(token="fork-token-" + os.urandom(6).hex(),
+                      max_stream_length=10_000_000) as server:
         yield server
 
 

@@ -168,8 +168,14 @@ def main() -> None:
     parser.add_argument("--parent-events", type=int, default=1000)
     args = parser.parse_args()
 
-    bind(args.run, server=args.server, token=args.token)
     parent = os.getpid()
+    if os.environ.get("FORK_CASE_DEBUG", "0") != "0":
+        import atexit
+
+        # Registered before the first publish, so it runs after the library's exit flush.
+        atexit.register(lambda: print(f"[fork-case] parent at exit: {stats()}",
+                                      file=sys.stderr, flush=True))
+    bind(args.run, server=args.server, token=args.token)
     for seq in range(args.parent_events):
         publish({"worker": "parent", "seq": seq, "pid": parent, "tag": TAG})
     queued_at_fork = stats().queued

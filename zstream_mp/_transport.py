@@ -35,6 +35,7 @@ BACKOFF_BASE = 0.1
 BACKOFF_CAP = 5.0
 RETRY_AFTER_CAP = 30.0
 MIN_RETRY_WAIT = 0.05
+_LIMITS = httpx.Limits(max_connections=4, max_keepalive_connections=2)
 
 
 class Outcome(enum.Enum):
@@ -60,19 +61,30 @@ class Transport:
         self._timeout = httpx.Timeout(request_timeout, connect=min(request_timeout, 3.0))
         self._retry_deadline = retry_deadline
         self._refresh_token = refresh_token
-        self._client: httpx.Client | None = None
+        self._clients: dict[bool, httpx.Client] = {}
         self._tokens: dict[tuple[str, str | None], str] = {}
         """Tokens refreshed after a 401, by (server, the token the context gave)."""
 
-    def _http(self) -> httpx.Client:
-        if self._client is None:
-            self._client = httpx.Client(
+    def _http(self, server: str) -> httpx.Client:
+        """The client for ``server``'s scheme, created on first use in this process.
+
+        Plain-HTTP servers get a client without a TLS context: building one loads the CA
+        bundle (~50 ms and ~3 MB per process), which every short-lived pool worker would
+        pay and every fork would copy.
+        """
+        secure = server.startswith("https://")
+        client = self._clients.get(secure)
+        if client is None:
+            transport = None if secure else httpx.HTTPTransport(verify=False, limits=_LIMITS)
+            client = httpx.Client(
                 timeout=self._timeout,
                 headers={"User-Agent": f"zstream-mp/{__version__}",
                          "Content-Type": "application/json"},
-                limits=httpx.Limits(max_connections=4, max_keepalive_connections=2),
+                limits=_LIMITS,
+                transport=transport,
             )
-        return self._client
+            self._clients[secure] = client
+        return client
 
     def post(self, server: str, run_id: str, token: str | None, body: bytes,
              give_up_at: Callable[[], float]) -> Result:
@@ -90,7 +102,7 @@ class Transport:
                 headers["Authorization"] = f"Bearer {token}"
             retry_after: float | None = None
             try:
-                response = self._http().post(url, content=body, headers=headers)
+                response = self._http(server).post(url, content=body, headers=headers)
             except httpx.HTTPError as exc:
                 status: int | None = None
                 reason = f"{type(exc).__name__}"
@@ -120,10 +132,6 @@ class Transport:
             if remaining <= MIN_RETRY_WAIT:
                 return Result(Outcome.FAILED, attempt, status, reason)
             time.sleep(min(delay, remaining - MIN_RETRY_WAIT / 2))
-
-    def abandon(self) -> None:
-        """Forget the client without closing it: after a fork its sockets are the parent's."""
-        self._client = None
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -1,0 +1,82 @@
+"""Shared pieces of the benchmark scripts: a server subprocess, the ingest ceiling, tables."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+
+import httpx
+
+_BANNER = re.compile(r"zstream-mp serving on (http://\S+)")
+
+
+@contextlib.contextmanager
+def server(*extra: str) -> Iterator[str]:
+    """``zstream-mp serve`` on a free loopback port, for the duration of the block."""
+    proc = subprocess.Popen([sys.executable, "-m", "zstream_mp", "serve", "--port", "0", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        match = _BANNER.search(proc.stdout.readline())
+        if not match:
+            raise RuntimeError("the server did not start")
+        yield match.group(1)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def new_run(url: str) -> str:
+    return str(httpx.post(f"{url}/api/v1/zstream/runs", json={}).json()["id"])
+
+
+def event_bytes(run_id: str, i: int) -> bytes:
+    """One ~100-byte-payload event, encoded as the publisher encodes it."""
+    return (f'{{"pipeline_run_id":"{run_id}","step_run_id":null,"step_name":"bench",'
+            f'"kind":"token","correlation_id":"w0","index":{i},"payload":'
+            f'{{"worker":"w0","seq":{i},"text":"the quick brown fox jumps over the lazy dog",'
+            f'"p":0.5}}}}').encode()
+
+
+def ingest_ceiling(url: str, batch: int, events: int, repeats: int = 3,
+                   token: str | None = None) -> float:
+    """Events/s one keep-alive client achieves posting pre-encoded batches back to back."""
+    rates = []
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    with httpx.Client(headers=headers, timeout=30) as client:
+        for _ in range(repeats):
+            run_id = new_run(url)
+            bodies = [b'{"events":[' + b",".join(event_bytes(run_id, i + j)
+                                                   for j in range(batch)) + b"]}"
+                      for i in range(0, events, batch)]
+            target = f"{url}/api/v1/runs/{run_id}/events"
+            started = time.perf_counter()
+            for body in bodies:
+                client.post(target, content=body).raise_for_status()
+            rates.append(len(bodies) * batch / (time.perf_counter() - started))
+    return statistics.median(rates)
+
+
+def median_time(fn: Callable[[], float], repeats: int) -> float:
+    return statistics.median(fn() for _ in range(repeats))
+
+
+def table(title: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    cells = [[str(c) for c in header]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    print(f"\n{title}")
+    for n, row in enumerate(cells):
+        print("  " + "  ".join(c.rjust(w) if n and i else c.ljust(w)
+                               for i, (c, w) in enumerate(zip(row, widths))))
+
+
+def unique_run() -> str:
+    return str(uuid.uuid4())

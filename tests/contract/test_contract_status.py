@@ -16,7 +16,7 @@ import httpx
 import pytest
 from _contract_envelope import ENVELOPE_MAX, event_with_envelope
 from _contract_sse import capture, frame_fields
-from conftest import Registry, Target
+from _contract_targets import Registry, Target
 
 RESERVED = ("end", "gap", "error", "cursor", "system")
 UNKNOWN_RUN = "00000000-0000-4000-8000-00000000beef"

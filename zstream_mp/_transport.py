@@ -14,6 +14,10 @@ What each status means for the batch (the caller accounts for it):
 
 from __future__ import annotations
 
+# encodings.idna and httpcore are what the sender thread would otherwise import on its first
+# request; a fork while it is half-way through an import leaves the child a partially
+# initialised module ("unknown encoding: idna"). So they are imported here, by the importer.
+import encodings.idna  # noqa: F401
 import enum
 import logging
 import random
@@ -22,7 +26,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import httpcore  # noqa: F401  # httpx imports it lazily; a fork mid-import breaks the child
+import httpcore  # noqa: F401
 import httpx
 
 from zstream_mp import __version__

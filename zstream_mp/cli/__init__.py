@@ -13,7 +13,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-_SUBCOMMANDS = ("serve", "tail", "runs", "demo", "stats")
+_SUBCOMMANDS = ("serve", "tail", "runs", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

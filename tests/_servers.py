@@ -28,6 +28,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 PREFIX = "zstream-mp serving on "
+TEST_TOKEN = "test-token-0123456789"  # the `auth_server` fixture token (read,write)
 
 
 def free_port() -> int:

@@ -10,9 +10,14 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _servers import RunningRedis, RunningServer, redis_binary, start_redis, start_server
-
-TEST_TOKEN = "test-token-0123456789"
+from _servers import (
+    TEST_TOKEN,
+    RunningRedis,
+    RunningServer,
+    redis_binary,
+    start_redis,
+    start_server,
+)
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from _servers import RunningServer, sse_body, start_server
-from conftest import TEST_TOKEN
+from _servers import TEST_TOKEN, RunningServer, sse_body, start_server
 
 ENVELOPE_MAX = 69_632
 

@@ -246,3 +246,20 @@ def test_consumer_items_and_typed_errors(auth_server: RunningServer) -> None:
     with start_server(disabled=True) as off, pytest.raises(StreamingDisabledError):
         list(subscribe(off.url, run))
     assert Gap("overflow").reason == "overflow"
+
+
+def test_disconnected_subscribers_are_released() -> None:
+    with start_server(max_subscribers=2, heartbeat=0.2) as srv:
+        run = str(uuid.uuid4())
+        _post(srv, run, [{"pipeline_run_id": run, "kind": "k"}])
+        for _ in range(5):  # more than the cap: each closed client must free its slot
+            with httpx.stream("GET", _stream(srv, run), timeout=10) as resp:
+                assert resp.status_code == 200
+                next(resp.iter_lines())
+        deadline = time.monotonic() + 10
+        while True:
+            state = httpx.get(f"{srv.url}/api/v1/zstream/runs/{run}").json()
+            if state["subscribers"] == 0:
+                break
+            assert time.monotonic() < deadline, state
+            time.sleep(0.1)

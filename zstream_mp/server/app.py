@@ -12,6 +12,8 @@ streaming enabled (501), validation of path, query and body (422), then handler 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import email.message
 import inspect
 import json
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID, uuid4
 
+import anyio
 from pydantic import TypeAdapter, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
@@ -329,7 +332,7 @@ class App:
                 pass
             else:
                 if latest is None or (from_id is not None and from_id == latest):
-                    return StreamingResponse(
+                    return SSEResponse(
                         _single(END), media_type="text/event-stream", headers=SSE_HEADERS
                     )
         broadcaster = self.state.broadcaster
@@ -358,10 +361,11 @@ class App:
                     yield frame
                     if terminal:
                         return
+                    await asyncio.sleep(0)  # replay may never suspend: let the loop breathe
             finally:
                 sub.close()
 
-        return StreamingResponse(frames(), media_type="text/event-stream", headers=SSE_HEADERS)
+        return SSEResponse(frames(), media_type="text/event-stream", headers=SSE_HEADERS)
 
     # -- run lifecycle (not in ZenML) ---------------------------------------------------
     async def create_run(self, request: Request) -> Response:
@@ -430,6 +434,28 @@ class App:
                 "subscribers": self.state.broadcaster.subscriber_count(key),
             }
         )
+
+
+class SSEResponse(StreamingResponse):
+    """A streaming response that stops its generator as soon as the client goes away.
+
+    Starlette relies on `send` failing for ASGI 2.4 servers, but a write to a dead socket
+    can succeed silently while the loop has not yet processed the connection loss. A
+    subscriber would then linger (and count against the per-run cap). Listening for
+    `http.disconnect` alongside the writer ends it promptly.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async with anyio.create_task_group() as group:
+
+            async def write() -> None:
+                with contextlib.suppress(OSError):
+                    await self.stream_response(send)
+                group.cancel_scope.cancel()
+
+            group.start_soon(write)
+            await self.listen_for_disconnect(receive)
+            group.cancel_scope.cancel()
 
 
 async def _single(frame: bytes) -> AsyncIterator[bytes]:

@@ -24,10 +24,11 @@ sys.path.insert(0, str(HERE))
 import _targets  # noqa: E402
 
 STORM = HERE / "fork_cases" / "storm.py"
-FORKS = int(os.environ.get("ZSTREAM_STORM_FORKS", "2000"))
-"""Forks against the recording fault server (exact counts from its record)."""
-SERVER_FORKS = int(os.environ.get("ZSTREAM_STORM_SERVER_FORKS", "400"))
-"""Forks against our server: the same check, shorter, to keep the suite in its CI budget."""
+FORKS = int(os.environ.get("ZSTREAM_STORM_FORKS", "400"))
+"""Forks against the recording fault server (exact counts from its record): a second
+opinion on the same check, shorter, to keep the suite in its CI budget."""
+SERVER_FORKS = int(os.environ.get("ZSTREAM_STORM_SERVER_FORKS", "2000"))
+"""Forks against our server: the full storm of the acceptance criterion."""
 CHILD_DEADLINE = 10
 """Watchdog of each child: its exit budget (2 s) plus generous room for a loaded machine."""
 DEADLINE = 420.0

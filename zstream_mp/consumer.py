@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
@@ -116,6 +117,33 @@ class _Frame:
     event: str = "message"
     data: list[str] = field(default_factory=list)
     id: str | None = None
+
+
+_EOL = re.compile(rb"\r\n|\r|\n")
+
+
+def _lines(chunks: Iterable[bytes]) -> Iterator[str]:
+    """SSE lines from raw bytes: only CRLF, LF and CR end a line.
+
+    Not ``str.splitlines`` (nor httpx's ``iter_lines``, which uses it): the JSON in a
+    ``data:`` line may hold U+2028, U+0085 or \x1c-\x1e raw, and those are not line ends.
+    """
+    pending = b""
+    skip_lf = False  # the previous chunk ended in CR: a leading LF completes that CRLF
+    for chunk in chunks:
+        if skip_lf and chunk.startswith(b"\n"):
+            chunk = chunk[1:]
+        skip_lf = False
+        if not chunk:
+            continue
+        data = pending + chunk
+        parts = _EOL.split(data)
+        pending = parts.pop()
+        skip_lf = data.endswith(b"\r")
+        for part in parts:
+            yield part.decode("utf-8", "replace")
+    if pending:
+        yield pending.decode("utf-8", "replace")
 
 
 def _frames(lines: Iterable[str]) -> Iterator[_Frame]:
@@ -248,7 +276,7 @@ def _iterate(
                         raise _Dropped(f"server answered {resp.status_code}")
                     last_ok = time.monotonic()
                     connected = True
-                    for frame in _frames(resp.iter_lines()):
+                    for frame in _frames(_lines(resp.iter_bytes())):
                         backoff = _BACKOFF_MIN
                         if frame.id:
                             cursor = frame.id

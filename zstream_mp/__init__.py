@@ -7,13 +7,22 @@ that deliver from pool workers, forked children and spawned interpreters alike.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 __version__ = "0.1.0"
 
 from zstream_mp._api import flush, publish, stats
 from zstream_mp._context import Binding, StreamContext, bind, current_context, unbind
 from zstream_mp._stats import PublisherStats
+from zstream_mp.consumer import (
+    AuthenticationError,
+    Event,
+    Gap,
+    PermissionDeniedError,
+    RunNotFoundError,
+    ServerUnavailableError,
+    StreamingDisabledError,
+    SubscribeError,
+    subscribe,
+)
 from zstream_mp.errors import (
     ConfigurationError,
     InvalidContextError,
@@ -23,18 +32,23 @@ from zstream_mp.errors import (
     ZStreamError,
 )
 
-if TYPE_CHECKING:
-    from zstream_mp.consumer import subscribe
-
 __all__ = [
+    "AuthenticationError",
     "Binding",
     "ConfigurationError",
+    "Event",
+    "Gap",
     "InvalidContextError",
     "InvalidEventError",
     "PayloadTooLargeError",
+    "PermissionDeniedError",
     "PublisherStats",
     "ReservedKindError",
+    "RunNotFoundError",
+    "ServerUnavailableError",
     "StreamContext",
+    "StreamingDisabledError",
+    "SubscribeError",
     "ZStreamError",
     "__version__",
     "bind",
@@ -46,11 +60,3 @@ __all__ = [
     "unbind",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    # The consumer pulls in more than a publisher needs; load it on first use.
-    if name == "subscribe":
-        from zstream_mp.consumer import subscribe
-
-        return subscribe
-    raise AttributeError(f"module 'zstream_mp' has no attribute {name!r}")

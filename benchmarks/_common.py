@@ -75,7 +75,7 @@ def table(title: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -
     print(f"\n{title}")
     for n, row in enumerate(cells):
         print("  " + "  ".join(c.rjust(w) if n and i else c.ljust(w)
-                               for i, (c, w) in enumerate(zip(row, widths))))
+                               for i, (c, w) in enumerate(zip(row, widths, strict=True))))
 
 
 def unique_run() -> str:

@@ -6,8 +6,10 @@ the library's exit hooks must deliver what they published.
 
 from __future__ import annotations
 
+import faulthandler
 import multiprocessing
 import os
+import signal
 import sys
 
 from zstream_mp import publish
@@ -48,6 +50,7 @@ def work(worker: object, count: int | None = None) -> int:
     """Publish ``count`` events tagged (worker, seq); return this process id."""
     tag = str(worker)
     pid = os.getpid()
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # stacks on a deadline
     if DEBUG != "0":
         _debug(tag, pid)
     for seq in range(EVENTS if count is None else count):

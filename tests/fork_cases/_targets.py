@@ -192,6 +192,11 @@ def run_bounded(cmd: list[str], *, env: dict[str, str], deadline: float) -> Case
         stdout, stderr = proc.communicate(timeout=deadline)
     except subprocess.TimeoutExpired:
         timed_out = True
+        # Every process of a case dumps its threads' stacks on SIGUSR1 (faulthandler):
+        # ask for them before killing, so a deadlock says where it is.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGUSR1)
+        time.sleep(2.0)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         stdout, stderr = proc.communicate()

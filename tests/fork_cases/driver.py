@@ -13,8 +13,10 @@ caller owns the deadline and counts the events at the server.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -169,6 +171,7 @@ def main() -> None:
     args = parser.parse_args()
 
     parent = os.getpid()
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # stacks on a deadline
     if os.environ.get("FORK_CASE_DEBUG", "0") != "0":
         import atexit
 

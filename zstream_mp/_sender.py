@@ -7,6 +7,7 @@ process that forks between bursts is single-threaded at the fork.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 from collections.abc import Callable
 
@@ -15,6 +16,30 @@ from zstream_mp._queue import EventQueue, Item
 from zstream_mp._transport import Outcome, Transport
 
 logger = logging.getLogger("zstream_mp")
+
+_ASYNC_SIGNALS = frozenset(
+    getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1",
+                                       "SIGUSR2", "SIGALRM", "SIGCHLD", "SIGWINCH")
+    if hasattr(signal, name)
+)
+
+
+def _start_without_signals(thread: threading.Thread) -> None:
+    """Start ``thread`` with the asynchronous signals blocked in it, from its first instruction.
+
+    The kernel hands a process-directed signal to any thread that does not block it. Had it
+    been this one, a main thread asleep in a system call (a pool worker waiting for its next
+    task) would never wake to run the Python handler: a SIGTERM from ``Pool.terminate()``
+    would be swallowed and the pool would wait for that worker forever.
+    """
+    if not hasattr(signal, "pthread_sigmask"):
+        thread.start()
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _ASYNC_SIGNALS)
+    try:
+        thread.start()  # the new thread inherits the blocked mask
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class Sender:
@@ -36,7 +61,7 @@ class Sender:
         if self._thread is None and not self.muted:
             thread = threading.Thread(target=self._run, name="zstream-mp-sender", daemon=True)
             self._thread = thread
-            thread.start()
+            _start_without_signals(thread)
 
     def _run(self) -> None:
         queue = self._queue

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from zstream_mp.errors import ConfigurationError
 
@@ -12,6 +14,8 @@ QUEUE_MAXSIZE = 4096
 BATCH_SIZE_ENV = "ZENML_STREAM_PUBLISHER_BATCH_SIZE"
 MAX_BATCH_SIZE = 1000
 """The server refuses larger batches with 422."""
+
+_N = TypeVar("_N", int, float)
 
 
 @dataclass(frozen=True)
@@ -41,29 +45,23 @@ def _raw(name: str) -> str | None:
 
 
 def _int_env(name: str, default: int, low: int, high: int) -> int:
-    raw = _raw(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigurationError(
-            f"{name}={raw!r} is not an integer; use a whole number from {low} to {high}"
-        ) from None
-    if not low <= value <= high:
-        raise ConfigurationError(f"{name}={value} is out of range; use {low}..{high}")
-    return value
+    return _number_env(name, default, low, high, int, "a whole number")
 
 
 def _float_env(name: str, default: float, low: float, high: float) -> float:
+    return _number_env(name, default, low, high, float, "a number of seconds")
+
+
+def _number_env(name: str, default: _N, low: _N, high: _N, parse: Callable[[str], _N],
+                what: str) -> _N:
     raw = _raw(name)
     if raw is None:
         return default
     try:
-        value = float(raw)
+        value = parse(raw)
     except ValueError:
         raise ConfigurationError(
-            f"{name}={raw!r} is not a number; use seconds from {low:g} to {high:g}"
+            f"{name}={raw!r} is not {what}; use {what} from {low:g} to {high:g}"
         ) from None
     if not low <= value <= high:
         raise ConfigurationError(f"{name}={value:g} is out of range; use {low:g}..{high:g}")

@@ -227,6 +227,16 @@ class App:
             return None
         return _detail(404, ["KeyError", not_found_message(run_id)])
 
+    def _run_of(self, request: Request, right: str, context: str) -> UUID | Response:
+        """The path's run, or the refusal: auth (401/403/501), validation (422), lookup (404)."""
+        gate = self._gate(request, right)
+        if gate is not None:
+            return gate
+        run_id, errors = _path_run_id(request)
+        if errors or run_id is None:
+            return _validation_error(errors, context)
+        return self._unknown_run(run_id) or run_id
+
     async def _body(self, request: Request, context: str) -> Any:
         return await _json_body(request, self.state.config.max_request_body, context)
 
@@ -304,15 +314,9 @@ class App:
 
     # -- GET /api/v1/runs/{run_id}/events/stream ---------------------------------------
     async def stream_run_events(self, request: Request) -> Response:
-        gate = self._gate(request, "read")
-        if gate is not None:
-            return gate
-        run_id, errors = _path_run_id(request)
-        if errors or run_id is None:
-            return _validation_error(errors, self._stream_ctx)
-        missing = self._unknown_run(run_id)
-        if missing is not None:
-            return missing
+        run_id = self._run_of(request, "read", self._stream_ctx)
+        if isinstance(run_id, Response):
+            return run_id
         query = request.query_params
         event_filter = EventFilter.of(
             query.getlist("kinds"), query.getlist("step_names"), query.getlist("correlation_ids")
@@ -396,15 +400,9 @@ class App:
         return JSONResponse({"id": str(run_id)}, status_code=201 if created else 200)
 
     async def end_run(self, request: Request) -> Response:
-        gate = self._gate(request, "write")
-        if gate is not None:
-            return gate
-        run_id, errors = _path_run_id(request)
-        if errors or run_id is None:
-            return _validation_error(errors, self._end_ctx)
-        missing = self._unknown_run(run_id)
-        if missing is not None:
-            return missing
+        run_id = self._run_of(request, "write", self._end_ctx)
+        if isinstance(run_id, Response):
+            return run_id
         runs = self.state.runs
         if runs.ended(run_id):
             return JSONResponse({"id": str(run_id), "ended": True})
@@ -417,15 +415,9 @@ class App:
         return JSONResponse({"id": str(run_id), "ended": True})
 
     async def run_status(self, request: Request) -> Response:
-        gate = self._gate(request, "read")
-        if gate is not None:
-            return gate
-        run_id, errors = _path_run_id(request)
-        if errors or run_id is None:
-            return _validation_error(errors, self._end_ctx)
-        missing = self._unknown_run(run_id)
-        if missing is not None:
-            return missing
+        run_id = self._run_of(request, "read", self._end_ctx)
+        if isinstance(run_id, Response):
+            return run_id
         key = self.state.key(run_id)
         return JSONResponse(
             {

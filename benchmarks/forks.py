@@ -75,6 +75,48 @@ def _child_fork_cost(mode: str, url: str, forks: int) -> dict[str, float]:
             "first": statistics.median(firsts)}
 
 
+def _child_same_process(url: str, forks: int) -> dict[str, float]:
+    """Fork call medians in one process: first with zstream-mp unused, then active.
+
+    Same process, same heap: the difference is what an active publisher adds. Also times
+    the publisher's own after-fork hook, called directly in a child.
+    """
+    import zstream_mp
+    from zstream_mp import _process
+
+    def calls(publish_between: bool) -> float:
+        out = []
+        for i in range(forks):
+            if publish_between:
+                for j in range(50):
+                    zstream_mp.publish({"i": i, "j": j})
+            t0 = time.perf_counter_ns()
+            pid = os.fork()
+            if pid == 0:
+                os._exit(0)
+            out.append((time.perf_counter_ns() - t0) / 1000)
+            os.waitpid(pid, 0)
+        return statistics.median(out)
+
+    unused = calls(False)
+    zstream_mp.bind(new_run(url), server=url)
+    zstream_mp.publish({"warm": 1})
+    zstream_mp.flush(10)
+    waiting = calls(False)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        t0 = time.perf_counter_ns()
+        for _ in range(1000):
+            _process._after_fork_in_child()
+        os.write(w, str((time.perf_counter_ns() - t0) / 1000 / 1000).encode())
+        os._exit(0)
+    os.close(w)
+    hook = float(os.read(r, 64))
+    os.waitpid(pid, 0)
+    return {"unused": unused, "waiting": waiting, "hook": hook}
+
+
 def _worker(events: int) -> int:
     import zstream_mp
 
@@ -129,8 +171,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         mode, url, n = args.child
-        result = (_child_pool(url, int(n)) if mode == "pool"
-                  else _child_fork_cost(mode, url, int(n)))
+        if mode == "pool":
+            result = _child_pool(url, int(n))
+        elif mode == "same":
+            result = _child_same_process(url, int(n))
+        else:
+            result = _child_fork_cost(mode, url, int(n))
         print(json.dumps(result))
         return
 
@@ -150,6 +196,16 @@ def main() -> None:
         table(f"os.fork() in µs, median of {args.forks} forks",
               ["parent process", "fork() call", "extra", "round trip", "extra",
                "child's 1st publish"], rows)
+
+        same = [_run_child("same", url, str(args.forks)) for _ in range(3)]
+        rows = [[f"run {i + 1}", f"{r['unused']:.0f}", f"{r['waiting']:.0f}",
+                 f"{r['waiting'] - r['unused']:+.0f}", f"{r['hook']:.1f}"]
+                for i, r in enumerate(same)]
+        deltas = sorted(r["waiting"] - r["unused"] for r in same)
+        rows.append(["median", "", "", f"{deltas[1]:+.0f}",
+                     f"{statistics.median(r['hook'] for r in same):.1f}"])
+        table("Same process, zstream-mp imported: unused, then an active publisher (µs)",
+              ["", "fork() unused", "fork() active", "extra", "after-fork hook"], rows)
 
         pool = _run_child("pool", url, str(args.events))
         ceiling = ingest_ceiling(url, 64, args.events)

@@ -18,12 +18,24 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVE_PREFIX = "zstream-mp serving on "
 
+
+
+def _terminate(proc: subprocess.Popen[Any]) -> None:
+    """SIGTERM, a grace of 10 s, then SIGKILL."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 class NotRunnable(RuntimeError):
     """A process the suite needs cannot be started here; the message says why."""
@@ -47,13 +59,8 @@ class RedisProc:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            _terminate(self.proc)
 
     def kill(self) -> None:
         """Hard stop, as a crash would look to the server."""
@@ -108,13 +115,7 @@ class OurServer:
     log: Path
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        _terminate(self.proc)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
 

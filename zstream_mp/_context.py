@@ -17,6 +17,7 @@ import atexit
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -29,6 +30,8 @@ from types import TracebackType
 from typing import Any
 
 from zstream_mp.errors import InvalidContextError
+
+logger = logging.getLogger("zstream_mp")
 
 CONTEXT_ENV = "ZSTREAM_CONTEXT"
 SERVER_ENV = "ZSTREAM_SERVER"
@@ -261,15 +264,22 @@ def export(ctx: StreamContext) -> None:
         data["step_name"] = ctx.step_name
     if ctx.server:
         data["server"] = ctx.server
-    if ctx.token:
-        data["token_file"] = _token_file(ctx.token)
-    pid = os.getpid()
-    data["origin"] = pid
-    value = json.dumps(data, separators=(",", ":"))
-    if os.environ.get(CONTEXT_ENV) == value:
-        return
-    _write_private(_origin_path(pid), value)
-    _remove_at_exit(_origin_path(pid))
+    try:
+        if ctx.token:
+            data["token_file"] = _token_file(ctx.token)
+        pid = os.getpid()
+        data["origin"] = pid
+        value = json.dumps(data, separators=(",", ":"))
+        if os.environ.get(CONTEXT_ENV) == value:
+            return
+        _write_private(_origin_path(pid), value)
+        _remove_at_exit(_origin_path(pid))
+    except OSError as exc:  # no writable temp dir: children still get the run, not the token
+        logger.warning("zstream-mp cannot write its handoff files (%s); child processes "
+                       "will need ZSTREAM_TOKEN or their own bind()", exc)
+        data.pop("token_file", None)
+        data.pop("origin", None)
+        value = json.dumps(data, separators=(",", ":"))
     os.environ[CONTEXT_ENV] = value
 
 

@@ -103,3 +103,23 @@ def test_ignored_sigterm_stays_ignored(slow_server: FaultProcess, tmp_path: Path
     proc.join(10)
     assert proc.exitcode == 0
     assert _seqs(slow_server, run_id) == list(range(EVENTS))
+
+
+def test_sigterm_while_main_thread_is_stuck_in_c(slow_server: FaultProcess) -> None:
+    """The handler cannot run until the C call returns; the watcher flushes and exits."""
+    from _signal_child import publish_then_compute
+
+    run_id = str(uuid.uuid4())
+    parent, child = CTX.Pipe()
+    proc = CTX.Process(target=publish_then_compute, args=(slow_server.url, run_id, EVENTS, child))
+    proc.start()
+    assert parent.poll(30), "the child did not publish"
+    assert parent.recv() > 0, "precondition: events still queued when SIGTERM arrives"
+    time.sleep(0.2)  # now inside pbkdf2_hmac
+    started = time.monotonic()
+    proc.terminate()
+    proc.join(10)
+    took = time.monotonic() - started
+    assert proc.exitcode == 128 + signal.SIGTERM, proc.exitcode
+    assert took < 2.0 + 1.0, f"took {took:.1f}s"
+    assert _seqs(slow_server, run_id) == list(range(EVENTS))

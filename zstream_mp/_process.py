@@ -14,20 +14,16 @@ One exit budget (``ZSTREAM_EXIT_TIMEOUT``) bounds all of them together.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import logging
 import os
-import signal
 import sys
 import threading
 import time
-from types import FrameType
-from typing import Any
 
-from zstream_mp import _context
+from zstream_mp import _context, _sigterm
 from zstream_mp._context import Destination
 from zstream_mp._queue import EventQueue
-from zstream_mp._sender import Sender
+from zstream_mp._sender import Sender, start_without_signals
 from zstream_mp._settings import QUEUE_MAXSIZE, Settings
 from zstream_mp._stats import PublisherStats
 from zstream_mp._transport import Transport
@@ -104,7 +100,7 @@ class ProcessState:
 
         multiprocessing.util.Finalize(None, exit_flush, exitpriority=100)
         if _in_pool_child():
-            _install_sigterm_flush()
+            _sigterm.install(exit_flush, start_without_signals)
 
     def _after_bootstrap(self) -> None:
         if self.pid == os.getpid():
@@ -165,6 +161,7 @@ def _after_fork_in_child() -> None:
     _state = None
     _state_lock = threading.Lock()
     _context._after_fork_in_child()
+    _sigterm.after_fork_in_child()
 
 
 if hasattr(os, "register_at_fork"):
@@ -190,32 +187,3 @@ def _in_pool_child() -> bool:
     if multiprocessing.parent_process() is not None:
         return True
     return multiprocessing.current_process().name != "MainProcess"
-
-
-_previous_sigterm: Any = None
-
-
-def _install_sigterm_flush() -> None:
-    """Chain a SIGTERM handler that flushes first; ``SIG_IGN`` stays ignored."""
-    global _previous_sigterm
-    if threading.current_thread() is not threading.main_thread():
-        return
-    try:
-        previous = signal.getsignal(signal.SIGTERM)
-    except (ValueError, OSError):
-        return
-    if previous is signal.SIG_IGN or previous is _on_sigterm:
-        return
-    _previous_sigterm = previous
-    with contextlib.suppress(ValueError, OSError):
-        signal.signal(signal.SIGTERM, _on_sigterm)
-
-
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    exit_flush()
-    previous = _previous_sigterm
-    if callable(previous):
-        previous(signum, frame)
-        return
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    os.kill(os.getpid(), signal.SIGTERM)

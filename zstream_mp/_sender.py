@@ -24,7 +24,7 @@ _ASYNC_SIGNALS = frozenset(
 )
 
 
-def _start_without_signals(thread: threading.Thread) -> None:
+def start_without_signals(thread: threading.Thread) -> None:
     """Start ``thread`` with the asynchronous signals blocked in it, from its first instruction.
 
     The kernel hands a process-directed signal to any thread that does not block it. Had it
@@ -61,7 +61,7 @@ class Sender:
         if self._thread is None and not self.muted:
             thread = threading.Thread(target=self._run, name="zstream-mp-sender", daemon=True)
             self._thread = thread
-            _start_without_signals(thread)
+            start_without_signals(thread)
 
     def _run(self) -> None:
         queue = self._queue

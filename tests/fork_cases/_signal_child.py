@@ -56,3 +56,15 @@ def publish_then_wait(server: str, run_id: str, events: int, conn: Connection,
     if conn.poll(60):
         conn.recv()
     sys.exit(0)
+
+
+def publish_then_compute(server: str, run_id: str, events: int, conn: Connection) -> None:
+    """Publish, then sit in a long C call that never returns to the interpreter on a signal."""
+    import hashlib
+
+    bind(run_id, server=server)
+    for seq in range(events):
+        publish({"seq": seq, "pid": os.getpid()})
+    conn.send(stats().queued)
+    hashlib.pbkdf2_hmac("sha256", b"secret", b"salt", 100_000_000)  # tens of seconds, in C
+    sys.exit(0)

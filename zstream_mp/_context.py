@@ -239,6 +239,8 @@ class _Inherited:
     origin_path: str | None
     stamp: int | None
     checked: float
+    handed_down: tuple[StreamContext, Destination] | None
+    """What the environment itself says; used when the origin's file is gone or unreadable."""
     resolved: tuple[StreamContext, Destination] | None
 
 
@@ -299,7 +301,8 @@ def _from_environment() -> tuple[StreamContext, Destination] | None:
         _inherited = None
         return None
     if cached is None or cached.raw != raw:
-        cached = _Inherited(raw, _origin_of(raw), None, now, _parse_handoff(raw))
+        handed_down = _parse_handoff(raw)
+        cached = _Inherited(raw, _origin_of(raw), None, now, handed_down, handed_down)
     cached.checked = now
     if cached.origin_path is not None:
         try:
@@ -313,7 +316,7 @@ def _from_environment() -> tuple[StreamContext, Destination] | None:
                 with contextlib.suppress(OSError), open(cached.origin_path,
                                                          encoding="utf-8") as fh:
                     fresh = _parse_handoff(fh.read())
-            cached.resolved = fresh or _parse_handoff(raw)
+            cached.resolved = fresh or cached.handed_down
     _inherited = cached
     return cached.resolved
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import re
 import statistics
 import subprocess
@@ -10,6 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 import httpx
 
@@ -30,6 +33,17 @@ def server(*extra: str) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def run_child(script: str, *args: str, python: str = sys.executable,
+              env: dict[str, str] | None = None, timeout: float = 900) -> dict[str, float]:
+    """Run ``script --child ARGS`` in a fresh interpreter; its last stdout line is JSON."""
+    repo = Path(script).resolve().parent.parent
+    out = subprocess.run([python, script, "--child", *args], capture_output=True, text=True,
+                         timeout=timeout, cwd=str(repo), env={**os.environ, **(env or {})})
+    if out.returncode != 0:
+        raise RuntimeError(f"{args[0]} failed:\n{out.stderr[-2000:]}")
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
 def new_run(url: str) -> str:

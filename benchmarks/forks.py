@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from _common import ingest_ceiling, new_run, server, table  # noqa: E402
+from _common import ingest_ceiling, new_run, run_child, server, table  # noqa: E402
 
 BURST = 4000
 
@@ -155,12 +154,7 @@ def _child_pool(url: str, events: int) -> dict[str, float]:
 
 
 def _run_child(*args: str) -> dict[str, float]:
-    out = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True,
-                         text=True, timeout=900, cwd=str(HERE.parent),
-                         env={**os.environ, "ZSTREAM_IDLE_EXIT": "600"})
-    if out.returncode != 0:
-        raise RuntimeError(f"{args[0]} failed:\n{out.stderr[-2000:]}")
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    return run_child(__file__, *args, env={"ZSTREAM_IDLE_EXIT": "600"})
 
 
 def main() -> None:

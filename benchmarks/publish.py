@@ -25,7 +25,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from _common import ingest_ceiling, new_run, server, table  # noqa: E402
+from _common import ingest_ceiling, new_run, run_child, server, table  # noqa: E402
 
 PAYLOAD = {"worker": "w0", "seq": 0, "text": "the quick brown fox jumps over the lazy dog",
            "p": 0.5}
@@ -144,12 +144,7 @@ def _child_zenml_cost(bursts: int) -> dict[str, float]:
 
 def _run_child(python: str, mode: str, *args: str, env: dict[str, str] | None = None,
                ) -> dict[str, float]:
-    out = subprocess.run([python, __file__, "--child", mode, *args], capture_output=True,
-                         text=True, timeout=600, env={**os.environ, **(env or {})},
-                         cwd=str(HERE.parent))
-    if out.returncode != 0:
-        raise RuntimeError(f"{mode} failed:\n{out.stderr[-2000:]}")
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    return run_child(__file__, mode, *args, python=python, env=env, timeout=600)
 
 
 def main() -> None:

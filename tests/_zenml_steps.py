@@ -184,10 +184,6 @@ def events_by(frames: list[Frame], field: str = "via") -> dict[str, list[Frame]]
     return out
 
 
-class OurServerUnavailable(RuntimeError):
-    """``zstream-mp serve`` is not available in this checkout; the message says why."""
-
-
 @dataclasses.dataclass
 class OurServer:
     """Our server, reachable at ``url``; ``token`` is None when it runs open."""
@@ -207,11 +203,5 @@ def start_zstream_server(token: str | None = None) -> Iterator[OurServer]:
     """Our server on a free loopback port, through tests/_servers.py."""
     import _servers
 
-    try:
-        running = _servers.start_server(token=token)
-    except RuntimeError as exc:
-        if "not built yet" in str(exc):
-            raise OurServerUnavailable(str(exc)[-300:]) from exc
-        raise
-    with running:
+    with _servers.start_server(token=token) as running:
         yield OurServer(running.url, running.token)

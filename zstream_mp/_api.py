@@ -27,21 +27,17 @@ def publish(payload: dict[str, Any], *, kind: str = "event", correlation_id: str
     tail = _event.encode_tail(correlation_id, index)
     try:
         body = _event.encode_payload(payload)
-    except PayloadTooLargeError:
+        dest = _context.resolve_destination()
+        if dest is None:
+            _process.state().count_drop("no_context")
+            logger.debug("publish() called outside any run context; event of kind %r dropped",
+                         kind)
+            return
+        event = _event.assemble(dest.prefix, kind_bytes, tail, body)
+    except PayloadTooLargeError:  # the payload's 65,536 or the envelope's 69,632 bytes
         _process.state().count_drop("oversize")
         raise
-    dest = _context.resolve_destination()
-    if dest is None:
-        _process.state().count_drop("no_context")
-        logger.debug("publish() called outside any run context; event of kind %r dropped", kind)
-        return
-    st = _process.state()
-    try:
-        event = _event.assemble(dest.prefix, kind_bytes, tail, body)
-    except PayloadTooLargeError:
-        st.count_drop("oversize")
-        raise
-    st.enqueue(dest, event)
+    _process.state().enqueue(dest, event)
 
 
 def flush(timeout: float | None = 2.0) -> bool:

@@ -81,7 +81,7 @@ def _child_same_process(url: str, forks: int) -> dict[str, float]:
     the publisher's own after-fork hook, called directly in a child.
     """
     import zstream_mp
-    from zstream_mp import _process
+    from zstream_mp import _forksafe
 
     def calls(publish_between: bool) -> float:
         out = []
@@ -107,7 +107,7 @@ def _child_same_process(url: str, forks: int) -> dict[str, float]:
     if pid == 0:
         t0 = time.perf_counter_ns()
         for _ in range(1000):
-            _process._after_fork_in_child()
+            _forksafe._after_in_child()
         os.write(w, str((time.perf_counter_ns() - t0) / 1000 / 1000).encode())
         os._exit(0)
     os.close(w)

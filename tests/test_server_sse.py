@@ -210,7 +210,7 @@ def test_subscriber_cap_and_shutdown() -> None:
 
 
 def test_consumer_items_and_typed_errors(auth_server: RunningServer) -> None:
-    from zstream_mp.consumer import AuthenticationError, InvalidRequestError, StreamingDisabledError
+    from zstream_mp.errors import AuthenticationError, InvalidRequestError, StreamingDisabledError
 
     run = str(uuid.uuid4())
     _post(

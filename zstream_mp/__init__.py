@@ -7,28 +7,25 @@ that deliver from pool workers, forked children and spawned interpreters alike.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from zstream_mp._api import flush, publish, stats
-from zstream_mp._context import Binding, StreamContext, bind, current_context, unbind
+from zstream_mp._context import Binding, bind, current_context, unbind
 from zstream_mp._stats import PublisherStats
-from zstream_mp.consumer import (
+from zstream_mp._stream_context import StreamContext
+from zstream_mp._version import __version__
+from zstream_mp.consumer import Event, Gap, subscribe
+from zstream_mp.errors import (
     AuthenticationError,
-    Event,
-    Gap,
+    ConfigurationError,
+    InvalidContextError,
+    InvalidEventError,
+    InvalidRequestError,
+    PayloadTooLargeError,
     PermissionDeniedError,
+    ReservedKindError,
     RunNotFoundError,
     ServerUnavailableError,
     StreamingDisabledError,
     SubscribeError,
-    subscribe,
-)
-from zstream_mp.errors import (
-    ConfigurationError,
-    InvalidContextError,
-    InvalidEventError,
-    PayloadTooLargeError,
-    ReservedKindError,
     ZStreamError,
 )
 
@@ -40,6 +37,7 @@ __all__ = [
     "Gap",
     "InvalidContextError",
     "InvalidEventError",
+    "InvalidRequestError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
     "PublisherStats",

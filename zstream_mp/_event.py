@@ -11,14 +11,13 @@ from collections.abc import Mapping
 from json.encoder import encode_basestring
 from typing import Any
 
+from zstream_mp._wire import (
+    ENVELOPE_BYTES_MAX,
+    ENVELOPE_OVERHEAD,
+    PAYLOAD_BYTES_MAX,
+    RESERVED_KINDS,
+)
 from zstream_mp.errors import InvalidEventError, PayloadTooLargeError, ReservedKindError
-
-RESERVED_KINDS = frozenset({"end", "gap", "error", "cursor", "system"})
-PAYLOAD_BYTES_MAX = 64 * 1024
-"""ZenML's ``STREAM_EVENT_PAYLOAD_BYTES_MAX``: the payload's compact JSON."""
-ENVELOPE_BYTES_MAX = PAYLOAD_BYTES_MAX + 4096
-"""The server's limit on ``{"type":"event","event":{...}}``; larger gets 413."""
-ENVELOPE_OVERHEAD = len(b'{"type":"event","event":}')
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 _encode = _ENCODER.encode

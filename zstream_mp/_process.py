@@ -20,13 +20,15 @@ import sys
 import threading
 import time
 
-from zstream_mp import _context, _sigterm
-from zstream_mp._context import Destination
+from zstream_mp import _sigterm
+from zstream_mp._forksafe import on_fork_in_child
 from zstream_mp._queue import EventQueue
 from zstream_mp._sender import Sender, start_without_signals
-from zstream_mp._settings import QUEUE_MAXSIZE, Settings
+from zstream_mp._settings import Settings
 from zstream_mp._stats import PublisherStats
+from zstream_mp._stream_context import Destination
 from zstream_mp._transport import Transport
+from zstream_mp._wire import ENV_TOKEN, QUEUE_MAXSIZE
 
 logger = logging.getLogger("zstream_mp")
 
@@ -115,7 +117,7 @@ def _refresh_token(server: str) -> str | None:
         token = _zenml.refresh_token(server)
         if token:
             return token
-    return os.environ.get(_context.TOKEN_ENV) or None
+    return os.environ.get(ENV_TOKEN) or None
 
 
 # --------------------------------------------------------------------------- per-PID state
@@ -160,12 +162,10 @@ def _after_fork_in_child() -> None:
         _orphans.append(st.transport)
     _state = None
     _state_lock = threading.Lock()
-    _context._after_fork_in_child()
-    _sigterm.after_fork_in_child()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+on_fork_in_child("process", _after_fork_in_child)
+on_fork_in_child("sigterm", _sigterm.after_fork_in_child)
 
 
 # --------------------------------------------------------------------------- exit paths

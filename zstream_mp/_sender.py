@@ -11,8 +11,8 @@ import signal
 import threading
 from collections.abc import Callable
 
-from zstream_mp._context import Destination
 from zstream_mp._queue import EventQueue, Item
+from zstream_mp._stream_context import Destination
 from zstream_mp._transport import Outcome, Transport
 
 logger = logging.getLogger("zstream_mp")

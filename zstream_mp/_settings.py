@@ -7,20 +7,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from zstream_mp._wire import (
+    DEFAULT_BATCH_SIZE,
+    ENV_BATCH_SIZE,
+    ENV_EXIT_TIMEOUT,
+    ENV_IDLE_EXIT,
+    ENV_REQUEST_TIMEOUT,
+    ENV_RETRY_DEADLINE,
+    MAX_BATCH_SIZE,
+)
 from zstream_mp.errors import ConfigurationError
-
-QUEUE_MAXSIZE = 4096
-"""Events one process may hold before the oldest is dropped (as ZenML's publisher)."""
-BATCH_SIZE_ENV = "ZENML_STREAM_PUBLISHER_BATCH_SIZE"
-MAX_BATCH_SIZE = 1000
-"""The server refuses larger batches with 422."""
 
 _N = TypeVar("_N", int, float)
 
 
 @dataclass(frozen=True)
 class Settings:
-    batch_size: int = 64
+    batch_size: int = DEFAULT_BATCH_SIZE
     exit_timeout: float = 2.0
     idle_exit: float = 1.0
     retry_deadline: float = 30.0
@@ -29,11 +32,11 @@ class Settings:
     @classmethod
     def from_env(cls) -> Settings:
         return cls(
-            batch_size=_int_env(BATCH_SIZE_ENV, 64, 1, MAX_BATCH_SIZE),
-            exit_timeout=_float_env("ZSTREAM_EXIT_TIMEOUT", 2.0, 0.0, 600.0),
-            idle_exit=_float_env("ZSTREAM_IDLE_EXIT", 1.0, 0.01, 3600.0),
-            retry_deadline=_float_env("ZSTREAM_RETRY_DEADLINE", 30.0, 0.0, 86400.0),
-            request_timeout=_float_env("ZSTREAM_REQUEST_TIMEOUT", 10.0, 0.1, 600.0),
+            batch_size=_int_env(ENV_BATCH_SIZE, DEFAULT_BATCH_SIZE, 1, MAX_BATCH_SIZE),
+            exit_timeout=_float_env(ENV_EXIT_TIMEOUT, 2.0, 0.0, 600.0),
+            idle_exit=_float_env(ENV_IDLE_EXIT, 1.0, 0.01, 3600.0),
+            retry_deadline=_float_env(ENV_RETRY_DEADLINE, 30.0, 0.0, 86400.0),
+            request_timeout=_float_env(ENV_REQUEST_TIMEOUT, 10.0, 0.1, 600.0),
         )
 
 

@@ -29,7 +29,16 @@ from dataclasses import dataclass
 import httpcore  # noqa: F401
 import httpx
 
-from zstream_mp import __version__
+from zstream_mp._version import __version__
+from zstream_mp._wire import (
+    AUTHORIZATION,
+    IDEMPOTENCY_KEY,
+    RETRY_AFTER,
+    bearer,
+    describe_detail,
+    events_url,
+    parse_retry_after,
+)
 
 logger = logging.getLogger("zstream_mp")
 
@@ -93,8 +102,8 @@ class Transport:
     def post(self, server: str, run_id: str, token: str | None, body: bytes,
              give_up_at: Callable[[], float]) -> Result:
         """Send ``body`` until it is delivered, refused, or the time is up."""
-        url = f"{server}/api/v1/runs/{run_id}/events"
-        headers = {"Idempotency-Key": str(uuid.uuid4())}
+        url = events_url(server, run_id)
+        headers = {IDEMPOTENCY_KEY: str(uuid.uuid4())}
         given = token
         token = self._tokens.get((server, given), token)
         refreshed = False
@@ -103,7 +112,7 @@ class Transport:
         while True:
             attempt += 1
             if token:
-                headers["Authorization"] = f"Bearer {token}"
+                headers[AUTHORIZATION] = bearer(token)
             retry_after: float | None = None
             try:
                 response = self._http(server).post(url, content=body, headers=headers)
@@ -139,13 +148,7 @@ class Transport:
 
 
 def _retry_after(response: httpx.Response) -> float | None:
-    raw = response.headers.get("Retry-After")
-    if raw is None:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        return None
+    return parse_retry_after(response.headers.get(RETRY_AFTER))
 
 
 def _reason(response: httpx.Response) -> str:
@@ -157,11 +160,8 @@ def _reason(response: httpx.Response) -> str:
             detail = response.json().get("detail")
         except (ValueError, AttributeError):
             detail = None
-        if isinstance(detail, list) and len(detail) == 2 and all(isinstance(d, str)
-                                                                 for d in detail):
-            detail = f"{detail[0]}: {detail[1]}"
-        if isinstance(detail, str):
-            text += f" {detail[:200]}"
+        if isinstance(detail, (str, list)):
+            text += f" {describe_detail(detail)[:200]}"
     elif status == 422:
         text += " (the server refused the batch's shape)"
     return text

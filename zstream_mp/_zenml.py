@@ -28,7 +28,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from zstream_mp._context import StreamContext
+from zstream_mp._forksafe import on_fork_in_child
+from zstream_mp._stream_context import StreamContext
+from zstream_mp._wire import ENV_SERVER, ENV_TOKEN
 
 __all__ = ["refresh_token", "zenml_context"]
 
@@ -38,8 +40,6 @@ _STEP_MODULE = "zenml.steps.step_context"
 _DYNAMIC_MODULE = "zenml.execution.pipeline.dynamic.run_context"
 _CREDENTIALS_TTL = 30.0
 _REFRESH_LOCK_TIMEOUT = 10.0
-ENV_SERVER = "ZSTREAM_SERVER"
-ENV_TOKEN = "ZSTREAM_TOKEN"
 
 
 @dataclass(frozen=True)
@@ -72,8 +72,7 @@ def _after_fork_in_child() -> None:
     _state = _ProcessState()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+on_fork_in_child("zenml", _after_fork_in_child)
 
 
 def _process_state() -> _ProcessState:

@@ -22,7 +22,26 @@ from uuid import UUID
 
 import httpx
 
-from zstream_mp.errors import ZStreamError
+from zstream_mp._wire import (
+    AUTHORIZATION,
+    ENV_SERVER,
+    ENV_TOKEN,
+    LAST_EVENT_ID,
+    RETRY_AFTER,
+    bearer,
+    describe_detail,
+    parse_retry_after,
+    stream_url,
+)
+from zstream_mp.errors import (
+    AuthenticationError,
+    InvalidRequestError,
+    PermissionDeniedError,
+    RunNotFoundError,
+    ServerUnavailableError,
+    StreamingDisabledError,
+    SubscribeError,
+)
 
 _Scalar = str | int | float | bool | None
 _DEDUPE_WINDOW = 65_536
@@ -52,40 +71,6 @@ class Gap:
     reason: str
 
 
-# -- errors -------------------------------------------------------------------------------
-class SubscribeError(ZStreamError):
-    """The server refused the subscription; `status` and `detail` are its answer."""
-
-    def __init__(self, message: str, status: int | None = None, detail: Any = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.detail = detail
-
-
-class AuthenticationError(SubscribeError):
-    """401: no token, or a token the server does not accept."""
-
-
-class PermissionDeniedError(SubscribeError):
-    """403: the token lacks the read right for this run."""
-
-
-class RunNotFoundError(SubscribeError):
-    """404: the server does not know this run."""
-
-
-class InvalidRequestError(SubscribeError, ValueError):
-    """400/422: malformed run id, cursor (`since`) or filter."""
-
-
-class StreamingDisabledError(SubscribeError):
-    """501: live event streaming is not enabled on this server."""
-
-
-class ServerUnavailableError(SubscribeError):
-    """The server could not be reached (or kept answering 5xx) for `retry_for` seconds."""
-
-
 _STATUS_ERRORS: dict[int, type[SubscribeError]] = {
     400: InvalidRequestError,
     401: AuthenticationError,
@@ -103,12 +88,6 @@ def _detail_of(response: httpx.Response) -> Any:
     except ValueError:
         return response.text[:500]
     return body.get("detail", body) if isinstance(body, dict) else body
-
-
-def _describe(detail: Any) -> str:
-    if isinstance(detail, list) and len(detail) == 2 and all(isinstance(d, str) for d in detail):
-        return f"{detail[0]}: {detail[1]}"
-    return detail if isinstance(detail, str) else json.dumps(detail)
 
 
 # -- SSE parsing --------------------------------------------------------------------------
@@ -224,17 +203,17 @@ def subscribe(
     seconds without a successful connection; then `ServerUnavailableError` is raised.
     Refusals (401/403/404/400/422/501) raise the matching `SubscribeError` at once.
     """
-    base = (server or os.environ.get("ZSTREAM_SERVER") or "").rstrip("/")
+    base = (server or os.environ.get(ENV_SERVER) or "").rstrip("/")
     if not base:
-        raise InvalidRequestError("no server given (pass server= or set ZSTREAM_SERVER)")
-    token = token if token is not None else os.environ.get("ZSTREAM_TOKEN") or None
-    url = f"{base}/api/v1/runs/{run_id}/events/stream"
+        raise InvalidRequestError(f"no server given (pass server= or set {ENV_SERVER})")
+    token = token if token is not None else os.environ.get(ENV_TOKEN) or None
+    url = stream_url(base, str(run_id))
     params: list[tuple[str, _Scalar]] = [("kinds", k) for k in _values(kinds)]
     params += [("step_names", s) for s in _values(step_names)]
     params += [("correlation_ids", c) for c in _values(correlation_ids)]
     headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
     if token:
-        headers["Authorization"] = f"Bearer {token}"
+        headers[AUTHORIZATION] = bearer(token)
     limits = httpx.Timeout(connect=connect_timeout, read=timeout, write=connect_timeout, pool=None)
     return _iterate(url, params, headers, limits, since, reconnect, retry_for)
 
@@ -256,7 +235,7 @@ def _iterate(
         while True:
             request_headers = dict(headers)
             if cursor:
-                request_headers["Last-Event-ID"] = cursor
+                request_headers[LAST_EVENT_ID] = cursor
             retry_after: float | None = None
             failure: str
             try:
@@ -268,7 +247,7 @@ def _iterate(
                         error = _STATUS_ERRORS.get(resp.status_code)
                         if error is not None or resp.status_code not in _RETRY_STATUSES:
                             raise (error or SubscribeError)(
-                                f"server answered {resp.status_code}: {_describe(detail)}",
+                                f"server answered {resp.status_code}: {describe_detail(detail)}",
                                 resp.status_code,
                                 detail,
                             )
@@ -315,10 +294,7 @@ def _iterate(
 
 
 def _retry_after(response: httpx.Response) -> float | None:
-    try:
-        return max(0.0, float(response.headers.get("retry-after", "")))
-    except ValueError:
-        return None
+    return parse_retry_after(response.headers.get(RETRY_AFTER))
 
 
 def _gap_reason(frame: _Frame) -> str:
@@ -330,15 +306,4 @@ def _gap_reason(frame: _Frame) -> str:
     return str(reason) if reason else "unknown"
 
 
-__all__ = [
-    "AuthenticationError",
-    "Event",
-    "Gap",
-    "InvalidRequestError",
-    "PermissionDeniedError",
-    "RunNotFoundError",
-    "ServerUnavailableError",
-    "StreamingDisabledError",
-    "SubscribeError",
-    "subscribe",
-]
+__all__ = ["Event", "Gap", "subscribe"]

@@ -1,4 +1,20 @@
-"""The errors zstream-mp raises.
+"""The errors zstream-mp raises, in one hierarchy.
+
+::
+
+    ZStreamError
+     ├── InvalidEventError        (ValueError, TypeError)  publish(): an argument cannot be sent
+     ├── ReservedKindError        (ValueError)             publish(): kind is a control frame's
+     ├── PayloadTooLargeError     (ValueError)             publish(): over 65,536 / 69,632 bytes
+     ├── ConfigurationError       (ValueError)             a setting or environment variable
+     ├── InvalidContextError      (ValueError)             bind(): run id, step or server
+     └── SubscribeError                                    subscribe() / the run helpers
+          ├── AuthenticationError                          401
+          ├── PermissionDeniedError                        403
+          ├── RunNotFoundError                             404
+          ├── InvalidRequestError  (ValueError)            400 / 422
+          ├── StreamingDisabledError                       501
+          └── ServerUnavailableError                       unreachable, or 5xx for too long
 
 Every error raised at a call site subclasses the builtin that ``zenml.streaming`` raises for
 the same mistake (``ValueError``, and ``TypeError`` where the mistake is a wrong type), so code
@@ -7,12 +23,21 @@ written against ZenML's publisher keeps catching what it caught before.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
+    "AuthenticationError",
     "ConfigurationError",
     "InvalidContextError",
     "InvalidEventError",
+    "InvalidRequestError",
     "PayloadTooLargeError",
+    "PermissionDeniedError",
     "ReservedKindError",
+    "RunNotFoundError",
+    "ServerUnavailableError",
+    "StreamingDisabledError",
+    "SubscribeError",
     "ZStreamError",
 ]
 
@@ -44,3 +69,36 @@ class ConfigurationError(ZStreamError, ValueError):
 
 class InvalidContextError(ZStreamError, ValueError):
     """``bind()`` was given a run id, step run id or server that cannot be used."""
+
+
+class SubscribeError(ZStreamError):
+    """The server refused a request; ``status`` and ``detail`` are its answer."""
+
+    def __init__(self, message: str, status: int | None = None, detail: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.detail = detail
+
+
+class AuthenticationError(SubscribeError):
+    """401: no token, or a token the server does not accept."""
+
+
+class PermissionDeniedError(SubscribeError):
+    """403: the token lacks the right for this run."""
+
+
+class RunNotFoundError(SubscribeError):
+    """404: the server does not know this run."""
+
+
+class InvalidRequestError(SubscribeError, ValueError):
+    """400/422: malformed run id, cursor (``since``) or filter."""
+
+
+class StreamingDisabledError(SubscribeError):
+    """501: live event streaming is not enabled on this server."""
+
+
+class ServerUnavailableError(SubscribeError):
+    """The server could not be reached (or kept answering 5xx) for ``retry_for`` seconds."""

@@ -26,7 +26,7 @@ def _run(args: argparse.Namespace) -> int:
 
     if importlib.util.find_spec("starlette") is None or importlib.util.find_spec("uvicorn") is None:
         raise SystemExit("the demo runs the server: pip install 'zstream-mp[demo]'")
-    from zstream_mp import demo
+    from zstream_mp.cli import _demo_workload as demo
 
     for name in ("pool_workers", "joblib_workers", "tokens"):
         if getattr(args, name) < 1:

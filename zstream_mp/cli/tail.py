@@ -79,7 +79,8 @@ def _json(event: Any) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from zstream_mp.consumer import Gap, SubscribeError, subscribe
+    from zstream_mp.consumer import Gap, subscribe
+    from zstream_mp.errors import SubscribeError
 
     target = resolve(args)
     if target is None:

@@ -14,10 +14,9 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-MAX_BATCH_SIZE = 1000
-PAYLOAD_BYTES_MAX = 64 * 1024
-ENVELOPE_BYTES_MAX = PAYLOAD_BYTES_MAX + 4 * 1024  # 69,632: the broker frame limit
-RESERVED_KINDS = frozenset({"end", "gap", "error", "cursor", "system"})
+from zstream_mp._wire import ENVELOPE_BYTES_MAX, MAX_BATCH_SIZE, PAYLOAD_BYTES_MAX, RESERVED_KINDS
+
+__all__ = ["ENVELOPE_BYTES_MAX", "MAX_BATCH_SIZE", "PAYLOAD_BYTES_MAX", "RESERVED_KINDS"]
 
 
 class StreamEvent(BaseModel):

@@ -1,0 +1,236 @@
+"""How child processes learn their context: the environment variable and its files.
+
+Format. ``ZSTREAM_CONTEXT`` holds compact JSON::
+
+    {"run_id": "<uuid>", "step_run_id": "<uuid>", "step_name": "train",
+     "server": "http://127.0.0.1:8237", "token_file": "<state dir>/token-<sha256[:24]>",
+     "origin": <pid of the process that exported it>}
+
+Only ``run_id`` is required. The token never travels in the variable (environments are
+shown by ``ps e``, logged by launchers and copied into Ray's dashboard): it sits in a 0600
+file named by the token's hash, so every process that binds the same token agrees on it.
+
+The exporting process (the *origin*) also keeps its current context, in the same JSON, in
+``ctx-<origin>.json``. Children re-read that file at most once every ``RECHECK_SECONDS``,
+so workers that outlive a ``bind()`` in their parent (a long-lived pool, the forkserver,
+loky's reusable workers) follow it. When the file is gone (the origin exited or unbound),
+a child keeps what the variable itself said.
+
+Every file is written to a temporary name and renamed into place, mode 0600, inside the
+state directory (``_statedir``). The origin removes its own files at exit.
+
+The environment variable reaches spawn, forkserver, loky, Ray and Dask workers because
+they copy ``os.environ``; a forked child has it already.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from zstream_mp._forksafe import on_fork_in_child
+from zstream_mp._statedir import state_dir
+from zstream_mp._stream_context import StreamContext
+from zstream_mp._wire import ENV_CONTEXT, ENV_TOKEN
+
+logger = logging.getLogger("zstream_mp")
+
+RECHECK_SECONDS = 1.0
+"""How often a child looks at its origin's file for a newer context."""
+
+
+# --------------------------------------------------------------------------- exporting
+
+def export(ctx: StreamContext) -> None:
+    """Hand ``ctx`` to the children this process starts, and to those it already has."""
+    data: dict[str, Any] = {"run_id": ctx.run_id}
+    if ctx.step_run_id:
+        data["step_run_id"] = ctx.step_run_id
+    if ctx.step_name is not None:
+        data["step_name"] = ctx.step_name
+    if ctx.server:
+        data["server"] = ctx.server
+    try:
+        if ctx.token:
+            data["token_file"] = _token_file(ctx.token)
+        pid = os.getpid()
+        data["origin"] = pid
+        value = json.dumps(data, separators=(",", ":"))
+        if os.environ.get(ENV_CONTEXT) == value:
+            return
+        _write_private(_origin_path(pid), value)
+        _remove_at_exit(_origin_path(pid))
+    except OSError as exc:  # no writable state dir: children still get the run, not the token
+        logger.warning("cannot write the handoff files (%s); child processes will need "
+                       "%s or their own bind()", exc, ENV_TOKEN)
+        data.pop("token_file", None)
+        data.pop("origin", None)
+        value = json.dumps(data, separators=(",", ":"))
+    os.environ[ENV_CONTEXT] = value
+
+
+def exported() -> str | None:
+    """What this process currently hands down (to restore it later)."""
+    return os.environ.get(ENV_CONTEXT)
+
+
+def restore(previous: str | None) -> None:
+    """Hand down ``previous`` again (a value of ``exported()``), or nothing."""
+    if previous is None:
+        withdraw()
+    else:
+        os.environ[ENV_CONTEXT] = previous
+
+
+def withdraw() -> None:
+    """Stop handing a context down: children started from now on get none."""
+    os.environ.pop(ENV_CONTEXT, None)
+    with contextlib.suppress(OSError):
+        os.unlink(_origin_path(os.getpid()))
+
+
+# --------------------------------------------------------------------------- inheriting
+
+@dataclass
+class _Inherited:
+    raw: str
+    origin_path: str | None
+    stamp: int | None
+    checked: float
+    handed_down: StreamContext | None
+    """What the variable itself says; used when the origin's file is gone or unreadable."""
+    current: StreamContext | None
+
+
+_inherited: _Inherited | None = None
+
+
+def inherited() -> StreamContext | None:
+    """The context a parent handed down, following the origin's later binds."""
+    global _inherited
+    cached = _inherited
+    now = time.monotonic()
+    if cached is not None and now - cached.checked < RECHECK_SECONDS:
+        return cached.current
+    raw = os.environ.get(ENV_CONTEXT)
+    if not raw:
+        _inherited = None
+        return None
+    if cached is None or cached.raw != raw:
+        handed_down = parse(raw)
+        cached = _Inherited(raw, _origin_of(raw), None, now, handed_down, handed_down)
+    cached.checked = now
+    if cached.origin_path is not None:
+        try:
+            stamp: int | None = os.stat(cached.origin_path).st_mtime_ns
+        except OSError:  # the origin has exited or unbound: keep what was inherited
+            stamp = None
+        if stamp != cached.stamp:
+            cached.stamp = stamp
+            fresh = None
+            if stamp is not None:
+                with contextlib.suppress(OSError), open(cached.origin_path,
+                                                         encoding="utf-8") as fh:
+                    fresh = parse(fh.read())
+            cached.current = fresh or cached.handed_down
+    _inherited = cached
+    return cached.current
+
+
+def forget_inherited() -> None:
+    """Drop the cache, so the next ``inherited()`` reads the variable afresh."""
+    global _inherited
+    _inherited = None
+
+
+def parse(raw: str) -> StreamContext | None:
+    """A context from the handoff JSON, or None when it is unusable."""
+    try:
+        data = json.loads(raw)
+        token = None
+        token_file = data.get("token_file")
+        if token_file:
+            with open(token_file, encoding="utf-8") as fh:
+                token = fh.read().strip() or None
+        return StreamContext(run_id=data["run_id"], step_run_id=data.get("step_run_id"),
+                             step_name=data.get("step_name"), server=data.get("server"),
+                             token=token)
+    except (ValueError, KeyError, TypeError, OSError, AttributeError):
+        return None
+
+
+def _origin_of(raw: str) -> str | None:
+    try:
+        origin = json.loads(raw).get("origin")
+    except (ValueError, AttributeError):
+        return None
+    if isinstance(origin, int) and origin != os.getpid():
+        return _origin_path(origin)
+    return None
+
+
+# --------------------------------------------------------------------------- files
+
+def _origin_path(pid: int) -> str:
+    return os.path.join(state_dir(), f"ctx-{pid}.json")
+
+
+_token_files: dict[str, str] = {}
+
+
+def _token_file(token: str) -> str:
+    """A 0600 file holding ``token``, named by its hash so every binder agrees on it."""
+    path = _token_files.get(token)
+    if path is not None and os.path.exists(path):
+        return path
+    name = hashlib.sha256(token.encode()).hexdigest()[:24]
+    path = os.path.join(state_dir(), f"token-{name}")
+    if not os.path.exists(path):
+        _write_private(path, token)
+        _remove_at_exit(path)  # only the creator removes it, at its own exit
+    _token_files[token] = path
+    return path
+
+
+def _write_private(path: str, text: str) -> None:
+    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+_cleanup: set[str] = set()
+
+
+def _remove_at_exit(path: str) -> None:
+    if path in _cleanup:
+        return
+    _cleanup.add(path)
+    owner = os.getpid()
+
+    def remove() -> None:
+        if os.getpid() == owner:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+    atexit.register(remove)
+
+
+def _after_fork_in_child() -> None:
+    """The parent's files are the parent's to remove; the child re-reads the variable."""
+    global _inherited
+    _inherited = None
+    _cleanup.clear()
+    _token_files.clear()
+
+
+on_fork_in_child("handoff", _after_fork_in_child)

@@ -22,8 +22,12 @@ _BANNER = re.compile(r"zstream-mp serving on (http://\S+)")
 @contextlib.contextmanager
 def server(*extra: str) -> Iterator[str]:
     """``zstream-mp serve`` on a free loopback port, for the duration of the block."""
-    proc = subprocess.Popen([sys.executable, "-m", "zstream_mp", "serve", "--port", "0", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zstream_mp", "serve", "--port", "0", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         match = _BANNER.search(proc.stdout.readline())
@@ -35,12 +39,23 @@ def server(*extra: str) -> Iterator[str]:
         proc.wait(10)
 
 
-def run_child(script: str, *args: str, python: str = sys.executable,
-              env: dict[str, str] | None = None, timeout: float = 900) -> dict[str, float]:
+def run_child(
+    script: str,
+    *args: str,
+    python: str = sys.executable,
+    env: dict[str, str] | None = None,
+    timeout: float = 900,
+) -> dict[str, float]:
     """Run ``script --child ARGS`` in a fresh interpreter; its last stdout line is JSON."""
     repo = Path(script).resolve().parent.parent
-    out = subprocess.run([python, script, "--child", *args], capture_output=True, text=True,
-                         timeout=timeout, cwd=str(repo), env={**os.environ, **(env or {})})
+    out = subprocess.run(
+        [python, script, "--child", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=str(repo),
+        env={**os.environ, **(env or {})},
+    )
     if out.returncode != 0:
         raise RuntimeError(f"{args[0]} failed:\n{out.stderr[-2000:]}")
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -52,14 +67,17 @@ def new_run(url: str) -> str:
 
 def event_bytes(run_id: str, i: int) -> bytes:
     """One ~100-byte-payload event, encoded as the publisher encodes it."""
-    return (f'{{"pipeline_run_id":"{run_id}","step_run_id":null,"step_name":"bench",'
-            f'"kind":"token","correlation_id":"w0","index":{i},"payload":'
-            f'{{"worker":"w0","seq":{i},"text":"the quick brown fox jumps over the lazy dog",'
-            f'"p":0.5}}}}').encode()
+    return (
+        f'{{"pipeline_run_id":"{run_id}","step_run_id":null,"step_name":"bench",'
+        f'"kind":"token","correlation_id":"w0","index":{i},"payload":'
+        f'{{"worker":"w0","seq":{i},"text":"the quick brown fox jumps over the lazy dog",'
+        f'"p":0.5}}}}'
+    ).encode()
 
 
-def ingest_ceiling(url: str, batch: int, events: int, repeats: int = 3,
-                   token: str | None = None) -> float:
+def ingest_ceiling(
+    url: str, batch: int, events: int, repeats: int = 3, token: str | None = None
+) -> float:
     """Events/s one keep-alive client achieves posting pre-encoded batches back to back."""
     rates = []
     headers = {"Content-Type": "application/json"}
@@ -68,9 +86,10 @@ def ingest_ceiling(url: str, batch: int, events: int, repeats: int = 3,
     with httpx.Client(headers=headers, timeout=30) as client:
         for _ in range(repeats):
             run_id = new_run(url)
-            bodies = [b'{"events":[' + b",".join(event_bytes(run_id, i + j)
-                                                   for j in range(batch)) + b"]}"
-                      for i in range(0, events, batch)]
+            bodies = [
+                b'{"events":[' + b",".join(event_bytes(run_id, i + j) for j in range(batch)) + b"]}"
+                for i in range(0, events, batch)
+            ]
             target = f"{url}/api/v1/runs/{run_id}/events"
             started = time.perf_counter()
             for body in bodies:
@@ -88,8 +107,13 @@ def table(title: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     print(f"\n{title}")
     for n, row in enumerate(cells):
-        print("  " + "  ".join(c.rjust(w) if n and i else c.ljust(w)
-                               for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+        print(
+            "  "
+            + "  ".join(
+                c.rjust(w) if n and i else c.ljust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
 
 
 def unique_run() -> str:

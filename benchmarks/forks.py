@@ -70,8 +70,11 @@ def _child_fork_cost(mode: str, url: str, forks: int) -> dict[str, float]:
         calls.append((t1 - t0) / 1000)
         trips.append((t2 - t0) / 1000)
         firsts.append(first / 1000)
-    return {"call": statistics.median(calls), "trip": statistics.median(trips),
-            "first": statistics.median(firsts)}
+    return {
+        "call": statistics.median(calls),
+        "trip": statistics.median(trips),
+        "first": statistics.median(firsts),
+    }
 
 
 def _child_same_process(url: str, forks: int) -> dict[str, float]:
@@ -176,39 +179,84 @@ def main() -> None:
 
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} cores")
     with server("--max-stream-length", str(args.events * 2)) as url:
-        results = {mode: _run_child(mode, url, str(args.forks))
-                   for mode in ("plain", "imported", "active-idle", "active-busy")}
+        results = {
+            mode: _run_child(mode, url, str(args.forks))
+            for mode in ("plain", "imported", "active-idle", "active-busy")
+        }
         base = results["plain"]
         rows = []
-        for mode, label in (("plain", "no zstream-mp"), ("imported", "imported, unused"),
-                            ("active-idle", "active publisher, sender waiting"),
-                            ("active-busy", "active publisher, sender sending")):
+        for mode, label in (
+            ("plain", "no zstream-mp"),
+            ("imported", "imported, unused"),
+            ("active-idle", "active publisher, sender waiting"),
+            ("active-busy", "active publisher, sender sending"),
+        ):
             r = results[mode]
-            rows.append([label, f"{r['call']:.0f}", f"{r['call'] - base['call']:+.0f}",
-                         f"{r['trip']:.0f}", f"{r['trip'] - base['trip']:+.0f}",
-                         f"{r['first']:.0f}" if mode != "plain" else "-"])
-        table(f"os.fork() in µs, median of {args.forks} forks",
-              ["parent process", "fork() call", "extra", "round trip", "extra",
-               "child's 1st publish"], rows)
+            rows.append(
+                [
+                    label,
+                    f"{r['call']:.0f}",
+                    f"{r['call'] - base['call']:+.0f}",
+                    f"{r['trip']:.0f}",
+                    f"{r['trip'] - base['trip']:+.0f}",
+                    f"{r['first']:.0f}" if mode != "plain" else "-",
+                ]
+            )
+        table(
+            f"os.fork() in µs, median of {args.forks} forks",
+            [
+                "parent process",
+                "fork() call",
+                "extra",
+                "round trip",
+                "extra",
+                "child's 1st publish",
+            ],
+            rows,
+        )
 
         same = [_run_child("same", url, str(args.forks)) for _ in range(3)]
-        rows = [[f"run {i + 1}", f"{r['unused']:.0f}", f"{r['waiting']:.0f}",
-                 f"{r['waiting'] - r['unused']:+.0f}", f"{r['hook']:.1f}"]
-                for i, r in enumerate(same)]
+        rows = [
+            [
+                f"run {i + 1}",
+                f"{r['unused']:.0f}",
+                f"{r['waiting']:.0f}",
+                f"{r['waiting'] - r['unused']:+.0f}",
+                f"{r['hook']:.1f}",
+            ]
+            for i, r in enumerate(same)
+        ]
         deltas = sorted(r["waiting"] - r["unused"] for r in same)
-        rows.append(["median", "", "", f"{deltas[1]:+.0f}",
-                     f"{statistics.median(r['hook'] for r in same):.1f}"])
-        table("Same process, zstream-mp imported: unused, then an active publisher (µs)",
-              ["", "fork() unused", "fork() active", "extra", "after-fork hook"], rows)
+        rows.append(
+            [
+                "median",
+                "",
+                "",
+                f"{deltas[1]:+.0f}",
+                f"{statistics.median(r['hook'] for r in same):.1f}",
+            ]
+        )
+        table(
+            "Same process, zstream-mp imported: unused, then an active publisher (µs)",
+            ["", "fork() unused", "fork() active", "extra", "after-fork hook"],
+            rows,
+        )
 
         pool = _run_child("pool", url, str(args.events))
         ceiling = ingest_ceiling(url, 64, args.events)
-        table(f"Pool(4) to our server (memory broker), {args.events:,} events, batch 64",
-              ["what", "events/s", "of ceiling", "delivered"],
-              [["Pool(4), exit hooks deliver the tail", f"{pool['rate']:,.0f}",
-                f"{pool['rate'] / ceiling:.0%}",
-                f"{int(pool['delivered']):,}/{int(pool['expected']):,}"],
-               ["server ingest ceiling (1 client)", f"{ceiling:,.0f}", "100%", "-"]])
+        table(
+            f"Pool(4) to our server (memory broker), {args.events:,} events, batch 64",
+            ["what", "events/s", "of ceiling", "delivered"],
+            [
+                [
+                    "Pool(4), exit hooks deliver the tail",
+                    f"{pool['rate']:,.0f}",
+                    f"{pool['rate'] / ceiling:.0%}",
+                    f"{int(pool['delivered']):,}/{int(pool['expected']):,}",
+                ],
+                ["server ingest ceiling (1 client)", f"{ceiling:,.0f}", "100%", "-"],
+            ],
+        )
 
 
 if __name__ == "__main__":

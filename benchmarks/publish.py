@@ -27,8 +27,12 @@ sys.path.insert(0, str(HERE.parent))
 
 from _common import ingest_ceiling, new_run, run_child, server, table  # noqa: E402
 
-PAYLOAD = {"worker": "w0", "seq": 0, "text": "the quick brown fox jumps over the lazy dog",
-           "p": 0.5}
+PAYLOAD = {
+    "worker": "w0",
+    "seq": 0,
+    "text": "the quick brown fox jumps over the lazy dog",
+    "p": 0.5,
+}
 BURST = 4000  # the queue holds 4,096: a burst never overflows it
 ZENML_PEER_PYTHON = Path(os.environ.get("ZENML_PEER_VENV", "/tmp/zenml-peer")) / "bin/python"
 
@@ -142,8 +146,12 @@ def _child_zenml_cost(bursts: int) -> dict[str, float]:
     return {"zenml_ns": statistics.median(burst() for _ in range(bursts))}
 
 
-def _run_child(python: str, mode: str, *args: str, env: dict[str, str] | None = None,
-               ) -> dict[str, float]:
+def _run_child(
+    python: str,
+    mode: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+) -> dict[str, float]:
     return run_child(__file__, mode, *args, python=python, env=env, timeout=600)
 
 
@@ -164,57 +172,119 @@ def main() -> None:
         print(json.dumps(result))
         return
 
-    print(f"Python {sys.version.split()[0]}, {os.cpu_count()} cores; payload "
-          f"{len(json.dumps(PAYLOAD, separators=(',', ':')))} bytes of compact JSON")
+    print(
+        f"Python {sys.version.split()[0]}, {os.cpu_count()} cores; payload "
+        f"{len(json.dumps(PAYLOAD, separators=(',', ':')))} bytes of compact JSON"
+    )
     with server() as url:
         cost = _run_child(sys.executable, "cost", url, str(args.bursts))
-        rows = [["zstream_mp.publish(), caller's work alone", f"{cost['publish_alone_ns']:.0f}",
-                 f"{cost['publish_alone_ns'] / cost['floor_alone_ns']:.2f}x"],
-                ["  floor: json.dumps + deque.append", f"{cost['floor_alone_ns']:.0f}",
-                 "1.00x"],
-                ["zstream_mp.publish(), sender busy (GIL)", f"{cost['publish_ns']:.0f}",
-                 f"{cost['publish_ns'] / cost['floor_ns']:.2f}x"],
-                ["  floor, same moments", f"{cost['floor_ns']:.0f}", "1.00x"]]
+        rows = [
+            [
+                "zstream_mp.publish(), caller's work alone",
+                f"{cost['publish_alone_ns']:.0f}",
+                f"{cost['publish_alone_ns'] / cost['floor_alone_ns']:.2f}x",
+            ],
+            ["  floor: json.dumps + deque.append", f"{cost['floor_alone_ns']:.0f}", "1.00x"],
+            [
+                "zstream_mp.publish(), sender busy (GIL)",
+                f"{cost['publish_ns']:.0f}",
+                f"{cost['publish_ns'] / cost['floor_ns']:.2f}x",
+            ],
+            ["  floor, same moments", f"{cost['floor_ns']:.0f}", "1.00x"],
+        ]
         if _has_zenml(sys.executable):
             z = _run_child(sys.executable, "zenml", str(args.bursts))
-            rows.append(["zenml.streaming.publish (this Python)", f"{z['zenml_ns']:.0f}",
-                         f"{z['zenml_ns'] / cost['floor_ns']:.2f}x"])
+            rows.append(
+                [
+                    "zenml.streaming.publish (this Python)",
+                    f"{z['zenml_ns']:.0f}",
+                    f"{z['zenml_ns'] / cost['floor_ns']:.2f}x",
+                ]
+            )
         elif ZENML_PEER_PYTHON.exists() and _has_zenml(str(ZENML_PEER_PYTHON)):
-            z = _run_child(str(ZENML_PEER_PYTHON), "zenml", str(args.bursts),
-                           env={"ZENML_ANALYTICS_OPT_IN": "false"})
-            ours = _run_child(str(ZENML_PEER_PYTHON), "cost", url, str(args.bursts),
-                              env={"PYTHONPATH": str(HERE.parent)})
-            rows.append([f"zenml.streaming.publish ({_version(str(ZENML_PEER_PYTHON))})",
-                         f"{z['zenml_ns']:.0f}", f"{z['zenml_ns'] / ours['floor_ns']:.2f}x"])
-            rows.append([f"  floor ({_version(str(ZENML_PEER_PYTHON))})",
-                         f"{ours['floor_ns']:.0f}", "1.00x"])
-            rows.append([f"zstream_mp.publish() alone ({_version(str(ZENML_PEER_PYTHON))})",
-                         f"{ours['publish_alone_ns']:.0f}",
-                         f"{ours['publish_alone_ns'] / ours['floor_ns']:.2f}x"])
+            z = _run_child(
+                str(ZENML_PEER_PYTHON),
+                "zenml",
+                str(args.bursts),
+                env={"ZENML_ANALYTICS_OPT_IN": "false"},
+            )
+            ours = _run_child(
+                str(ZENML_PEER_PYTHON),
+                "cost",
+                url,
+                str(args.bursts),
+                env={"PYTHONPATH": str(HERE.parent)},
+            )
+            rows.append(
+                [
+                    f"zenml.streaming.publish ({_version(str(ZENML_PEER_PYTHON))})",
+                    f"{z['zenml_ns']:.0f}",
+                    f"{z['zenml_ns'] / ours['floor_ns']:.2f}x",
+                ]
+            )
+            rows.append(
+                [
+                    f"  floor ({_version(str(ZENML_PEER_PYTHON))})",
+                    f"{ours['floor_ns']:.0f}",
+                    "1.00x",
+                ]
+            )
+            rows.append(
+                [
+                    f"zstream_mp.publish() alone ({_version(str(ZENML_PEER_PYTHON))})",
+                    f"{ours['publish_alone_ns']:.0f}",
+                    f"{ours['publish_alone_ns'] / ours['floor_ns']:.2f}x",
+                ]
+            )
         else:
             rows.append(["zenml.streaming.publish", "n/a", "zenml not installed"])
-        table("Caller's cost per call (median of bursts of 4,000; ratio to the floor in the "
-              "same interpreter)", ["what", "ns/call", "vs floor"], rows)
+        table(
+            "Caller's cost per call (median of bursts of 4,000; ratio to the floor in the "
+            "same interpreter)",
+            ["what", "ns/call", "vs floor"],
+            rows,
+        )
 
         rows = []
         for batch in (64, 1000):
-            e2e = _run_child(sys.executable, "e2e", url, str(args.events),
-                             env={"ZENML_STREAM_PUBLISHER_BATCH_SIZE": str(batch)})
+            e2e = _run_child(
+                sys.executable,
+                "e2e",
+                url,
+                str(args.events),
+                env={"ZENML_STREAM_PUBLISHER_BATCH_SIZE": str(batch)},
+            )
             ceiling = ingest_ceiling(url, batch, args.events)
-            rows.append([batch, f"{e2e['rate']:,.0f}", f"{ceiling:,.0f}",
-                         f"{e2e['rate'] / ceiling:.0%}", int(e2e["sent"]), int(e2e["dropped"])])
-        table(f"One process to our server (memory broker), {args.events:,} events",
-              ["batch", "publisher ev/s", "ceiling ev/s", "of ceiling", "sent", "dropped"], rows)
+            rows.append(
+                [
+                    batch,
+                    f"{e2e['rate']:,.0f}",
+                    f"{ceiling:,.0f}",
+                    f"{e2e['rate'] / ceiling:.0%}",
+                    int(e2e["sent"]),
+                    int(e2e["dropped"]),
+                ]
+            )
+        table(
+            f"One process to our server (memory broker), {args.events:,} events",
+            ["batch", "publisher ev/s", "ceiling ev/s", "of ceiling", "sent", "dropped"],
+            rows,
+        )
 
 
 def _has_zenml(python: str) -> bool:
-    return subprocess.run([python, "-c", "import zenml.streaming"], capture_output=True,
-                          timeout=120).returncode == 0
+    return (
+        subprocess.run(
+            [python, "-c", "import zenml.streaming"], capture_output=True, timeout=120
+        ).returncode
+        == 0
+    )
 
 
 def _version(python: str) -> str:
-    out = subprocess.run([python, "-c", "import sys; print(sys.version.split()[0])"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [python, "-c", "import sys; print(sys.version.split()[0])"], capture_output=True, text=True
+    )
     return f"Python {out.stdout.strip()}"
 
 

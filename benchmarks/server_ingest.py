@@ -40,10 +40,17 @@ def bodies(run_id: str, step_run_id: str | None, batch: int, requests: int) -> l
     for _ in range(requests):
         events = []
         for _ in range(batch):
-            events.append({"pipeline_run_id": run_id, "step_run_id": step_run_id,
-                           "step_name": "bench", "kind": "bench", "correlation_id": "c",
-                           "index": seq, "payload": {"seq": seq, "text": "héllo ✓",
-                                                     "values": [1.5, 2, None]}})
+            events.append(
+                {
+                    "pipeline_run_id": run_id,
+                    "step_run_id": step_run_id,
+                    "step_name": "bench",
+                    "kind": "bench",
+                    "correlation_id": "c",
+                    "index": seq,
+                    "payload": {"seq": seq, "text": "héllo ✓", "values": [1.5, 2, None]},
+                }
+            )
             seq += 1
         out.append(json.dumps({"events": events}).encode())
     return out
@@ -57,9 +64,9 @@ class Cell:
         if token:
             headers["Authorization"] = f"Bearer {token}"
         transport = httpx.HTTPTransport(
-            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
-        self.client = httpx.Client(base_url=url, headers=headers, transport=transport,
-                                   timeout=60)
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+        )
+        self.client = httpx.Client(base_url=url, headers=headers, transport=transport, timeout=60)
         self.run_id, self.step_run_id = run_id, step_run_id
         self.path = f"/api/v1/runs/{run_id}/events"
         self.client.post(self.path, content=b'{"events":[]}')  # connect outside the clock
@@ -81,8 +88,12 @@ def ours(broker: str) -> Iterator[tuple[str, str | None, str]]:
         if broker == "redis":
             url = stack.enter_context(start_redis()).url
         srv = stack.enter_context(start_server(broker=url, token=TOKEN))
-        r = httpx.post(f"{srv.url}/api/v1/zstream/runs", json={},
-                       headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+        r = httpx.post(
+            f"{srv.url}/api/v1/zstream/runs",
+            json={},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=10,
+        )
         r.raise_for_status()
         yield srv.url, TOKEN, str(r.json()["id"])
 
@@ -102,24 +113,25 @@ def main() -> int:
             try:
                 peer = zpeer.ensure_peer("redis")
                 held = stack.enter_context(zpeer.held_run(peer))
-                cells["zenml-redis"] = Cell(peer.url, peer.token, held.run_id,
-                                            held.step_run_id)
+                cells["zenml-redis"] = Cell(peer.url, peer.token, held.run_id, held.step_run_id)
             except zpeer.PeerUnavailable as exc:
                 zenml_note = f"ZenML peer not measured: {exc}"
         # Round robin over repeats, sizes and targets so background load hits all alike.
-        samples: dict[str, dict[int, list[float]]] = {n: {b: [] for b in BATCH_SIZES}
-                                                      for n in cells}
+        samples: dict[str, dict[int, list[float]]] = {
+            n: {b: [] for b in BATCH_SIZES} for n in cells
+        }
         for _ in range(args.repeats):
             for b in BATCH_SIZES:
                 for name, cell in cells.items():
                     samples[name][b].append(cell.once(b))
         for cell in cells.values():
             cell.client.close()
-    results = {n: {b: statistics.median(v) for b, v in per.items()}
-               for n, per in samples.items()}
+    results = {n: {b: statistics.median(v) for b, v in per.items()} for n, per in samples.items()}
     cols = list(results)
-    print(f"events/s ingested (median of {args.repeats}; events per cell = batch x "
-          f"{', '.join(f'{b}:{REQUESTS[b]}' for b in BATCH_SIZES)} requests)")
+    print(
+        f"events/s ingested (median of {args.repeats}; events per cell = batch x "
+        f"{', '.join(f'{b}:{REQUESTS[b]}' for b in BATCH_SIZES)} requests)"
+    )
     header = f"{'batch':>6} " + " ".join(f"{c:>14}" for c in cols)
     if "zenml-redis" in results:
         header += " " + " ".join(f"{c + '/zenml':>20}" for c in cols if c != "zenml-redis")
@@ -128,8 +140,9 @@ def main() -> int:
         line = f"{b:>6} " + " ".join(f"{results[c][b]:>14,.0f}" for c in cols)
         if "zenml-redis" in results:
             z = results["zenml-redis"][b]
-            line += " " + " ".join(f"{results[c][b] / z:>19.2f}x" for c in cols
-                                   if c != "zenml-redis")
+            line += " " + " ".join(
+                f"{results[c][b] / z:>19.2f}x" for c in cols if c != "zenml-redis"
+            )
         print(line)
     if zenml_note:
         print(zenml_note)

@@ -21,8 +21,12 @@ import zstream_mp
 
 def work(worker: int) -> int:
     for i in range(200):
-        zstream_mp.publish({"worker": worker, "seq": i, "pid": os.getpid()}, kind="progress",
-                           correlation_id=f"worker-{worker}", index=i)
+        zstream_mp.publish(
+            {"worker": worker, "seq": i, "pid": os.getpid()},
+            kind="progress",
+            correlation_id=f"worker-{worker}",
+            index=i,
+        )
     return worker
 
 
@@ -37,8 +41,11 @@ def main(server: str) -> None:
     zstream_mp.flush()
     httpx.post(f"{server}/api/v1/zstream/runs/{run_id}/end")
 
-    seen = Counter(event.kind for event in zstream_mp.subscribe(server, run_id)
-                   if isinstance(event, zstream_mp.Event))
+    seen = Counter(
+        event.kind
+        for event in zstream_mp.subscribe(server, run_id)
+        if isinstance(event, zstream_mp.Event)
+    )
     print(dict(seen))  # {'status': 2, 'progress': 2400}
 
 

@@ -188,8 +188,15 @@ class Handler(BaseHTTPRequestHandler):
         else:
             bad = None
         entry: dict[str, Any] = {
-            "n": n, "t": time.time(), "run": run, "key": key, "headers": headers,
-            "count": len(events), "events": events, "status": None, "action": None,
+            "n": n,
+            "t": time.time(),
+            "run": run,
+            "key": key,
+            "headers": headers,
+            "count": len(events),
+            "events": events,
+            "status": None,
+            "action": None,
         }
         rule = st.script.next_rule()
         action = rule.get("action", "status" if "status" in rule else "accept")
@@ -264,8 +271,14 @@ class FaultServer(ThreadingHTTPServer):
 class FaultProcess:
     """A running fault server subprocess, as seen from a test."""
 
-    def __init__(self, record: Path, script: list[dict[str, Any]] | None = None,
-                 token: str | None = None, port: int = 0, python: str | None = None) -> None:
+    def __init__(
+        self,
+        record: Path,
+        script: list[dict[str, Any]] | None = None,
+        token: str | None = None,
+        port: int = 0,
+        python: str | None = None,
+    ) -> None:
         self.record = Path(record)
         self.token = token
         self.python = python or sys.executable
@@ -276,14 +289,23 @@ class FaultProcess:
 
     def start(self, script: list[dict[str, Any]] | None = None, timeout: float = 10.0) -> None:
         """Start the process (again, on the same port once it has one)."""
-        cmd = [self.python, str(Path(__file__).resolve()), "--port", str(self.port),
-               "--record", str(self.record), "--script", json.dumps(script or [])]
+        cmd = [
+            self.python,
+            str(Path(__file__).resolve()),
+            "--port",
+            str(self.port),
+            "--record",
+            str(self.record),
+            "--script",
+            json.dumps(script or []),
+        ]
         if self.token is not None:
             cmd += ["--token", self.token]
         deadline = time.monotonic() + timeout
         while True:
-            self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                         text=True)
+            self.proc = subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
             assert self.proc.stdout is not None
             line = self.proc.stdout.readline().strip()
             if line.startswith("faultserver on "):
@@ -314,8 +336,9 @@ class FaultProcess:
 
     def set_script(self, rules: list[dict[str, Any]]) -> None:
         """Replace the fault script of the running server."""
-        req = urllib.request.Request(f"{self.url}/_control/script",
-                                     data=json.dumps(rules).encode(), method="POST")
+        req = urllib.request.Request(
+            f"{self.url}/_control/script", data=json.dumps(rules).encode(), method="POST"
+        )
         with urllib.request.urlopen(req, timeout=5) as resp:
             resp.read()
 

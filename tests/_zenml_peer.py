@@ -99,7 +99,9 @@ def _python_ok(python: str) -> bool:
     try:
         out = subprocess.run(
             [python, "-c", "import sys; print(sys.version_info >= (3, 12))"],
-            capture_output=True, text=True, timeout=30,
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
     except (OSError, subprocess.TimeoutExpired):
         return False
@@ -167,7 +169,9 @@ def _alive(pidfile: Path) -> bool:
 def _run_start(broker: str, state: Path, port: int, redis_port: int | None) -> None:
     env = dict(os.environ)
     env.update(
-        ZENML_PEER_BROKER=broker, ZENML_PEER_STATE=str(state), ZENML_PEER_PORT=str(port),
+        ZENML_PEER_BROKER=broker,
+        ZENML_PEER_STATE=str(state),
+        ZENML_PEER_PORT=str(port),
         ZENML_PEER_VENV=str(VENV),
     )
     if redis_port is not None:
@@ -178,7 +182,10 @@ def _run_start(broker: str, state: Path, port: int, redis_port: int | None) -> N
     was_running = _alive(state / "server.pid")
     try:
         out = subprocess.run(
-            ["bash", str(PEER_DIR / "start.sh")], env=env, capture_output=True, text=True,
+            ["bash", str(PEER_DIR / "start.sh")],
+            env=env,
+            capture_output=True,
+            text=True,
             timeout=START_TIMEOUT,
         )
     except subprocess.TimeoutExpired as exc:
@@ -200,8 +207,9 @@ def _run_start(broker: str, state: Path, port: int, redis_port: int | None) -> N
 
 def login(url: str, username: str = "default", password: str = PASSWORD) -> str:
     """Bearer access token of a user (form login, like token.sh)."""
-    r = httpx.post(f"{url}/api/v1/login", data={"username": username, "password": password},
-                   timeout=30)
+    r = httpx.post(
+        f"{url}/api/v1/login", data={"username": username, "password": password}, timeout=30
+    )
     r.raise_for_status()
     return str(r.json()["access_token"])
 
@@ -219,8 +227,10 @@ def _api_key(url: str, token: str, state: Path) -> str:
             r = c.post("/api/v1/service_accounts", json={"name": "peer-sa", "active": True})
             r.raise_for_status()
             sa_id = r.json()["id"]
-        r = c.post(f"/api/v1/service_accounts/{sa_id}/api_keys",
-                   json={"name": f"peer-key-{int(time.time() * 1000)}"})
+        r = c.post(
+            f"/api/v1/service_accounts/{sa_id}/api_keys",
+            json={"name": f"peer-key-{int(time.time() * 1000)}"},
+        )
         r.raise_for_status()
         key = str(r.json()["body"]["key"])
     fd = os.open(cache, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -252,8 +262,15 @@ def ensure_peer(broker: str = "redis") -> Peer:
         except (httpx.HTTPError, OSError, KeyError, ValueError) as exc:
             _failures[broker] = _note(f"ZenML peer ({broker}) unusable: {exc!r}")
             raise PeerUnavailable(_failures[broker]) from exc
-        peer = Peer(url=url, token=token, api_key=key, python=str(VENV / "bin/python"),
-                    broker=broker, state=state, redis_port=redis_port)
+        peer = Peer(
+            url=url,
+            token=token,
+            api_key=key,
+            python=str(VENV / "bin/python"),
+            broker=broker,
+            state=state,
+            redis_port=redis_port,
+        )
         _peers[broker] = peer
         return peer
 
@@ -264,8 +281,13 @@ def stop_started_peers() -> None:
         while _started:
             state = _started.pop()
             env = dict(os.environ, ZENML_PEER_STATE=str(state))
-            subprocess.run(["bash", str(PEER_DIR / "stop.sh")], env=env, capture_output=True,
-                           timeout=60, check=False)
+            subprocess.run(
+                ["bash", str(PEER_DIR / "stop.sh")],
+                env=env,
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
             _peers.pop(next((b for b, p in _peers.items() if p.state == state), ""), None)
 
 
@@ -354,8 +376,9 @@ def client_env(peer: Peer, workdir: Path) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def held_run(peer: Peer, *, start_timeout: float = 180.0, hold_max: float = 900.0,
-             end_timeout: float = 60.0) -> Iterator[HeldRun]:
+def held_run(
+    peer: Peer, *, start_timeout: float = 180.0, hold_max: float = 900.0, end_timeout: float = 60.0
+) -> Iterator[HeldRun]:
     """Run a one-step pipeline on ``peer`` and keep it in progress while the block runs.
 
     On exit the step is released and the run finishes, so ZenML publishes ``end`` on its
@@ -369,19 +392,24 @@ def held_run(peer: Peer, *, start_timeout: float = 180.0, hold_max: float = 900.
     log = open(work / "pipeline.log", "wb")  # noqa: SIM115 - closed in finally
     proc = subprocess.Popen(
         [peer.python, "held_pipeline.py", str(info), str(release), str(hold_max)],
-        cwd=work / "repo", env=client_env(peer, work), stdout=log, stderr=subprocess.STDOUT,
+        cwd=work / "repo",
+        env=client_env(peer, work),
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + start_timeout
         while not info.exists():
             if proc.poll() is not None or time.monotonic() > deadline:
                 tail = (work / "pipeline.log").read_text(errors="replace")[-1500:]
-                raise PeerUnavailable(_note(
-                    f"held ZenML run did not start (rc={proc.poll()}): {tail}"))
+                raise PeerUnavailable(
+                    _note(f"held ZenML run did not start (rc={proc.poll()}): {tail}")
+                )
             time.sleep(0.1)
         data = json.loads(info.read_text())
-        yield HeldRun(run_id=data["run_id"], step_run_id=data["step_run_id"],
-                      step_name=data["step_name"])
+        yield HeldRun(
+            run_id=data["run_id"], step_run_id=data["step_run_id"], step_name=data["step_name"]
+        )
     finally:
         release.touch()
         try:
@@ -393,5 +421,7 @@ def held_run(peer: Peer, *, start_timeout: float = 180.0, hold_max: float = 900.
         if proc.returncode == 0:
             shutil.rmtree(work, ignore_errors=True)
         else:
-            print(f"[zenml-peer] held pipeline exited rc={proc.returncode}; log in {work}",
-                  file=sys.stderr)
+            print(
+                f"[zenml-peer] held pipeline exited rc={proc.returncode}; log in {work}",
+                file=sys.stderr,
+            )

@@ -40,8 +40,14 @@ def _installed_here(python: str) -> bool:
         "import pathlib, zstream_mp, httpx, psutil, filelock; "
         "print(pathlib.Path(zstream_mp.__file__).resolve().parent.parent)"
     )
-    out = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=60,
-                         cwd="/", env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+    out = subprocess.run(
+        [python, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+    )
     return out.returncode == 0 and Path(out.stdout.strip()) == REPO_ROOT
 
 
@@ -54,8 +60,18 @@ def ensure_zstream_in_peer(python: str) -> None:
     with lock.acquire(timeout=PIP_TIMEOUT):
         if _installed_here(python):
             return
-        cmd = [python, "-m", "pip", "install", "-q", "--disable-pip-version-check",
-               "--config-settings", "editable_mode=compat", "-e", str(REPO_ROOT)]
+        cmd = [
+            python,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "--config-settings",
+            "editable_mode=compat",
+            "-e",
+            str(REPO_ROOT),
+        ]
         try:
             out = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT)
         except subprocess.TimeoutExpired as exc:
@@ -63,7 +79,8 @@ def ensure_zstream_in_peer(python: str) -> None:
         if out.returncode != 0 or not _installed_here(python):
             tail = " | ".join((out.stdout + out.stderr).strip().splitlines()[-5:])
             raise ZStreamNotInstallable(
-                f"pip install -e {REPO_ROOT} into {venv} failed rc={out.returncode}: {tail}")
+                f"pip install -e {REPO_ROOT} into {venv} failed rc={out.returncode}: {tail}"
+            )
 
 
 @dataclasses.dataclass
@@ -86,8 +103,15 @@ class PipelineResult:
         assert self.returncode == 0, f"pipeline {self.mode} failed:\n{self.log[-4000:]}"
 
 
-def run_pipeline(peer: Peer, mode: str, workdir: Path, *, env: dict[str, str] | None = None,
-                 local_store: bool = False, timeout: float = 300.0) -> PipelineResult:
+def run_pipeline(
+    peer: Peer,
+    mode: str,
+    workdir: Path,
+    *,
+    env: dict[str, str] | None = None,
+    local_store: bool = False,
+    timeout: float = 300.0,
+) -> PipelineResult:
     """Run one pipeline of ``streaming_pipeline.py`` in a new ZenML repo under ``workdir``.
 
     ``local_store``: the client uses its own local SQLite store instead of the peer server
@@ -103,8 +127,13 @@ def run_pipeline(peer: Peer, mode: str, workdir: Path, *, env: dict[str, str] | 
         full_env.pop("ZENML_STORE_API_KEY")
     full_env.update(env or {})
     proc = subprocess.run(
-        [peer.python, PIPELINE_SCRIPT.name, mode, str(out)], cwd=repo, env=full_env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout,
+        [peer.python, PIPELINE_SCRIPT.name, mode, str(out)],
+        cwd=repo,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
     )
     (workdir / "pipeline.log").write_text(proc.stdout)
     steps = {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json"))}
@@ -131,9 +160,10 @@ def read_stream(url: str, run_id: str, token: str | None, *, timeout: float = 90
     frames: list[Frame] = []
     deadline = time.monotonic() + timeout
     fields: dict[str, list[str]] = {}
-    with httpx.Client(timeout=httpx.Timeout(10.0, read=timeout)) as client, client.stream(
-        "GET", f"{url}/api/v1/runs/{run_id}/events/stream", headers=headers
-    ) as resp:
+    with (
+        httpx.Client(timeout=httpx.Timeout(10.0, read=timeout)) as client,
+        client.stream("GET", f"{url}/api/v1/runs/{run_id}/events/stream", headers=headers) as resp,
+    ):
         assert resp.status_code == 200, f"SSE {resp.status_code}: {resp.read()!r}"
         for line in _sse_lines(resp.iter_bytes()):
             if time.monotonic() > deadline:
@@ -165,11 +195,11 @@ def _sse_lines(chunks: Iterator[bytes]) -> Iterator[str]:
         buf += chunk
         while True:
             cut = min((i for i in (buf.find(b"\r"), buf.find(b"\n")) if i >= 0), default=-1)
-            if cut < 0 or (buf[cut:cut + 1] == b"\r" and cut + 1 == len(buf)):
+            if cut < 0 or (buf[cut : cut + 1] == b"\r" and cut + 1 == len(buf)):
                 break  # need more bytes (a CR may be the first half of CRLF)
-            line, rest = buf[:cut], buf[cut + 1:]
-            if buf[cut:cut + 2] == b"\r\n":
-                rest = buf[cut + 2:]
+            line, rest = buf[:cut], buf[cut + 1 :]
+            if buf[cut : cut + 2] == b"\r\n":
+                rest = buf[cut + 2 :]
             yield line.decode("utf-8")
             buf = rest
 
@@ -193,8 +223,7 @@ class OurServer:
 
     def end_run(self, run_id: str) -> None:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        r = httpx.post(f"{self.url}/api/v1/zstream/runs/{run_id}/end", headers=headers,
-                       timeout=30)
+        r = httpx.post(f"{self.url}/api/v1/zstream/runs/{run_id}/end", headers=headers, timeout=30)
         assert r.status_code == 200, f"end run: {r.status_code} {r.text}"
 
 

@@ -87,8 +87,10 @@ BAD: list[tuple[str, dict[str, Any], type[Exception], tuple[type[Exception], ...
     # fewer characters than the limit, more bytes: the limit is on UTF-8 bytes
     ("too-large-chars-under", {"payload": {"x": "\u00e9" * 40_000}}, PayloadTooLargeError, (VE,)),
     ("too-large-1MiB", {"payload": {"x": "a" * 1_048_576}}, PayloadTooLargeError, (VE,)),
-    *[(f"reserved-{k}", {"payload": {}, "kind": k}, ReservedKindError, (VE,))
-      for k in ("end", "gap", "error", "cursor", "system")],
+    *[
+        (f"reserved-{k}", {"payload": {}, "kind": k}, ReservedKindError, (VE,))
+        for k in ("end", "gap", "error", "cursor", "system")
+    ],
     ("index-str", {"payload": {}, "index": "1"}, IE, (VE, TE)),
     ("index-float", {"payload": {}, "index": 1.0}, IE, (VE, TE)),
     ("index-bool", {"payload": {}, "index": True}, IE, (VE, TE)),
@@ -129,8 +131,11 @@ def test_error_classes_are_documented_builtins() -> None:
 
 @pytest.mark.parametrize(("name", "kwargs", "error", "builtins"), BAD, ids=[b[0] for b in BAD])
 def test_bad_input_raises_at_call_site(
-    name: str, kwargs: dict[str, Any], error: type[Exception],
-    builtins: tuple[type[Exception], ...], server: FaultProcess,
+    name: str,
+    kwargs: dict[str, Any],
+    error: type[Exception],
+    builtins: tuple[type[Exception], ...],
+    server: FaultProcess,
 ) -> None:
     run = str(uuid.uuid4())
     with bind(run, server=server.url):
@@ -193,9 +198,12 @@ def test_bad_inputs_lose_nothing_already_queued(server: FaultProcess) -> None:
     by_seq = {ev["payload"]["seq"]: ev for ev in received}
     for name, kwargs in GOOD_EDGE:
         want = {k: v for k, v in kwargs["payload"].items() if k != "seq"}
-        match = [ev for ev in by_seq.values()
-                 if {k: v for k, v in ev["payload"].items() if k != "seq"} == want
-                 and ev["kind"] == kwargs.get("kind", "event")
-                 and ev["index"] == kwargs.get("index")
-                 and ev["correlation_id"] == kwargs.get("correlation_id")]
+        match = [
+            ev
+            for ev in by_seq.values()
+            if {k: v for k, v in ev["payload"].items() if k != "seq"} == want
+            and ev["kind"] == kwargs.get("kind", "event")
+            and ev["index"] == kwargs.get("index")
+            and ev["correlation_id"] == kwargs.get("correlation_id")
+        ]
         assert match, f"{name} did not arrive intact"

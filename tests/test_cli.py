@@ -22,13 +22,17 @@ def cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def served() -> Iterator[tuple[str, list[str]]]:
-    proc = subprocess.Popen([*CLI, "serve", "--port", "0", "--token", TOKEN],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*CLI, "serve", "--port", "0", "--token", TOKEN],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     first = proc.stdout.readline()
     assert first.startswith(PREFIX), first
     banner = [first]
-    url = first[len(PREFIX):].strip()
+    url = first[len(PREFIX) :].strip()
     banner += [proc.stdout.readline() for _ in range(2)]  # auth, broker
     try:
         yield url, banner
@@ -52,11 +56,19 @@ def test_runs_publish_tail_end(served: tuple[str, list[str]]) -> None:
     run_id = created.stdout.strip()
     uuid.UUID(run_id)
 
-    tail = subprocess.Popen([*CLI, "tail", run_id, "--server", url, "--token", TOKEN, "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    human = subprocess.Popen([*CLI, "tail", run_id, "--kind", "token"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env={**os.environ, "ZSTREAM_SERVER": url, "ZSTREAM_TOKEN": TOKEN})
+    tail = subprocess.Popen(
+        [*CLI, "tail", run_id, "--server", url, "--token", TOKEN, "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    human = subprocess.Popen(
+        [*CLI, "tail", run_id, "--kind", "token"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "ZSTREAM_SERVER": url, "ZSTREAM_TOKEN": TOKEN},
+    )
     code = (
         "import zstream_mp as z, sys\n"
         "z.bind(sys.argv[1], server=sys.argv[2], token=sys.argv[3])\n"
@@ -64,8 +76,9 @@ def test_runs_publish_tail_end(served: tuple[str, list[str]]) -> None:
         "z.publish({'done': True}, kind='status')\n"
         "assert z.flush(10)\n"
     )
-    pub = subprocess.run([sys.executable, "-c", code, run_id, url, TOKEN], capture_output=True,
-                         text=True, timeout=60)
+    pub = subprocess.run(
+        [sys.executable, "-c", code, run_id, url, TOKEN], capture_output=True, text=True, timeout=60
+    )
     assert pub.returncode == 0, pub.stderr
     ended = cli("runs", "end", run_id, "--server", url, "--token", TOKEN)
     assert ended.returncode == 0, ended.stderr

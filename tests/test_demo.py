@@ -14,7 +14,9 @@ pytest.importorskip("joblib")
 def test_demo_delivers_every_event_and_prints_a_tally() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "zstream_mp", "demo", "--tokens", "40", "--delay", "0.002"],
-        capture_output=True, text=True, timeout=180,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr

@@ -58,20 +58,31 @@ class ClientRun:
 
     @property
     def warnings(self) -> list[str]:
-        return [ln for ln in self.log_lines
-                if ln.split("|")[1] in ("WARNING", "ERROR", "CRITICAL")]
+        return [ln for ln in self.log_lines if ln.split("|")[1] in ("WARNING", "ERROR", "CRITICAL")]
 
     def final(self, key: str) -> Any:
         return self.report["stats"]["final"][key]
 
 
-def start_client(url: str, run: str, steps: list[dict[str, Any]], *, token: str | None = None,
-                 env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+def start_client(
+    url: str,
+    run: str,
+    steps: list[dict[str, Any]],
+    *,
+    token: str | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen[str]:
     cmd = [sys.executable, str(CLIENT), url, run, json.dumps(steps)]
     if token is not None:
         cmd += ["--token", token]
-    return subprocess.Popen(cmd, env=child_env(sys.executable, env), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return subprocess.Popen(
+        cmd,
+        env=child_env(sys.executable, env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def finish(proc: subprocess.Popen[str], started: float, deadline: float = 90.0) -> ClientRun:
@@ -85,8 +96,10 @@ def finish(proc: subprocess.Popen[str], started: float, deadline: float = 90.0) 
     elapsed = time.monotonic() - started
     assert proc.returncode == 0, f"publisher failed rc={proc.returncode}:\n{err[-3000:]}"
     report = json.loads(out.strip().splitlines()[-1])
-    assert MARKER not in err, "a log line carries the payload:\n" + "\n".join(
-        ln for ln in err.splitlines() if MARKER in ln)[:3000]
+    assert MARKER not in err, (
+        "a log line carries the payload:\n"
+        + "\n".join(ln for ln in err.splitlines() if MARKER in ln)[:3000]
+    )
     return ClientRun(report, err, elapsed, proc.returncode)
 
 
@@ -124,8 +137,9 @@ def key_problems(fp: FaultProcess, run: str) -> list[str]:
             problems.append(f"key {key} was reused for different batches: {[s[:3] for s in sends]}")
     multi = {s: k for s, k in key_of_seq.items() if len(k) > 1}
     if multi:
-        problems.append(f"{len(multi)} events were sent under several keys, e.g. "
-                        f"{sorted(multi.items())[:2]}")
+        problems.append(
+            f"{len(multi)} events were sent under several keys, e.g. {sorted(multi.items())[:2]}"
+        )
     return problems
 
 
@@ -154,15 +168,27 @@ RETRYABLE = [
     ("drop-after-body", [{"action": "drop", "count": 3}], {}),
     ("reset-after-body", [{"action": "reset", "count": 3}], {}),
     ("stall-then-ok", [{"action": "stall", "count": 1}], {"ZSTREAM_REQUEST_TIMEOUT": "1"}),
-    ("mixed", [{"status": 503, "retry_after": 0, "count": 1}, {"action": "drop", "count": 1},
-               {"status": 502, "count": 1}, {"status": 429, "count": 1},
-               {"action": "reset", "count": 1}], {}),
+    (
+        "mixed",
+        [
+            {"status": 503, "retry_after": 0, "count": 1},
+            {"action": "drop", "count": 1},
+            {"status": 502, "count": 1},
+            {"status": 429, "count": 1},
+            {"action": "reset", "count": 1},
+        ],
+        {},
+    ),
 ]
 
 
 @pytest.mark.parametrize(("name", "script", "env"), RETRYABLE, ids=[r[0] for r in RETRYABLE])
 def test_retryable_fault_delivers_everything_once(
-    name: str, script: list[dict[str, Any]], env: dict[str, str], tmp_path: Path, run_id: str,
+    name: str,
+    script: list[dict[str, Any]],
+    env: dict[str, str],
+    tmp_path: Path,
+    run_id: str,
 ) -> None:
     faults = sum(int(r["count"]) for r in script)
     with FaultProcess(tmp_path, script=script) as fp:
@@ -200,8 +226,13 @@ def test_server_down_then_back_on_the_same_port(tmp_path: Path, run_id: str) -> 
     fp = FaultProcess(tmp_path)
     fp.stop()  # connections are refused from now on
     down, back = tmp_path / "down-seen", tmp_path / "server-back"
-    steps = [{"publish": 200}, {"flush": 0.5}, {"touch": str(down)},
-             {"wait_file": str(back)}, {"flush": 25}]
+    steps = [
+        {"publish": 200},
+        {"flush": 0.5},
+        {"touch": str(down)},
+        {"wait_file": str(back)},
+        {"flush": 25},
+    ]
     started = time.monotonic()
     proc = start_client(fp.url, run_id, steps)
     try:
@@ -264,11 +295,11 @@ def test_rejected_batch_is_dropped_and_counted(status: int, tmp_path: Path, run_
 
 
 @pytest.mark.parametrize("status", [501, 405])
-def test_unsupported_server_mutes_with_one_warning(status: int, tmp_path: Path,
-                                                   run_id: str) -> None:
+def test_unsupported_server_mutes_with_one_warning(
+    status: int, tmp_path: Path, run_id: str
+) -> None:
     with FaultProcess(tmp_path, script=[{"status": status}]) as fp:
-        steps = [{"publish": 50}, {"flush": 10}, {"stats": "muted"},
-                 {"publish": 100}, {"flush": 5}]
+        steps = [{"publish": 50}, {"flush": 10}, {"stats": "muted"}, {"publish": 100}, {"flush": 5}]
         res = run_client(fp.url, run_id, steps)
         requests = fp.requests()
         assert len(requests) == 1, f"kept sending after {status}: {len(requests)} requests"
@@ -286,8 +317,13 @@ def test_unsupported_server_mutes_with_one_warning(status: int, tmp_path: Path,
 def test_reauthentication_after_401(tmp_path: Path, run_id: str) -> None:
     """A 401 makes the transport take a fresh token (ZSTREAM_TOKEN) and resend the batch."""
     with FaultProcess(tmp_path, token="fresh-token") as fp:
-        steps = [{"setenv": {"ZSTREAM_TOKEN": "fresh-token"}}, {"publish": 150},
-                 {"flush": 10}, {"publish": 50}, {"flush": 10}]
+        steps = [
+            {"setenv": {"ZSTREAM_TOKEN": "fresh-token"}},
+            {"publish": 150},
+            {"flush": 10},
+            {"publish": 50},
+            {"flush": 10},
+        ]
         res = run_client(fp.url, run_id, steps, token="stale-token")
         assert all(f["ok"] for f in res.report["flushes"])
         assert_exactly_once(delivered(fp, run_id), set(range(200)))
@@ -308,11 +344,19 @@ STUCK = [
 
 
 @pytest.mark.parametrize(("name", "script"), STUCK, ids=[s[0] for s in STUCK])
-def test_flush_returns_within_its_timeout(name: str, script: list[dict[str, Any]],
-                                          tmp_path: Path, run_id: str) -> None:
+def test_flush_returns_within_its_timeout(
+    name: str, script: list[dict[str, Any]], tmp_path: Path, run_id: str
+) -> None:
     with FaultProcess(tmp_path, script=script) as fp:
-        steps = [{"publish": 100}, {"flush": 0.5}, {"flush": 0}, {"flush": 1.0},
-                 {"publish": 10}, {"flush": 0.3}, {"exit": "os._exit"}]
+        steps = [
+            {"publish": 100},
+            {"flush": 0.5},
+            {"flush": 0},
+            {"flush": 1.0},
+            {"publish": 10},
+            {"flush": 0.3},
+            {"exit": "os._exit"},
+        ]
         res = run_client(fp.url, run_id, steps)
     for f in res.report["flushes"]:
         assert f["elapsed"] <= f["timeout"] + FLUSH_SLACK, f"{name}: {f}"
@@ -335,10 +379,12 @@ def _exit_time(url: str, run: str, env: dict[str, str]) -> tuple[float, ClientRu
 
 
 @pytest.mark.parametrize("budget", [None, 1.0])
-@pytest.mark.parametrize(("name", "script"), [*STUCK, ("down", None)],
-                         ids=[*(s[0] for s in STUCK), "down"])
-def test_exit_never_waits_past_the_budget(name: str, script: list[dict[str, Any]] | None,
-                                          budget: float | None, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("name", "script"), [*STUCK, ("down", None)], ids=[*(s[0] for s in STUCK), "down"]
+)
+def test_exit_never_waits_past_the_budget(
+    name: str, script: list[dict[str, Any]] | None, budget: float | None, tmp_path: Path
+) -> None:
     env = {} if budget is None else {"ZSTREAM_EXIT_TIMEOUT": str(budget)}
     allowed = 2.0 if budget is None else budget
     with FaultProcess(tmp_path / "ok") as ok:

@@ -80,8 +80,17 @@ def run_case(python: str, case: str, target: _targets.Target) -> dict[str, Any]:
     if target.name in EXIT_TIMEOUT:
         extra["ZSTREAM_EXIT_TIMEOUT"] = EXIT_TIMEOUT[target.name]
     env = _targets.child_env(python, extra)
-    cmd = [python, str(DRIVER), case, "--server", target.url, "--run", target.run_id,
-           "--parent-events", str(PARENT_EVENTS)]
+    cmd = [
+        python,
+        str(DRIVER),
+        case,
+        "--server",
+        target.url,
+        "--run",
+        target.run_id,
+        "--parent-events",
+        str(PARENT_EVENTS),
+    ]
     if target.token:
         cmd += ["--token", target.token]
     res = _targets.run_bounded(cmd, env=env, deadline=DEADLINE)
@@ -93,8 +102,7 @@ def run_case(python: str, case: str, target: _targets.Target) -> dict[str, Any]:
     assert res.returncode == 0, f"{where} driver failed rc={res.returncode}:\n{res.stderr[-3000:]}"
     summary = json.loads(res.stdout.strip().splitlines()[-1])
     summary["elapsed"] = round(res.elapsed, 2)
-    expected = {"parent": 2 * PARENT_EVENTS,
-                **expected_workers(case, EVENTS, GRANDCHILD_EVENTS)}
+    expected = {"parent": 2 * PARENT_EVENTS, **expected_workers(case, EVENTS, GRANDCHILD_EVENTS)}
     target.expect = (tag, sum(expected.values()))
     payloads = [p for p in target.collect() if p.get("tag") == tag]
     problems = _targets.check_exactly_once(payloads, expected)

@@ -38,22 +38,35 @@ DEADLINE = 420.0
 def our_server() -> Iterator[Any]:
     from _servers import start_server
 
-    with start_server(token="fork-token-" + os.urandom(6).hex(),
-                      max_stream_length=10_000_000) as server:
+    with start_server(
+        token="fork-token-" + os.urandom(6).hex(), max_stream_length=10_000_000
+    ) as server:
         yield server
 
 
 def storm(target: _targets.Target, forks: int) -> dict[str, Any]:
-    cmd = [sys.executable, str(STORM), "--server", target.url, "--run", target.run_id,
-           "--forks", str(forks), "--child-deadline", str(CHILD_DEADLINE)]
+    cmd = [
+        sys.executable,
+        str(STORM),
+        "--server",
+        target.url,
+        "--run",
+        target.run_id,
+        "--forks",
+        str(forks),
+        "--child-deadline",
+        str(CHILD_DEADLINE),
+    ]
     if target.token:
         cmd += ["--token", target.token]
     res = _targets.run_bounded(cmd, env=_targets.child_env(sys.executable), deadline=DEADLINE)
     assert not res.timed_out, f"storm over its {DEADLINE}s deadline:\n{res.stderr[-3000:]}"
     assert res.returncode == 0, f"storm failed rc={res.returncode}:\n{res.stderr[-3000:]}"
     report = json.loads(res.stdout.strip().splitlines()[-1])
-    print(f"[storm on {target.name}] {res.elapsed:.1f}s "
-          f"{ {k: v for k, v in report.items() if k != 'failures'} }")
+    print(
+        f"[storm on {target.name}] {res.elapsed:.1f}s "
+        f"{ {k: v for k, v in report.items() if k != 'failures'} }"
+    )
     assert not report["failures"], (
         f"{len(report['failures'])} children failed (exit -14 = watchdog): "
         f"{report['failures'][:10]}"

@@ -24,11 +24,19 @@ from hypothesis import strategies as st
 
 TOKEN = "fuzz-token-0123456789"
 EXAMPLES = 100
-FIELDS = ["pipeline_run_id", "step_run_id", "step_name", "kind", "correlation_id", "index",
-          "payload"]
+FIELDS = [
+    "pipeline_run_id",
+    "step_run_id",
+    "step_name",
+    "kind",
+    "correlation_id",
+    "index",
+    "payload",
+]
 RESERVED = {"end", "gap", "error", "cursor", "system"}
-SETTINGS = settings(max_examples=EXAMPLES, deadline=None, database=None,
-                    suppress_health_check=list(HealthCheck))
+SETTINGS = settings(
+    max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+)
 
 
 @dataclass
@@ -55,13 +63,23 @@ def fuzz_server(request: pytest.FixtureRequest) -> Iterator[RunningServer]:
             yield srv
 
 
-json_scalars = (st.none() | st.booleans() | st.integers(-(2**70), 2**70)
-                | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20))
-json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4)
-                           | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-                           max_leaves=12)
-kinds = st.one_of(st.sampled_from([*sorted(RESERVED), "event", "token", "a\nb", "x\ry", ""]),
-                  st.text(max_size=12))
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+kinds = st.one_of(
+    st.sampled_from([*sorted(RESERVED), "event", "token", "a\nb", "x\ry", ""]), st.text(max_size=12)
+)
 opt_text = st.none() | st.text(max_size=16)
 
 
@@ -85,17 +103,26 @@ def expected(ev: dict[str, Any]) -> dict[str, Any]:
     return full
 
 
-def post(client: httpx.Client, model: Model, run_id: str, body: bytes,
-         headers: dict[str, str] | None = None) -> httpx.Response:
-    r = client.post(f"/api/v1/runs/{quote(run_id, safe='')}/events", content=body,
-                    headers={"Content-Type": "application/json", **(headers or {})})
+def post(
+    client: httpx.Client,
+    model: Model,
+    run_id: str,
+    body: bytes,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    r = client.post(
+        f"/api/v1/runs/{quote(run_id, safe='')}/events",
+        content=body,
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
     model.seen(r.status_code)
     return r
 
 
 def fuzz(server: RunningServer, model: Model) -> None:
-    client = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {TOKEN}"},
-                          timeout=30)
+    client = httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30
+    )
     run = model.run_id
 
     @SETTINGS
@@ -110,10 +137,18 @@ def fuzz(server: RunningServer, model: Model) -> None:
             model.accepted.extend(expected(e) for e in batch)
 
     @SETTINGS
-    @given(st.binary(max_size=300) | st.text(max_size=200).map(str.encode),
-           st.sampled_from(["application/json", "text/plain", "",
-                            "application/json; charset=latin-1",
-                            "multipart/form-data; boundary=x"]))
+    @given(
+        st.binary(max_size=300) | st.text(max_size=200).map(str.encode),
+        st.sampled_from(
+            [
+                "application/json",
+                "text/plain",
+                "",
+                "application/json; charset=latin-1",
+                "multipart/form-data; boundary=x",
+            ]
+        ),
+    )
     def raw_bodies(body: bytes, ctype: str) -> None:
         r = post(client, model, run, body, {"Content-Type": ctype})
         if r.status_code == 200:
@@ -131,21 +166,34 @@ def fuzz(server: RunningServer, model: Model) -> None:
             elif op == "cut":
                 del body[i:]
             else:
-                body[i:i] = body[i:i + data.draw(st.integers(1, 10))]
+                body[i:i] = body[i : i + data.draw(st.integers(1, 10))]
             if not body:
                 break
         r = post(client, model, run, bytes(body))
         if r.status_code == 200:
             model.accepted.extend([None] * int(r.json()["count"]))
 
-    auth_values = st.sampled_from([None, "", "Bearer", "Bearer ", f"Bearer {TOKEN}x",
-                                   f"bearer {TOKEN}", f"Basic {TOKEN}", f"Bearer  {TOKEN}"]) \
-        | st.text(alphabet=string.printable.strip(), max_size=40)
+    auth_values = st.sampled_from(
+        [
+            None,
+            "",
+            "Bearer",
+            "Bearer ",
+            f"Bearer {TOKEN}x",
+            f"bearer {TOKEN}",
+            f"Basic {TOKEN}",
+            f"Bearer  {TOKEN}",
+        ]
+    ) | st.text(alphabet=string.printable.strip(), max_size=40)
 
     @SETTINGS
-    @given(auth_values, st.text(alphabet=string.printable.strip(), max_size=40),
-           st.sampled_from([run, str(uuid.uuid4()), "not-a-uuid", run.upper(), "",
-                            "../../health", run + "x"]))
+    @given(
+        auth_values,
+        st.text(alphabet=string.printable.strip(), max_size=40),
+        st.sampled_from(
+            [run, str(uuid.uuid4()), "not-a-uuid", run.upper(), "", "../../health", run + "x"]
+        ),
+    )
     def headers_and_paths(auth: str | None, idem: str, path_run: str) -> None:
         h = {"Idempotency-Key": idem, "X-Request-ID": idem}
         if auth is not None:
@@ -153,8 +201,11 @@ def fuzz(server: RunningServer, model: Model) -> None:
         body = json.dumps({"events": [{"pipeline_run_id": path_run, "kind": "hdr"}]}).encode()
         try:
             with httpx.Client(base_url=server.url, timeout=30) as bare:
-                r = bare.post(f"/api/v1/runs/{quote(path_run, safe='')}/events", content=body,
-                              headers={"Content-Type": "application/json", **h})
+                r = bare.post(
+                    f"/api/v1/runs/{quote(path_run, safe='')}/events",
+                    content=body,
+                    headers={"Content-Type": "application/json", **h},
+                )
         except httpx.LocalProtocolError:
             return  # a header value httpx itself refuses to send (e.g. trailing space)
         model.seen(r.status_code)
@@ -162,13 +213,34 @@ def fuzz(server: RunningServer, model: Model) -> None:
             model.accepted.append(expected({"pipeline_run_id": run, "kind": "hdr"}))
 
     cursor_text = st.text(max_size=24) | st.sampled_from(
-        ["0", "1", "0-0", "1-0", "99999999999999999999-0", "18446744073709551615-1", "-1", "$",
-         "+", "-", ">", "1-", "00", " 1", "1 "])
+        [
+            "0",
+            "1",
+            "0-0",
+            "1-0",
+            "99999999999999999999-0",
+            "18446744073709551615-1",
+            "-1",
+            "$",
+            "+",
+            "-",
+            ">",
+            "1-",
+            "00",
+            " 1",
+            "1 ",
+        ]
+    )
 
     @SETTINGS
-    @given(cursor_text, st.booleans(), st.lists(st.sampled_from(
-        ["kinds", "step_names", "correlation_ids", "since", "junk"]), max_size=3),
-        st.text(max_size=10))
+    @given(
+        cursor_text,
+        st.booleans(),
+        st.lists(
+            st.sampled_from(["kinds", "step_names", "correlation_ids", "since", "junk"]), max_size=3
+        ),
+        st.text(max_size=10),
+    )
     def subscribe_params(cursor: str, as_header: bool, names: list[str], value: str) -> None:
         params = [(n, value) for n in names]
         headers: dict[str, bytes] = {}
@@ -177,8 +249,13 @@ def fuzz(server: RunningServer, model: Model) -> None:
         else:
             params.append(("since", cursor))
         try:
-            with client.stream("GET", f"/api/v1/runs/{run}/events/stream", params=params,
-                               headers=headers, timeout=5) as r:
+            with client.stream(
+                "GET",
+                f"/api/v1/runs/{run}/events/stream",
+                params=params,
+                headers=headers,
+                timeout=5,
+            ) as r:
                 model.seen(r.status_code)
                 if r.status_code == 200:
                     assert r.headers["content-type"].startswith("text/event-stream")
@@ -194,21 +271,29 @@ def fuzz(server: RunningServer, model: Model) -> None:
 
 
 def replay(server: RunningServer, run_id: str) -> list[bytes]:
-    with httpx.Client(base_url=server.url, timeout=30,
-                      headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+    with httpx.Client(
+        base_url=server.url, timeout=30, headers={"Authorization": f"Bearer {TOKEN}"}
+    ) as client:
         body = client.get(f"/api/v1/runs/{run_id}/events/stream").content
     assert body.endswith(b"event: end\ndata: {}\n\n"), body[-200:]
     return [f for f in body.split(b"\n\n")[:-1] if not f.startswith(b":")]
 
 
 def test_fuzz_never_5xx_and_stream_intact(fuzz_server: RunningServer) -> None:
-    run_id = httpx.post(f"{fuzz_server.url}/api/v1/zstream/runs", json={},
-                        headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10).json()["id"]
+    run_id = httpx.post(
+        f"{fuzz_server.url}/api/v1/zstream/runs",
+        json={},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=10,
+    ).json()["id"]
     model = Model(run_id)
     fuzz(fuzz_server, model)
     assert model.accepted, "nothing was accepted: the fuzzing did not reach the happy path"
-    r = httpx.post(f"{fuzz_server.url}/api/v1/zstream/runs/{run_id}/end",
-                   headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+    r = httpx.post(
+        f"{fuzz_server.url}/api/v1/zstream/runs/{run_id}/end",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=10,
+    )
     assert r.status_code == 200
     frames = replay(fuzz_server, run_id)
     assert frames[-1] == b"event: end\ndata: {}"

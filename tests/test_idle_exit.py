@@ -43,19 +43,24 @@ print(z.stats().sent)
 """
 
 
-@pytest.mark.parametrize("python", _targets.interpreters(),
-                         ids=lambda p: "py" + _targets.python_version(p))
+@pytest.mark.parametrize(
+    "python", _targets.interpreters(), ids=lambda p: "py" + _targets.python_version(p)
+)
 def test_fork_between_bursts_has_no_sender_thread(python: str, server: object) -> None:
     url = server.url  # type: ignore[attr-defined]
     run_id = str(uuid.uuid4())
     env = _targets.child_env(python, {"ZSTREAM_IDLE_EXIT": "0.2"})
-    out = subprocess.run([python, "-c", SCRIPT, run_id, url], capture_output=True, text=True,
-                         timeout=60, env=env)
+    out = subprocess.run(
+        [python, "-c", SCRIPT, run_id, url], capture_output=True, text=True, timeout=60, env=env
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "101"
     httpx.post(f"{url}/api/v1/zstream/runs/{run_id}/end").raise_for_status()
     import zstream_mp
 
-    seen = sorted((e.payload["who"], e.payload["i"]) for e in zstream_mp.subscribe(url, run_id)
-                  if isinstance(e, zstream_mp.Event))
+    seen = sorted(
+        (e.payload["who"], e.payload["i"])
+        for e in zstream_mp.subscribe(url, run_id)
+        if isinstance(e, zstream_mp.Event)
+    )
     assert seen == sorted([("parent", i) for i in range(101)] + [("child", 0)])

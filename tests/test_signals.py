@@ -41,12 +41,14 @@ def _seqs(fp: FaultProcess, run_id: str) -> list[int]:
     return sorted(r["event"]["payload"]["seq"] for r in fp.accepted() if r["run"] == run_id)
 
 
-def _start(fp: FaultProcess, disposition: str, marker: Path) -> tuple[multiprocessing.Process,
-                                                                        object, str, int]:
+def _start(
+    fp: FaultProcess, disposition: str, marker: Path
+) -> tuple[multiprocessing.Process, object, str, int]:
     run_id = str(uuid.uuid4())
     parent, child = CTX.Pipe()
-    proc = CTX.Process(target=publish_then_wait,
-                       args=(fp.url, run_id, EVENTS, child, disposition, str(marker)))
+    proc = CTX.Process(
+        target=publish_then_wait, args=(fp.url, run_id, EVENTS, child, disposition, str(marker))
+    )
     proc.start()
     assert parent.poll(30), "the child did not publish"
     queued = parent.recv()
@@ -59,8 +61,10 @@ def test_sender_thread_blocks_asynchronous_signals() -> None:
     stall.listen(4)
     try:
         parent, child = CTX.Pipe()
-        proc = CTX.Process(target=report_masks, args=(
-            f"http://127.0.0.1:{stall.getsockname()[1]}", str(uuid.uuid4()), child))
+        proc = CTX.Process(
+            target=report_masks,
+            args=(f"http://127.0.0.1:{stall.getsockname()[1]}", str(uuid.uuid4()), child),
+        )
         proc.start()
         assert parent.poll(30)
         masks = parent.recv()

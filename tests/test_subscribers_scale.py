@@ -28,15 +28,20 @@ BATCH = 100
 WINDOW = 600
 DEADLINE = 150.0
 
-_FRAME = re.compile(rb'id: ([0-9-]+)\nevent: ([^\n]*)\ndata: ([^\n]*)\n\n')
+_FRAME = re.compile(rb"id: ([0-9-]+)\nevent: ([^\n]*)\ndata: ([^\n]*)\n\n")
 _SEQ = re.compile(rb'"payload":\{"seq":(\d+)\}')
 
 
 class Reader(threading.Thread):
     """One SSE subscriber: records (id, seq) of every event frame, stops at ``end``."""
 
-    def __init__(self, url: str, path: str, headers: dict[str, str] | None = None,
-                 stop_after: int | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        path: str,
+        headers: dict[str, str] | None = None,
+        stop_after: int | None = None,
+    ) -> None:
         super().__init__(daemon=True)
         self.url, self.path, self.headers = url, path, headers or {}
         self.stop_after = stop_after
@@ -73,7 +78,7 @@ class Reader(threading.Thread):
                 cut = buf.rfind(b"\n\n")
                 if cut < 0:
                     continue
-                block, buf = buf[:cut + 2], buf[cut + 2:]
+                block, buf = buf[: cut + 2], buf[cut + 2 :]
                 for frame in block.split(b"\n\n")[:-1]:
                     if self._frame(frame + b"\n\n"):
                         return
@@ -110,9 +115,18 @@ def scale_server(request: pytest.FixtureRequest) -> Iterator[RunningServer]:
 def _bodies(run_id: str) -> list[bytes]:
     out = []
     for start in range(0, EVENTS, BATCH):
-        events = [{"pipeline_run_id": run_id, "step_run_id": None, "step_name": "scale",
-                   "kind": "scale", "correlation_id": None, "index": i, "payload": {"seq": i}}
-                  for i in range(start, start + BATCH)]
+        events = [
+            {
+                "pipeline_run_id": run_id,
+                "step_run_id": None,
+                "step_name": "scale",
+                "kind": "scale",
+                "correlation_id": None,
+                "index": i,
+                "payload": {"seq": i},
+            }
+            for i in range(start, start + BATCH)
+        ]
         out.append(json.dumps({"events": events}, separators=(",", ":")).encode())
     return out
 
@@ -138,8 +152,11 @@ def test_fifty_subscribers_ten_thousand_events(scale_server: RunningServer) -> N
             assert time.monotonic() < deadline, "subscribers stopped making progress"
             assert not any(rd.error for rd in readers), [rd.error for rd in readers]
             time.sleep(0.005)
-        resp = client.post(f"/api/v1/runs/{run_id}/events", content=body,
-                           headers={"Content-Type": "application/json"})
+        resp = client.post(
+            f"/api/v1/runs/{run_id}/events",
+            content=body,
+            headers={"Content-Type": "application/json"},
+        )
         assert resp.status_code == 200, resp.text
         last_ids.append(resp.json()["last_id"])
         posted += BATCH
@@ -156,8 +173,9 @@ def test_fifty_subscribers_ten_thousand_events(scale_server: RunningServer) -> N
         assert rd.ended, n
         assert rd.seqs == expected, (n, len(rd.seqs))
         assert rd.ids == reference_ids, n
-    assert [reference_ids[i] for i in range(BATCH - 1, EVENTS, BATCH)] == \
-        [i.encode() for i in last_ids]
+    assert [reference_ids[i] for i in range(BATCH - 1, EVENTS, BATCH)] == [
+        i.encode() for i in last_ids
+    ]
 
     # resume from a mid-stream id: exactly the rest, by since= and by Last-Event-ID
     mid = EVENTS // 2 - 1
@@ -170,6 +188,6 @@ def test_fifty_subscribers_ten_thousand_events(scale_server: RunningServer) -> N
         rd.join(60)
         assert rd.error is None and not rd.is_alive()
         assert rd.ended and rd.others == []
-        assert rd.seqs == expected[mid + 1:]
-        assert rd.ids == reference_ids[mid + 1:]
+        assert rd.seqs == expected[mid + 1 :]
+        assert rd.ids == reference_ids[mid + 1 :]
     client.close()

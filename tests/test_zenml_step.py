@@ -54,16 +54,18 @@ def peer() -> _zenml_peer.Peer:
     return found
 
 
-def _run(peer: _zenml_peer.Peer, mode: str, tmp: Path, env: dict[str, str] | None = None
-         ) -> PipelineResult:
+def _run(
+    peer: _zenml_peer.Peer, mode: str, tmp: Path, env: dict[str, str] | None = None
+) -> PipelineResult:
     result = run_pipeline(peer, mode, tmp, env=env)
     result.check()
     return result
 
 
 @pytest.fixture(scope="module")
-def compare(peer: _zenml_peer.Peer, tmp_path_factory: pytest.TempPathFactory
-            ) -> tuple[PipelineResult, list[Frame]]:
+def compare(
+    peer: _zenml_peer.Peer, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[PipelineResult, list[Frame]]:
     result = _run(peer, "compare", tmp_path_factory.mktemp("zenml-compare"))
     return result, read_stream(peer.url, result.run_id, peer.token)
 
@@ -76,12 +78,18 @@ def _of_step(frames: list[Frame], step_name: str | None) -> list[Frame]:
     return [f for f in frames if f.json()["step_name"] == step_name]
 
 
-def assert_mirrors(zenml_frames: list[Frame], zstream_frames: list[Frame],
-                   record: dict[str, Any] | None, *, count: int = COUNT) -> None:
+def assert_mirrors(
+    zenml_frames: list[Frame],
+    zstream_frames: list[Frame],
+    record: dict[str, Any] | None,
+    *,
+    count: int = COUNT,
+) -> None:
     """One step's zstream half equals its ZenML half: ids, order, exact set, frame bytes."""
     assert _seqs(zenml_frames) == list(range(count)), "ZenML's own half is incomplete"
     assert _seqs(zstream_frames) == list(range(count)), (
-        "zstream_mp events lost, duplicated or reordered")
+        "zstream_mp events lost, duplicated or reordered"
+    )
     for zn, zs in zip(zenml_frames, zstream_frames, strict=True):
         got, want = zs.json(), zn.json()
         for key in ("pipeline_run_id", "step_run_id", "step_name"):
@@ -93,7 +101,8 @@ def assert_mirrors(zenml_frames: list[Frame], zstream_frames: list[Frame],
         assert zs.event == zn.event
         assert zn.data.count('"via":"zenml"') == 1
         assert zs.data == zn.data.replace('"via":"zenml"', '"via":"zstream"'), (
-            f"frame differs beyond the via field:\n{zn.data}\n{zs.data}")
+            f"frame differs beyond the via field:\n{zn.data}\n{zs.data}"
+        )
 
 
 def assert_unique_ids(frames: list[Frame]) -> None:
@@ -105,14 +114,18 @@ def assert_unique_ids(frames: list[Frame]) -> None:
 
 
 @needs_peer
-def test_context_matches_zenml_step(compare: tuple[PipelineResult, list[Frame]],
-                                    peer: _zenml_peer.Peer) -> None:
+def test_context_matches_zenml_step(
+    compare: tuple[PipelineResult, list[Frame]], peer: _zenml_peer.Peer
+) -> None:
     result, _frames = compare
     assert set(result.steps) == {"emit", "emit_2"}
     for name, rec in result.steps.items():
         ctx = rec["context"]
         assert (ctx["run_id"], ctx["step_run_id"], ctx["step_name"]) == (
-            rec["run_id"], rec["step_run_id"], name)
+            rec["run_id"],
+            rec["step_run_id"],
+            name,
+        )
         assert ctx["server"] == peer.url and ctx["has_token"]
         assert rec["zenml_flush"] and rec["zstream_flush"]
     # the local orchestrator runs both steps in one process: cumulative, nothing dropped
@@ -134,28 +147,35 @@ def test_events_mirror_zenml_streaming(compare: tuple[PipelineResult, list[Frame
 
 
 @needs_peer
-def test_context_resolution_cost(compare: tuple[PipelineResult, list[Frame]],
-                                 record_property: Any) -> None:
+def test_context_resolution_cost(
+    compare: tuple[PipelineResult, list[Frame]], record_property: Any
+) -> None:
     """Reported, not asserted: per-call cost inside a step (best of 5 x 20,000 calls)."""
     bench = compare[0].steps["emit"]["bench_ns"]
     assert set(bench) == {"zenml_context", "current_context"}
     for name, ns in bench.items():
         record_property(f"{name}_ns", round(ns, 1))
-    print("\nper call inside a ZenML step: "
-          + ", ".join(f"{k} {v:.0f} ns" for k, v in bench.items()))
+    print(
+        "\nper call inside a ZenML step: " + ", ".join(f"{k} {v:.0f} ns" for k, v in bench.items())
+    )
 
 
 # ------------------------------------------------------------------ to our server
 
 
 @pytest.fixture(scope="module")
-def redirected(peer: _zenml_peer.Peer, tmp_path_factory: pytest.TempPathFactory
-               ) -> Iterator[tuple[PipelineResult, list[Frame], list[Frame], str, str]]:
+def redirected(
+    peer: _zenml_peer.Peer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[PipelineResult, list[Frame], list[Frame], str, str]]:
     """The compare pipeline with ZSTREAM_SERVER/ZSTREAM_TOKEN naming our server."""
     token = "zsz-" + os.urandom(8).hex()
     with _zenml_steps.start_zstream_server(token=token) as server:
-        result = _run(peer, "compare", tmp_path_factory.mktemp("zenml-redirect"),
-                      env={"ZSTREAM_SERVER": server.url, "ZSTREAM_TOKEN": token})
+        result = _run(
+            peer,
+            "compare",
+            tmp_path_factory.mktemp("zenml-redirect"),
+            env={"ZSTREAM_SERVER": server.url, "ZSTREAM_TOKEN": token},
+        )
         zenml_frames = read_stream(peer.url, result.run_id, peer.token)
         server.end_run(result.run_id)
         ours = read_stream(server.url, result.run_id, token)
@@ -164,7 +184,8 @@ def redirected(peer: _zenml_peer.Peer, tmp_path_factory: pytest.TempPathFactory
 
 @needs_peer
 def test_zstream_server_env_redirects_with_zenml_ids(
-        redirected: tuple[PipelineResult, list[Frame], list[Frame], str, str]) -> None:
+    redirected: tuple[PipelineResult, list[Frame], list[Frame], str, str],
+) -> None:
     result, zenml_frames, ours, url, token = redirected
     for rec in result.steps.values():
         ctx = rec["context"]
@@ -179,8 +200,7 @@ def test_zstream_server_env_redirects_with_zenml_ids(
     assert set(on_ours) == {"zstream"}
     assert_unique_ids(ours)
     for name, rec in result.steps.items():
-        assert_mirrors(_of_step(on_zenml["zenml"], name), _of_step(on_ours["zstream"], name),
-                       rec)
+        assert_mirrors(_of_step(on_zenml["zenml"], name), _of_step(on_ours["zstream"], name), rec)
 
 
 @needs_peer
@@ -189,8 +209,13 @@ def test_local_sql_store_with_zstream_server(peer: _zenml_peer.Peer, tmp_path: P
     to ZSTREAM_SERVER. ``zenml.streaming`` mutes itself there (the SQL store refuses)."""
     token = "zsz-" + os.urandom(8).hex()
     with _zenml_steps.start_zstream_server(token=token) as server:
-        result = run_pipeline(peer, "compare", tmp_path, local_store=True,
-                              env={"ZSTREAM_SERVER": server.url, "ZSTREAM_TOKEN": token})
+        result = run_pipeline(
+            peer,
+            "compare",
+            tmp_path,
+            local_store=True,
+            env={"ZSTREAM_SERVER": server.url, "ZSTREAM_TOKEN": token},
+        )
         result.check()
         server.end_run(result.run_id)
         ours = read_stream(server.url, result.run_id, token)
@@ -206,8 +231,10 @@ def test_local_sql_store_with_zstream_server(peer: _zenml_peer.Peer, tmp_path: P
         assert _seqs(mine) == list(range(COUNT)), name
         for f in mine:
             got = f.json()
-            assert (got["pipeline_run_id"], got["step_run_id"]) == (rec["run_id"],
-                                                                    rec["step_run_id"])
+            assert (got["pipeline_run_id"], got["step_run_id"]) == (
+                rec["run_id"],
+                rec["step_run_id"],
+            )
 
 
 # ------------------------------------------------------------------ dynamic pipeline
@@ -217,8 +244,9 @@ def test_local_sql_store_with_zstream_server(peer: _zenml_peer.Peer, tmp_path: P
 def test_dynamic_pipeline_body_and_step(peer: _zenml_peer.Peer, tmp_path: Path) -> None:
     result = run_pipeline(peer, "dynamic", tmp_path)
     if result.returncode != 0 and "dynamic" in result.log.lower() and not result.steps:
-        pytest.skip(f"@pipeline(dynamic=True) did not run on the local orchestrator: "
-                    f"{result.log[-500:]}")
+        pytest.skip(
+            f"@pipeline(dynamic=True) did not run on the local orchestrator: {result.log[-500:]}"
+        )
     result.check()
     body, step = result.steps["body"], result.steps["dyn_step"]
     assert body["context"]["run_id"] == body["run_id"] == step["run_id"]
@@ -264,15 +292,15 @@ def test_pool_workers_inherit_step_context(peer: _zenml_peer.Peer, tmp_path: Pat
         got = f.json()
         assert (got["pipeline_run_id"], got["step_run_id"], got["step_name"]) == ids
     for method in ("spawn", "fork"):
-        got = sorted(f.json()["payload"]["seq"] for f in pool
-                     if f.json()["payload"]["method"] == method)
+        got = sorted(
+            f.json()["payload"]["seq"] for f in pool if f.json()["payload"]["method"] == method
+        )
         assert got == list(range(POOL_TASKS)), f"{method}: {got}"
     assert len(pool) == 2 * POOL_TASKS
 
 
 @needs_peer
-def test_forkserver_workers_follow_the_current_step(peer: _zenml_peer.Peer, tmp_path: Path
-                                                     ) -> None:
+def test_forkserver_workers_follow_the_current_step(peer: _zenml_peer.Peer, tmp_path: Path) -> None:
     """Two steps in one process, a forkserver Pool in each.
 
     The forkserver process is started during the first step and reused by the second,
@@ -290,8 +318,11 @@ def test_forkserver_workers_follow_the_current_step(peer: _zenml_peer.Peer, tmp_
         assert seen == {rec["step_run_id"]}, f"{name}: workers resolved step runs {seen}"
         mine = [f.json() for f in pool if f.json()["payload"]["method"] == f"forkserver-{tag}"]
         assert sorted(e["payload"]["seq"] for e in mine) == list(range(POOL_TASKS)), name
-        wrong = [e["step_name"] for e in mine
-                 if (e["pipeline_run_id"], e["step_run_id"], e["step_name"]) != ids]
+        wrong = [
+            e["step_name"]
+            for e in mine
+            if (e["pipeline_run_id"], e["step_run_id"], e["step_name"]) != ids
+        ]
         assert not wrong, f"{name}: {len(wrong)} worker events attributed to {set(wrong)}"
 
 
@@ -299,8 +330,7 @@ def test_forkserver_workers_follow_the_current_step(peer: _zenml_peer.Peer, tmp_
 
 
 @needs_peer
-def test_401_reauthenticates_through_zenml_store(peer: _zenml_peer.Peer, tmp_path: Path
-                                                 ) -> None:
+def test_401_reauthenticates_through_zenml_store(peer: _zenml_peer.Peer, tmp_path: Path) -> None:
     result = _run(peer, "reauth", tmp_path)
     rec = result.steps["reauth"]
     assert rec["poisoned"]["context"]["token_sha"] == rec["bad_token_sha"]
@@ -335,6 +365,12 @@ def test_no_zenml_import_and_no_context_without_a_step(tmp_path: Path) -> None:
         "print('ok')\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZSTREAM_")}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60, env=env, cwd=tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=tmp_path,
+    )
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

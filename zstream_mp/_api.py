@@ -15,8 +15,13 @@ from zstream_mp.errors import PayloadTooLargeError
 logger = logging.getLogger("zstream_mp")
 
 
-def publish(payload: dict[str, Any], *, kind: str = "event", correlation_id: str | None = None,
-            index: int | None = None) -> None:
+def publish(
+    payload: dict[str, Any],
+    *,
+    kind: str = "event",
+    correlation_id: str | None = None,
+    index: int | None = None,
+) -> None:
     """Queue one event for the run this process (or ZenML step) is bound to.
 
     Never blocks on I/O. Bad arguments raise a typed error here, in the caller's thread,
@@ -30,8 +35,7 @@ def publish(payload: dict[str, Any], *, kind: str = "event", correlation_id: str
         dest = _context.resolve_destination()
         if dest is None:
             _process.state().count_drop("no_context")
-            logger.debug("publish() called outside any run context; event of kind %r dropped",
-                         kind)
+            logger.debug("publish() called outside any run context; event of kind %r dropped", kind)
             return
         event = _event.assemble(dest.prefix, kind_bytes, tail, body)
     except PayloadTooLargeError:  # the payload's 65,536 or the envelope's 69,632 bytes

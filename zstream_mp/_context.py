@@ -65,11 +65,13 @@ def destination(ctx: StreamContext) -> Destination:
 
 # --------------------------------------------------------------------------- binding
 
+
 class Binding:
     """What ``bind()`` returns: already in force, and a context manager that undoes it."""
 
-    def __init__(self, context: StreamContext, previous: StreamContext | None,
-                 previous_export: str | None) -> None:
+    def __init__(
+        self, context: StreamContext, previous: StreamContext | None, previous_export: str | None
+    ) -> None:
         self.context = context
         self._previous = previous
         self._previous_export = previous_export
@@ -80,8 +82,12 @@ class Binding:
     def __enter__(self) -> StreamContext:
         return self.context
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if self._previous is not None:
             _set_bound(self._previous)
             return
@@ -89,9 +95,14 @@ class Binding:
         _handoff.restore(self._previous_export)
 
 
-def bind(run_id: str | uuid.UUID | StreamContext, *, step_run_id: str | uuid.UUID | None = None,
-         step_name: str | None = None, server: str | None = None,
-         token: str | None = None) -> Binding:
+def bind(
+    run_id: str | uuid.UUID | StreamContext,
+    *,
+    step_run_id: str | uuid.UUID | None = None,
+    step_name: str | None = None,
+    server: str | None = None,
+    token: str | None = None,
+) -> Binding:
     """Attribute this process's events (all threads) to a run, and hand it to children.
 
     Works as a plain call and as a context manager that restores what was bound before.
@@ -99,13 +110,25 @@ def bind(run_id: str | uuid.UUID | StreamContext, *, step_run_id: str | uuid.UUI
     if isinstance(run_id, StreamContext):
         ctx = run_id
         overrides: dict[str, Any] = {
-            k: v for k, v in (("step_run_id", step_run_id), ("step_name", step_name),
-                              ("server", server), ("token", token)) if v is not None}
+            k: v
+            for k, v in (
+                ("step_run_id", step_run_id),
+                ("step_name", step_name),
+                ("server", server),
+                ("token", token),
+            )
+            if v is not None
+        }
         if overrides:
             ctx = replace(ctx, **overrides)
     else:
-        ctx = StreamContext(run_id=run_id, step_run_id=step_run_id,  # type: ignore[arg-type]
-                            step_name=step_name, server=server, token=token)
+        ctx = StreamContext(
+            run_id=run_id,  # type: ignore[arg-type]  # validated (UUID or str) by the value
+            step_run_id=step_run_id,  # type: ignore[arg-type]
+            step_name=step_name,
+            server=server,
+            token=token,
+        )
     previous = _bound[0] if _bound else None
     previous_export = _handoff.exported()
     _set_bound(ctx)
@@ -129,6 +152,7 @@ def unbind() -> None:
 
 
 # --------------------------------------------------------------------------- resolution
+
 
 def current_context() -> StreamContext | None:
     """The context ``publish()`` would use right now in this thread."""

@@ -37,8 +37,7 @@ def check_kind(kind: Any) -> bytes:
         )
     if not kind or "\n" in kind or "\r" in kind:
         raise InvalidEventError(
-            "kind must be a non-empty, single-line str (the SSE `event:` field), "
-            f"got {kind[:80]!r}"
+            f"kind must be a non-empty, single-line str (the SSE `event:` field), got {kind[:80]!r}"
         )
     try:
         encoded = (encode_basestring(kind) + ',"correlation_id":').encode("utf-8")

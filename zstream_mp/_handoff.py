@@ -49,6 +49,7 @@ RECHECK_SECONDS = 1.0
 
 # --------------------------------------------------------------------------- exporting
 
+
 def export(ctx: StreamContext) -> None:
     """Hand ``ctx`` to the children this process starts, and to those it already has."""
     data: dict[str, Any] = {"run_id": ctx.run_id}
@@ -69,8 +70,11 @@ def export(ctx: StreamContext) -> None:
         _write_private(_origin_path(pid), value)
         _remove_at_exit(_origin_path(pid))
     except OSError as exc:  # no writable state dir: children still get the run, not the token
-        logger.warning("cannot write the handoff files (%s); child processes will need "
-                       "%s or their own bind()", exc, ENV_TOKEN)
+        logger.warning(
+            "cannot write the handoff files (%s); child processes will need %s or their own bind()",
+            exc,
+            ENV_TOKEN,
+        )
         data.pop("token_file", None)
         data.pop("origin", None)
         value = json.dumps(data, separators=(",", ":"))
@@ -98,6 +102,7 @@ def withdraw() -> None:
 
 
 # --------------------------------------------------------------------------- inheriting
+
 
 @dataclass
 class _Inherited:
@@ -137,8 +142,7 @@ def inherited() -> StreamContext | None:
             cached.stamp = stamp
             fresh = None
             if stamp is not None:
-                with contextlib.suppress(OSError), open(cached.origin_path,
-                                                         encoding="utf-8") as fh:
+                with contextlib.suppress(OSError), open(cached.origin_path, encoding="utf-8") as fh:
                     fresh = parse(fh.read())
             cached.current = fresh or cached.handed_down
     _inherited = cached
@@ -160,9 +164,13 @@ def parse(raw: str) -> StreamContext | None:
         if token_file:
             with open(token_file, encoding="utf-8") as fh:
                 token = fh.read().strip() or None
-        return StreamContext(run_id=data["run_id"], step_run_id=data.get("step_run_id"),
-                             step_name=data.get("step_name"), server=data.get("server"),
-                             token=token)
+        return StreamContext(
+            run_id=data["run_id"],
+            step_run_id=data.get("step_run_id"),
+            step_name=data.get("step_name"),
+            server=data.get("server"),
+            token=token,
+        )
     except (ValueError, KeyError, TypeError, OSError, AttributeError):
         return None
 
@@ -178,6 +186,7 @@ def _origin_of(raw: str) -> str | None:
 
 
 # --------------------------------------------------------------------------- files
+
 
 def _origin_path(pid: int) -> str:
     return os.path.join(state_dir(), f"ctx-{pid}.json")

@@ -42,10 +42,17 @@ class ProcessState:
         self.pid = pid
         self.settings = settings
         self.queue = EventQueue(QUEUE_MAXSIZE)
-        self.transport = Transport(settings.request_timeout, settings.retry_deadline,
-                                   refresh_token=_refresh_token)
-        self.sender = Sender(self.queue, self.transport, settings.batch_size,
-                             settings.idle_exit, self.give_up_at, self._muted)
+        self.transport = Transport(
+            settings.request_timeout, settings.retry_deadline, refresh_token=_refresh_token
+        )
+        self.sender = Sender(
+            self.queue,
+            self.transport,
+            settings.batch_size,
+            settings.idle_exit,
+            self.give_up_at,
+            self._muted,
+        )
         self.exit_deadline: float | None = None
         self.hooks_installed = False
 
@@ -78,12 +85,16 @@ class ProcessState:
     def snapshot(self) -> PublisherStats:
         queue = self.queue
         with queue.lock:
-            return queue.counters.snapshot(self.pid, len(queue.items) + queue.in_flight,
-                                           self.sender.muted)
+            return queue.counters.snapshot(
+                self.pid, len(queue.items) + queue.in_flight, self.sender.muted
+            )
 
     def _muted(self, reason: str) -> None:
-        logger.warning("Streaming is disabled on the server (%s). Further publishes will be "
-                       "dropped for the rest of this process.", reason)
+        logger.warning(
+            "Streaming is disabled on the server (%s). Further publishes will be "
+            "dropped for the rest of this process.",
+            reason,
+        )
         self.queue.discard("muted")
 
     def _install_exit_hooks(self) -> None:
@@ -169,6 +180,7 @@ on_fork_in_child("sigterm", _sigterm.after_fork_in_child)
 
 
 # --------------------------------------------------------------------------- exit paths
+
 
 def exit_flush() -> None:
     """Flush this PID's queue within what is left of the one exit budget."""

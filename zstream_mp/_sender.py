@@ -18,8 +18,18 @@ from zstream_mp._transport import Outcome, Transport
 logger = logging.getLogger("zstream_mp")
 
 _ASYNC_SIGNALS = frozenset(
-    getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1",
-                                       "SIGUSR2", "SIGALRM", "SIGCHLD", "SIGWINCH")
+    getattr(signal, name)
+    for name in (
+        "SIGTERM",
+        "SIGINT",
+        "SIGHUP",
+        "SIGQUIT",
+        "SIGUSR1",
+        "SIGUSR2",
+        "SIGALRM",
+        "SIGCHLD",
+        "SIGWINCH",
+    )
     if hasattr(signal, name)
 )
 
@@ -43,9 +53,15 @@ def start_without_signals(thread: threading.Thread) -> None:
 
 
 class Sender:
-    def __init__(self, queue: EventQueue, transport: Transport, batch_size: int,
-                 idle_exit: float, give_up_at: Callable[[], float],
-                 on_mute: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        queue: EventQueue,
+        transport: Transport,
+        batch_size: int,
+        idle_exit: float,
+        give_up_at: Callable[[], float],
+        on_mute: Callable[[str], None],
+    ) -> None:
         self._queue = queue
         self._transport = transport
         self._batch_size = batch_size
@@ -91,14 +107,19 @@ class Sender:
                 self._count(dropped="muted", n=n)
                 continue
             if dest.server is None:
-                self._warn_once(("no-server",), "no server configured for run %s "
-                                "(set ZSTREAM_SERVER or bind(server=...)); %d events dropped",
-                                dest.run_id, n)
+                self._warn_once(
+                    ("no-server",),
+                    "no server configured for run %s "
+                    "(set ZSTREAM_SERVER or bind(server=...)); %d events dropped",
+                    dest.run_id,
+                    n,
+                )
                 self._count(dropped="failed", n=n)
                 continue
             body = b'{"events":[' + b",".join(events) + b"]}"
-            result = self._transport.post(dest.server, dest.run_id, dest.token, body,
-                                          self._give_up_at)
+            result = self._transport.post(
+                dest.server, dest.run_id, dest.token, body, self._give_up_at
+            )
             if result.outcome is Outcome.DELIVERED:
                 self._count(n=n, attempts=result.attempts)
             elif result.outcome is Outcome.MUTED:
@@ -108,9 +129,13 @@ class Sender:
             else:
                 reason = "rejected" if result.outcome is Outcome.REJECTED else "failed"
                 self._count(dropped=reason, n=n, attempts=result.attempts)
-                self._warn_once((reason, result.status),
-                                "zstream-mp dropped %d events for run %s: %s", n, dest.run_id,
-                                result.reason or "no response")
+                self._warn_once(
+                    (reason, result.status),
+                    "zstream-mp dropped %d events for run %s: %s",
+                    n,
+                    dest.run_id,
+                    result.reason or "no response",
+                )
 
     def _count(self, *, n: int, dropped: str | None = None, attempts: int = 0) -> None:
         queue = self._queue

@@ -55,8 +55,9 @@ def _float_env(name: str, default: float, low: float, high: float) -> float:
     return _number_env(name, default, low, high, float, "a number of seconds")
 
 
-def _number_env(name: str, default: _N, low: _N, high: _N, parse: Callable[[str], _N],
-                what: str) -> _N:
+def _number_env(
+    name: str, default: _N, low: _N, high: _N, parse: Callable[[str], _N], what: str
+) -> _N:
     raw = _raw(name)
     if raw is None:
         return default

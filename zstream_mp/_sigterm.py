@@ -84,8 +84,9 @@ def _watch_wakeup_fd(start_thread: Callable[[threading.Thread], None]) -> None:
         os.close(write_fd)
         return
     _wakeup = (read_fd, write_fd)
-    start_thread(threading.Thread(target=_watch, args=(read_fd,), name="zstream-mp-sigterm",
-                                  daemon=True))
+    start_thread(
+        threading.Thread(target=_watch, args=(read_fd,), name="zstream-mp-sigterm", daemon=True)
+    )
 
 
 def _watch(read_fd: int) -> None:

@@ -45,6 +45,13 @@ class Counters:
         self.dropped = dict.fromkeys(DROP_REASONS, 0)
 
     def snapshot(self, pid: int, queued: int, muted: bool) -> PublisherStats:
-        return PublisherStats(pid=pid, published=self.published, sent=self.sent, queued=queued,
-                              batches=self.batches, retries=self.retries, muted=muted,
-                              dropped=MappingProxyType(dict(self.dropped)))
+        return PublisherStats(
+            pid=pid,
+            published=self.published,
+            sent=self.sent,
+            queued=queued,
+            batches=self.batches,
+            retries=self.retries,
+            muted=muted,
+            dropped=MappingProxyType(dict(self.dropped)),
+        )

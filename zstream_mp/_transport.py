@@ -69,8 +69,12 @@ class Result:
 class Transport:
     """One process's HTTP client; never shared across a fork (the owner drops it)."""
 
-    def __init__(self, request_timeout: float, retry_deadline: float,
-                 refresh_token: Callable[[str], str | None] | None = None) -> None:
+    def __init__(
+        self,
+        request_timeout: float,
+        retry_deadline: float,
+        refresh_token: Callable[[str], str | None] | None = None,
+    ) -> None:
         self._timeout = httpx.Timeout(request_timeout, connect=min(request_timeout, 3.0))
         self._retry_deadline = retry_deadline
         self._refresh_token = refresh_token
@@ -91,16 +95,24 @@ class Transport:
             transport = None if secure else httpx.HTTPTransport(verify=False, limits=_LIMITS)
             client = httpx.Client(
                 timeout=self._timeout,
-                headers={"User-Agent": f"zstream-mp/{__version__}",
-                         "Content-Type": "application/json"},
+                headers={
+                    "User-Agent": f"zstream-mp/{__version__}",
+                    "Content-Type": "application/json",
+                },
                 limits=_LIMITS,
                 transport=transport,
             )
             self._clients[secure] = client
         return client
 
-    def post(self, server: str, run_id: str, token: str | None, body: bytes,
-             give_up_at: Callable[[], float]) -> Result:
+    def post(
+        self,
+        server: str,
+        run_id: str,
+        token: str | None,
+        body: bytes,
+        give_up_at: Callable[[], float],
+    ) -> Result:
         """Send ``body`` until it is delivered, refused, or the time is up."""
         url = events_url(server, run_id)
         headers = {IDEMPOTENCY_KEY: str(uuid.uuid4())}

@@ -98,6 +98,7 @@ def parse_retry_after(value: str | None) -> float | None:
 
 # --------------------------------------------------------------------------- errors
 
+
 def error_detail(exc_type: str, message: str) -> list[str]:
     """ZenML's ``detail`` for a handled exception: ``["ExcType", "message"]``."""
     return [exc_type, message]

@@ -239,9 +239,7 @@ def _iterate(
             retry_after: float | None = None
             failure: str
             try:
-                with client.stream(
-                    "GET", url, params=params, headers=request_headers
-                ) as resp:
+                with client.stream("GET", url, params=params, headers=request_headers) as resp:
                     if resp.status_code != 200:
                         detail = _detail_of(resp)
                         error = _STATUS_ERRORS.get(resp.status_code)

@@ -10,19 +10,28 @@ import json
 from typing import Any
 
 ENVELOPE_MAX = 65536 + 4096
-FIELDS = ("pipeline_run_id", "step_run_id", "step_name", "kind", "correlation_id", "index",
-          "payload")
+FIELDS = (
+    "pipeline_run_id",
+    "step_run_id",
+    "step_name",
+    "kind",
+    "correlation_id",
+    "index",
+    "payload",
+)
 
 
 def envelope_bytes(event: dict[str, Any]) -> bytes:
     full = {k: event.get(k, {} if k == "payload" else None) for k in FIELDS}
     full["pipeline_run_id"] = str(full["pipeline_run_id"]).lower()
-    return json.dumps({"type": "event", "event": full}, separators=(",", ":"),
-                      ensure_ascii=False).encode()
+    return json.dumps(
+        {"type": "event", "event": full}, separators=(",", ":"), ensure_ascii=False
+    ).encode()
 
 
-def event_with_envelope(run_id: str, size: int, *, kind: str = "big",
-                        multibyte: bool = False) -> dict[str, Any]:
+def event_with_envelope(
+    run_id: str, size: int, *, kind: str = "big", multibyte: bool = False
+) -> dict[str, Any]:
     """An event whose envelope is exactly ``size`` bytes (payload ``{"blob": ...}``)."""
     base = {"pipeline_run_id": run_id, "kind": kind, "payload": {"blob": ""}}
     room = size - len(envelope_bytes(base))

@@ -26,7 +26,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVE_PREFIX = "zstream-mp serving on "
 
 
-
 def _terminate(proc: subprocess.Popen[Any]) -> None:
     """SIGTERM, a grace of 10 s, then SIGKILL."""
     if proc.poll() is None:
@@ -36,6 +35,7 @@ def _terminate(proc: subprocess.Popen[Any]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
 
 class NotRunnable(RuntimeError):
     """A process the suite needs cannot be started here; the message says why."""
@@ -76,7 +76,8 @@ class RedisProc:
 
 def redis_binary() -> str | None:
     return shutil.which("redis-server") or (
-        "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None)
+        "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None
+    )
 
 
 def start_redis(port: int | None = None) -> RedisProc:
@@ -85,9 +86,25 @@ def start_redis(port: int | None = None) -> RedisProc:
         raise NotRunnable("redis-server is not installed")
     port = port or free_port()
     proc = subprocess.Popen(
-        [exe, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
-         "--protected-mode", "yes", "--daemonize", "no", "--loglevel", "warning"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            exe,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "yes",
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -122,15 +139,17 @@ class OurServer:
     def create_run(self, run_id: str | None = None) -> str:
         """Register a run through the lifecycle extension and return its id."""
         body = {"id": run_id} if run_id else {}
-        r = httpx.post(f"{self.url}/api/v1/zstream/runs", json=body, headers=self.auth(),
-                       timeout=10)
+        r = httpx.post(
+            f"{self.url}/api/v1/zstream/runs", json=body, headers=self.auth(), timeout=10
+        )
         if r.status_code != 201:
             raise AssertionError(f"POST /api/v1/zstream/runs -> {r.status_code} {r.text[:300]}")
         return str(r.json()["id"])
 
     def end_run(self, run_id: str) -> None:
-        r = httpx.post(f"{self.url}/api/v1/zstream/runs/{run_id}/end", headers=self.auth(),
-                       timeout=10)
+        r = httpx.post(
+            f"{self.url}/api/v1/zstream/runs/{run_id}/end", headers=self.auth(), timeout=10
+        )
         if r.status_code != 200:
             raise AssertionError(f"POST .../end -> {r.status_code} {r.text[:300]}")
 
@@ -138,12 +157,28 @@ class OurServer:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
 
-def start_ours(*, broker: str = "memory", token: str | None = None, strict: bool = False,
-               disabled: bool = False, heartbeat: float | None = None,
-               timeout: float = 30.0) -> OurServer:
+def start_ours(
+    *,
+    broker: str = "memory",
+    token: str | None = None,
+    strict: bool = False,
+    disabled: bool = False,
+    heartbeat: float | None = None,
+    timeout: float = 30.0,
+) -> OurServer:
     """Start ``python -m zstream_mp serve`` on a free port; raise NotRunnable if it fails."""
-    cmd = [sys.executable, "-m", "zstream_mp", "serve", "--host", "127.0.0.1", "--port", "0",
-           "--broker", broker]
+    cmd = [
+        sys.executable,
+        "-m",
+        "zstream_mp",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--broker",
+        broker,
+    ]
     if token:
         cmd += ["--token", token]
     if strict:
@@ -175,9 +210,10 @@ def start_ours(*, broker: str = "memory", token: str | None = None, strict: bool
         proc.kill()
         proc.wait()
         tail = " | ".join(log.read_text(errors="replace").strip().splitlines()[-4:])
-        raise NotRunnable(f"our server did not start ({' '.join(cmd[3:])}): "
-                          f"first line {first!r}; stderr: {tail}")
-    url = first[len(SERVE_PREFIX):].strip()
+        raise NotRunnable(
+            f"our server did not start ({' '.join(cmd[3:])}): first line {first!r}; stderr: {tail}"
+        )
+    url = first[len(SERVE_PREFIX) :].strip()
     server = OurServer(url=url, token=token, proc=proc, log=log)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -24,8 +24,15 @@ SENTINEL = "zz-sentinel"
 
 
 def _ev(**kw: Any) -> dict[str, Any]:
-    e: dict[str, Any] = {"pipeline_run_id": "@RUN@", "step_run_id": None, "step_name": None,
-                         "kind": "event", "correlation_id": None, "index": None, "payload": {}}
+    e: dict[str, Any] = {
+        "pipeline_run_id": "@RUN@",
+        "step_run_id": None,
+        "step_name": None,
+        "kind": "event",
+        "correlation_id": None,
+        "index": None,
+        "payload": {},
+    }
     e.update(kw)
     return e
 
@@ -39,63 +46,169 @@ def _raw(*tails: str) -> str:
     return '{"events":[' + ",".join('{"pipeline_run_id":"@RUN@",' + t + "}" for t in tails) + "]}"
 
 
-UNICODE = {"text": "héllo ✓", "emoji": "😀🎉", "cjk": "日本語", "rtl": "עברית",
-           "esc": "quote\" back\\ slash/ tab\t nl\n cr\r", "ctl": "\u0000\u0001\u001f\u007f",
-           "seps": "\u2028\u2029", "bom": "\ufeff", "combining": "e\u0301"}
+UNICODE = {
+    "text": "héllo ✓",
+    "emoji": "😀🎉",
+    "cjk": "日本語",
+    "rtl": "עברית",
+    "esc": 'quote" back\\ slash/ tab\t nl\n cr\r',
+    "ctl": "\u0000\u0001\u001f\u007f",
+    "seps": "\u2028\u2029",
+    "bom": "\ufeff",
+    "combining": "e\u0301",
+}
 
 BATCHES: list[tuple[str, str]] = [
     ("marker", _raw('"kind":"marker"')),
-    ("producer_like", _body(
-        *[_ev(step_run_id="@STEP_RUN@", step_name="streamer", kind="token",
-              correlation_id="chat-A", index=i, payload={"token": f"tok-{i}", "text": "héllo ✓"})
-          for i in range(3)],
-        _ev(step_run_id="@STEP_RUN@", step_name="streamer", kind="progress",
-            correlation_id="job-B", payload={"progress": 0.5}),
-        _ev(step_run_id="@STEP_RUN@", step_name="streamer", kind="progress",
-            correlation_id="job-B", index=1,
-            payload={"progress": 1.0, "nested": {"a": [1, 2, None]}}),
-        _ev(step_run_id="@STEP_RUN@", step_name="streamer", payload={"msg": "no correlation"}))),
-    ("unicode_escaped", _body(_ev(kind="tøken", step_name="步骤", correlation_id="corr-é",
-                                  payload=UNICODE))),
-    ("unicode_raw", _body(_ev(kind="tøken", step_name="步骤", correlation_id="corr-é",
-                              payload=UNICODE), ascii_only=False)),
-    ("nested", _body(_ev(kind="nested", payload={
-        "a": {"b": {"c": [1, [2, [3, {"d": None}]]]}}, "empty_obj": {}, "empty_list": [],
-        "bools": [True, False], "z": 1, "y": 2, "1": "numeric key", "": "empty key",
-        "deep": json.loads("[" * 40 + "0" + "]" * 40), "str_list": ["a", "", " "]}))),
+    (
+        "producer_like",
+        _body(
+            *[
+                _ev(
+                    step_run_id="@STEP_RUN@",
+                    step_name="streamer",
+                    kind="token",
+                    correlation_id="chat-A",
+                    index=i,
+                    payload={"token": f"tok-{i}", "text": "héllo ✓"},
+                )
+                for i in range(3)
+            ],
+            _ev(
+                step_run_id="@STEP_RUN@",
+                step_name="streamer",
+                kind="progress",
+                correlation_id="job-B",
+                payload={"progress": 0.5},
+            ),
+            _ev(
+                step_run_id="@STEP_RUN@",
+                step_name="streamer",
+                kind="progress",
+                correlation_id="job-B",
+                index=1,
+                payload={"progress": 1.0, "nested": {"a": [1, 2, None]}},
+            ),
+            _ev(step_run_id="@STEP_RUN@", step_name="streamer", payload={"msg": "no correlation"}),
+        ),
+    ),
+    (
+        "unicode_escaped",
+        _body(_ev(kind="tøken", step_name="步骤", correlation_id="corr-é", payload=UNICODE)),
+    ),
+    (
+        "unicode_raw",
+        _body(
+            _ev(kind="tøken", step_name="步骤", correlation_id="corr-é", payload=UNICODE),
+            ascii_only=False,
+        ),
+    ),
+    (
+        "nested",
+        _body(
+            _ev(
+                kind="nested",
+                payload={
+                    "a": {"b": {"c": [1, [2, [3, {"d": None}]]]}},
+                    "empty_obj": {},
+                    "empty_list": [],
+                    "bools": [True, False],
+                    "z": 1,
+                    "y": 2,
+                    "1": "numeric key",
+                    "": "empty key",
+                    "deep": json.loads("[" * 40 + "0" + "]" * 40),
+                    "str_list": ["a", "", " "],
+                },
+            )
+        ),
+    ),
     ("rejected_reserved", _body(_ev(kind="never-stored"), _ev(kind="end"))),
-    ("floats", _raw('"kind":"floats","payload":{"a":1.0,"b":1e20,"c":0.1,"d":-0.0,"e":1.5e-7,'
-                    '"f":1E+3,"g":1e16,"h":5e-324,"i":1.7976931348623157e308,'
-                    '"j":123456789.123456789,"k":100.0,"l":1e15,"m":2.5e-5,"n":0.0001,"o":1e-5,'
-                    '"p":-2.5,"q":3.0e0,"r":0.30000000000000004,"s":1e-7,"t":12345678.9}')),
-    ("nonfinite", _raw('"kind":"floats","payload":{"nan":NaN,"inf":Infinity,"ninf":-Infinity,'
-                       '"big":1e400,"nbig":-1e400}')),
-    ("bigints", _raw('"kind":"ints","index":9223372036854775808,"payload":{'
-                     '"a":9007199254740993,"b":9223372036854775807,"c":9223372036854775808,'
-                     '"d":18446744073709551616,"e":-9223372036854775809,'
-                     '"f":123456789012345678901234567890,"g":-0,"h":0}')),
+    (
+        "floats",
+        _raw(
+            '"kind":"floats","payload":{"a":1.0,"b":1e20,"c":0.1,"d":-0.0,"e":1.5e-7,'
+            '"f":1E+3,"g":1e16,"h":5e-324,"i":1.7976931348623157e308,'
+            '"j":123456789.123456789,"k":100.0,"l":1e15,"m":2.5e-5,"n":0.0001,"o":1e-5,'
+            '"p":-2.5,"q":3.0e0,"r":0.30000000000000004,"s":1e-7,"t":12345678.9}'
+        ),
+    ),
+    (
+        "nonfinite",
+        _raw(
+            '"kind":"floats","payload":{"nan":NaN,"inf":Infinity,"ninf":-Infinity,'
+            '"big":1e400,"nbig":-1e400}'
+        ),
+    ),
+    (
+        "bigints",
+        _raw(
+            '"kind":"ints","index":9223372036854775808,"payload":{'
+            '"a":9007199254740993,"b":9223372036854775807,"c":9223372036854775808,'
+            '"d":18446744073709551616,"e":-9223372036854775809,'
+            '"f":123456789012345678901234567890,"g":-0,"h":0}'
+        ),
+    ),
     ("nulls_explicit", _body(_ev(kind="nulls"))),
     ("payload_omitted", _raw('"kind":"nulls","step_run_id":null')),
     ("minimal", _raw('"kind":"minimal"')),
-    ("extra_fields", '{"events":[{"pipeline_run_id":"@RUN@","kind":"extra","x":1,'
-                     '"payload":{"k":"v"},"nested_extra":{"a":1}}],"batch_extra":true}'),
-    ("uuid_forms", _raw('"kind":"uuid","step_run_id":"ABCDEF01-2345-6789-ABCD-EF0123456789"',
-                        '"kind":"uuid","step_run_id":"abcdef0123456789abcdef0123456789"',
-                        '"kind":"uuid","step_run_id":"urn:uuid:abcdef01-2345-6789-abcd-ef0123456789"',
-                        '"kind":"uuid","step_run_id":"{abcdef01-2345-6789-abcd-ef0123456789}"')),
-    ("index_coercion", _raw('"kind":"index","index":"7"', '"kind":"index","index":3.0',
-                            '"kind":"index","index":true', '"kind":"index","index":-5',
-                            '"kind":"index","index":0')),
+    (
+        "extra_fields",
+        '{"events":[{"pipeline_run_id":"@RUN@","kind":"extra","x":1,'
+        '"payload":{"k":"v"},"nested_extra":{"a":1}}],"batch_extra":true}',
+    ),
+    (
+        "uuid_forms",
+        _raw(
+            '"kind":"uuid","step_run_id":"ABCDEF01-2345-6789-ABCD-EF0123456789"',
+            '"kind":"uuid","step_run_id":"abcdef0123456789abcdef0123456789"',
+            '"kind":"uuid","step_run_id":"urn:uuid:abcdef01-2345-6789-abcd-ef0123456789"',
+            '"kind":"uuid","step_run_id":"{abcdef01-2345-6789-abcd-ef0123456789}"',
+        ),
+    ),
+    (
+        "index_coercion",
+        _raw(
+            '"kind":"index","index":"7"',
+            '"kind":"index","index":3.0',
+            '"kind":"index","index":true',
+            '"kind":"index","index":-5',
+            '"kind":"index","index":0',
+        ),
+    ),
     ("duplicate_keys", _raw('"kind":"dup","payload":{"a":1,"b":2,"a":3}')),
-    ("unsafe_kinds", _body(_ev(kind="bad\nkind"), _ev(kind="a\rb"), _ev(kind=""),
-                           _ev(kind="a: b"), _ev(kind="End"), _ev(kind=" end"),
-                           _ev(kind="k" * 300), _ev(kind="ok-after-unsafe"))),
-    ("filter_mix", _body(*[
-        _ev(kind=k, correlation_id=c, step_name=s, index=i)
-        for i, (k, c, s) in enumerate([
-            ("token", "chat-A", "streamer"), ("token", "chat-B", "streamer"),
-            ("progress", "job-B", "other"), ("progress", None, None), ("event", "chat-A", None),
-            ("token", None, "other"), ("token,progress", "chat-A", "streamer")])])),
+    (
+        "unsafe_kinds",
+        _body(
+            _ev(kind="bad\nkind"),
+            _ev(kind="a\rb"),
+            _ev(kind=""),
+            _ev(kind="a: b"),
+            _ev(kind="End"),
+            _ev(kind=" end"),
+            _ev(kind="k" * 300),
+            _ev(kind="ok-after-unsafe"),
+        ),
+    ),
+    (
+        "filter_mix",
+        _body(
+            *[
+                _ev(kind=k, correlation_id=c, step_name=s, index=i)
+                for i, (k, c, s) in enumerate(
+                    [
+                        ("token", "chat-A", "streamer"),
+                        ("token", "chat-B", "streamer"),
+                        ("progress", "job-B", "other"),
+                        ("progress", None, None),
+                        ("event", "chat-A", None),
+                        ("token", None, "other"),
+                        ("token,progress", "chat-A", "streamer"),
+                    ]
+                )
+            ]
+        ),
+    ),
     ("sentinel", _raw(f'"kind":"{SENTINEL}"')),
 ]
 BATCH_NAMES = [n for n, _ in BATCHES]
@@ -152,8 +265,15 @@ class Recording:
     captures: dict[str, Capture]
 
 
-def exercise(url: str, token: str | None, run_id: str, step_run_id: str,
-             finish: Callable[[], None], *, end_timeout: float = 20.0) -> Recording:
+def exercise(
+    url: str,
+    token: str | None,
+    run_id: str,
+    step_run_id: str,
+    finish: Callable[[], None],
+    *,
+    end_timeout: float = 20.0,
+) -> Recording:
     """Post every batch, capture every subscription, finish the run, capture the rest."""
     auth = {"Authorization": f"Bearer {token}"} if token else {}
     stream = f"/api/v1/runs/{run_id}/events/stream"
@@ -163,8 +283,9 @@ def exercise(url: str, token: str | None, run_id: str, step_run_id: str,
     captures: dict[str, Capture] = {}
     live: list[Capture] = []
     live_thread: threading.Thread | None = None
-    with httpx.Client(base_url=url, headers={**auth, "Content-Type": "application/json"},
-                      timeout=30) as client:
+    with httpx.Client(
+        base_url=url, headers={**auth, "Content-Type": "application/json"}, timeout=30
+    ) as client:
         for name, template in BATCHES:
             body = template.replace("@RUN@", run_id).replace("@STEP_RUN@", step_run_id)
             r = client.post(f"/api/v1/runs/{run_id}/events", content=body.encode())
@@ -175,8 +296,11 @@ def exercise(url: str, token: str | None, run_id: str, step_run_id: str,
                 counts.append((name, count))
             if name == "marker":
                 path = f"{stream}?since={last_ids['marker']}"
-                live_thread = threading.Thread(target=lambda p=path: live.append(capture(
-                    url, p, auth, until=f"event: {SENTINEL}\n".encode(), timeout=30)))
+                live_thread = threading.Thread(
+                    target=lambda p=path: live.append(
+                        capture(url, p, auth, until=f"event: {SENTINEL}\n".encode(), timeout=30)
+                    )
+                )
                 live_thread.start()
                 time.sleep(0.5)
     assert live_thread is not None
@@ -187,7 +311,7 @@ def exercise(url: str, token: str | None, run_id: str, step_run_id: str,
         if batch is None:
             return sum(c for _, c in counts)
         names = [n for n, _ in counts]
-        return sum(c for _, c in counts[names.index(batch) + 1:]) if batch in names else 0
+        return sum(c for _, c in counts[names.index(batch) + 1 :]) if batch in names else 0
 
     def path_and_headers(sub: Sub) -> tuple[str, dict[str, str]]:
         params = [sub.query] if sub.query else []
@@ -195,8 +319,9 @@ def exercise(url: str, token: str | None, run_id: str, step_run_id: str,
             params.append(f"since={last_ids.get(sub.cursor, 'missing')}")
         headers = dict(auth)
         if sub.header_cursor is not None:
-            headers["Last-Event-ID"] = last_ids.get(sub.header_cursor, "") if sub.header_cursor \
-                else ""
+            headers["Last-Event-ID"] = (
+                last_ids.get(sub.header_cursor, "") if sub.header_cursor else ""
+            )
         return stream + ("?" + "&".join(params) if params else ""), headers
 
     for sub in SUBS:

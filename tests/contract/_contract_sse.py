@@ -81,7 +81,7 @@ def capture(
                 at = buf.find(until)
                 end = buf.find(b"\n\n", at) if at >= 0 else -1
                 if end >= 0:
-                    buf, ended = buf[:end + 2], "frames"
+                    buf, ended = buf[: end + 2], "frames"
                     break
             if frames is not None:
                 cut = _cut_after(buf, frames)

@@ -66,11 +66,11 @@ class Target:
     def stream_path(self, run_id: str | None = None) -> str:
         return f"/api/v1/runs/{run_id or self.run_id}/events/stream"
 
-    def post(self, body: bytes, *, run_id: str | None = None,
-             headers: dict[str, str] | None = None) -> httpx.Response:
+    def post(
+        self, body: bytes, *, run_id: str | None = None, headers: dict[str, str] | None = None
+    ) -> httpx.Response:
         h = {"Content-Type": "application/json", **self.auth(), **(headers or {})}
-        return httpx.post(self.url + self.events_path(run_id), content=body, headers=h,
-                          timeout=30)
+        return httpx.post(self.url + self.events_path(run_id), content=body, headers=h, timeout=30)
 
 
 class Registry:
@@ -102,11 +102,19 @@ class Registry:
         peer = zpeer.ensure_peer(broker)
         if broker == "off":
             # Its own database knows no runs; 501 is decided before the run lookup.
-            return Target("zenml", peer.url, peer.token, str(uuid.uuid4()), str(uuid.uuid4()),
-                          "redis")
+            return Target(
+                "zenml", peer.url, peer.token, str(uuid.uuid4()), str(uuid.uuid4()), "redis"
+            )
         held = self._stack.enter_context(zpeer.held_run(peer))
-        return Target("zenml", peer.url, peer.token, held.run_id, held.step_run_id, "redis",
-                      api_key=peer.api_key)
+        return Target(
+            "zenml",
+            peer.url,
+            peer.token,
+            held.run_id,
+            held.step_run_id,
+            "redis",
+            api_key=peer.api_key,
+        )
 
     # ---------------------------------------------------------------- ours
     def _ours(self, name: str, **opts: object) -> Target:
@@ -120,14 +128,22 @@ class Registry:
         run_id = str(uuid.uuid4())
         if not opts.get("disabled"):
             run_id = server.create_run()
-        return Target(name, server.url, OUR_TOKEN, run_id, str(uuid.uuid4()),
-                      "redis" if name == "ours-redis" else "memory",
-                      new_run=server.create_run, end_run=server.end_run)
+        return Target(
+            name,
+            server.url,
+            OUR_TOKEN,
+            run_id,
+            str(uuid.uuid4()),
+            "redis" if name == "ours-redis" else "memory",
+            new_run=server.create_run,
+            end_run=server.end_run,
+        )
 
     def main(self, name: str) -> Target:
         """The shared instance of ``name`` with a run that accepts events."""
-        return self._get(name, "main", lambda: self._zenml() if name == "zenml" else
-                         self._ours(name))
+        return self._get(
+            name, "main", lambda: self._zenml() if name == "zenml" else self._ours(name)
+        )
 
     def strict(self, name: str) -> Target:
         """An instance that answers 404 for unknown runs (ZenML always does)."""
@@ -137,8 +153,11 @@ class Registry:
 
     def disabled(self, name: str) -> Target:
         """An instance with streaming disabled (ZenML: a second peer with broker off)."""
-        return self._get(name, "disabled", lambda: self._zenml("off") if name == "zenml"
-                         else self._ours(name, disabled=True))
+        return self._get(
+            name,
+            "disabled",
+            lambda: self._zenml("off") if name == "zenml" else self._ours(name, disabled=True),
+        )
 
     @contextlib.contextmanager
     def down(self, name: str) -> Iterator[Target]:
@@ -149,8 +168,7 @@ class Registry:
             base = self.main("zenml")
             peer = zpeer.ensure_peer("redis")
             with zpeer.held_run(peer) as held:
-                tgt = dataclasses.replace(base, run_id=held.run_id,
-                                          step_run_id=held.step_run_id)
+                tgt = dataclasses.replace(base, run_id=held.run_id, step_run_id=held.step_run_id)
                 try:
                     with zpeer.redis_down(peer):
                         yield tgt
@@ -190,6 +208,5 @@ def _wait_broker_back(tgt: Target, budget: float = 30.0) -> None:
     # Pooled reader connections are stale after the restart; each fails once with a gap.
     clean = 0
     while clean < 3 and time.monotonic() < deadline:
-        cap = capture(tgt.url, tgt.stream_path() + "?since=0-0", tgt.auth(), frames=1,
-                      timeout=5)
+        cap = capture(tgt.url, tgt.stream_path() + "?since=0-0", tgt.auth(), frames=1, timeout=5)
         clean = clean + 1 if cap.frames() and b"event: gap" not in cap.body else 0

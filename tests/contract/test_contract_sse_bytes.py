@@ -57,8 +57,7 @@ def _record(registry: Registry, name: str) -> Recorded:
             assert t.new_run is not None and t.end_run is not None
             run_id = t.new_run()
             step_run_id = t.step_run_id
-            rec = exercise(t.url, t.token, run_id, step_run_id,
-                           lambda: t.end_run(run_id))  # type: ignore[misc]
+            rec = exercise(t.url, t.token, run_id, step_run_id, lambda: t.end_run(run_id))  # type: ignore[misc]
     result = Recorded(rec, run_id, step_run_id)
     _cache[name] = result
     if name == "zenml" and (UPDATE or not (GOLDEN / "manifest.json").exists()):
@@ -70,8 +69,12 @@ def _write_golden(rec: Recorded) -> None:
     GOLDEN.mkdir(exist_ok=True)
     for name, data in rec.bytes.items():
         (GOLDEN / f"{name}.sse").write_bytes(data)
-    manifest = {"source": "zenml 0.98.0 (real server, Redis Streams broker)",
-                "scenario_hash": scenario_hash(), "statuses": rec.statuses, "ended": rec.ended}
+    manifest = {
+        "source": "zenml 0.98.0 (real server, Redis Streams broker)",
+        "scenario_hash": scenario_hash(),
+        "statuses": rec.statuses,
+        "ended": rec.ended,
+    }
     (GOLDEN / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False))
 
 
@@ -81,14 +84,17 @@ def _golden() -> tuple[dict[str, bytes], dict[str, list[int | None]], dict[str, 
         pytest.fail("no golden SSE bytes recorded: run once with the ZenML peer available")
     manifest = json.loads(path.read_text())
     if manifest["scenario_hash"] != scenario_hash():
-        pytest.fail("golden SSE bytes are stale (the script changed): re-record them with "
-                    "ZSTREAM_UPDATE_GOLDEN=1 and the ZenML peer running")
+        pytest.fail(
+            "golden SSE bytes are stale (the script changed): re-record them with "
+            "ZSTREAM_UPDATE_GOLDEN=1 and the ZenML peer running"
+        )
     data = {n: (GOLDEN / f"{n}.sse").read_bytes() for n in SUB_NAMES}
     return data, manifest["statuses"], manifest["ended"]
 
 
-def _reference(registry: Registry) -> tuple[str, dict[str, bytes], dict[str, list[int | None]],
-                                             dict[str, str]]:
+def _reference(
+    registry: Registry,
+) -> tuple[str, dict[str, bytes], dict[str, list[int | None]], dict[str, str]]:
     """ZenML's own capture when the peer runs, else the golden files."""
     try:
         z = _record(registry, "zenml")
@@ -108,7 +114,8 @@ def test_sse_bytes_equal_zenml(registry: Registry, target_name: str, sub: str) -
     ref_name, ref, _, ref_ended = _reference(registry)
     ours = _record(registry, target_name)
     assert ours.bytes[sub].decode(errors="replace") == ref[sub].decode(errors="replace"), (
-        f"{target_name} vs {ref_name}")
+        f"{target_name} vs {ref_name}"
+    )
     assert ours.bytes[sub] == ref[sub]
     assert ours.ended[sub] == ref_ended[sub], "how the read ended (frames/eof/timeout)"
 

@@ -23,9 +23,15 @@ UNKNOWN_RUN = "00000000-0000-4000-8000-00000000beef"
 
 
 def ev(t: Target, **kw: Any) -> dict[str, Any]:
-    e: dict[str, Any] = {"pipeline_run_id": t.run_id, "step_run_id": None,
-                         "step_name": "contract", "kind": "status", "correlation_id": None,
-                         "index": None, "payload": {}}
+    e: dict[str, Any] = {
+        "pipeline_run_id": t.run_id,
+        "step_run_id": None,
+        "step_name": "contract",
+        "kind": "status",
+        "correlation_id": None,
+        "index": None,
+        "payload": {},
+    }
     e.update(kw)
     return e
 
@@ -65,65 +71,165 @@ CASES: list[Case] = [
     # ---- 200
     Case("200_post_one", 200, body=lambda t: batch(ev(t))),
     Case("200_post_empty_batch", 200, body=lambda t: js({"events": []})),
-    Case("200_post_minimal_event", 200,
-         body=lambda t: js({"events": [{"pipeline_run_id": t.run_id, "kind": "minimal"}]})),
-    Case("200_post_unknown_fields_ignored", 200,
-         body=lambda t: js({"events": [ev(t, extra_field="?")], "extra": 1})),
+    Case(
+        "200_post_minimal_event",
+        200,
+        body=lambda t: js({"events": [{"pipeline_run_id": t.run_id, "kind": "minimal"}]}),
+    ),
+    Case(
+        "200_post_unknown_fields_ignored",
+        200,
+        body=lambda t: js({"events": [ev(t, extra_field="?")], "extra": 1}),
+    ),
     Case("200_post_1000_events", 200, body=lambda t: batch(*[ev(t, index=i) for i in range(1000)])),
-    Case("200_post_envelope_69632", 200,
-         body=lambda t: batch(event_with_envelope(t.run_id, ENVELOPE_MAX))),
-    Case("200_post_envelope_69632_multibyte", 200,
-         body=lambda t: batch(event_with_envelope(t.run_id, ENVELOPE_MAX, multibyte=True))),
-    Case("200_post_run_id_uppercase_in_url", 200, body=lambda t: batch(ev(t)),
-         path=lambda t: t.events_path(t.run_id.upper())),
-    Case("200_post_nan_payload_value", 200,
-         body=lambda t: raw_event(t, '"kind":"nan","payload":{"x":NaN}')),
-    Case("200_get_stream", 200, method="GET", path=lambda t: t.stream_path() + "?since="
-         + ("0-0" if t.cursor_style == "redis" else "0")),
-    Case("200_get_empty_last_event_id_header", 200, method="GET",
-         headers=lambda t: {"Last-Event-ID": ""}),
+    Case(
+        "200_post_envelope_69632",
+        200,
+        body=lambda t: batch(event_with_envelope(t.run_id, ENVELOPE_MAX)),
+    ),
+    Case(
+        "200_post_envelope_69632_multibyte",
+        200,
+        body=lambda t: batch(event_with_envelope(t.run_id, ENVELOPE_MAX, multibyte=True)),
+    ),
+    Case(
+        "200_post_run_id_uppercase_in_url",
+        200,
+        body=lambda t: batch(ev(t)),
+        path=lambda t: t.events_path(t.run_id.upper()),
+    ),
+    Case(
+        "200_post_nan_payload_value",
+        200,
+        body=lambda t: raw_event(t, '"kind":"nan","payload":{"x":NaN}'),
+    ),
+    Case(
+        "200_get_stream",
+        200,
+        method="GET",
+        path=lambda t: t.stream_path() + "?since=" + ("0-0" if t.cursor_style == "redis" else "0"),
+    ),
+    Case(
+        "200_get_empty_last_event_id_header",
+        200,
+        method="GET",
+        headers=lambda t: {"Last-Event-ID": ""},
+    ),
     # ---- 400
-    Case("400_run_id_mismatch", 400, body=lambda t: batch(ev(t, pipeline_run_id=str(uuid.uuid4()))),
-         shape="detail:list"),
-    *[Case(f"400_reserved_kind_{k}", 400, body=lambda t, k=k: batch(ev(t, kind=k)),
-           shape="detail:list") for k in RESERVED],
-    Case("400_reserved_kind_in_second_event", 400,
-         body=lambda t: batch(ev(t), ev(t, kind="gap")), shape="detail:list"),
-    Case("400_bad_cursor_since_abc", 400, method="GET",
-         path=lambda t: t.stream_path() + "?since=abc", shape="detail:list"),
-    Case("400_bad_cursor_since_other_broker_form", 400, method="GET",
-         path=lambda t: t.stream_path() + "?since=" + _bad_cursor(t), shape="detail:list"),
-    Case("400_bad_cursor_since_dollar", 400, method="GET",
-         path=lambda t: t.stream_path() + "?since=%24", shape="detail:list"),
-    Case("400_bad_cursor_since_empty", 400, method="GET",
-         path=lambda t: t.stream_path() + "?since=", shape="detail:list"),
-    Case("400_bad_cursor_last_event_id_abc", 400, method="GET",
-         headers=lambda t: {"Last-Event-ID": "abc"}, shape="detail:list"),
-    Case("400_bad_cursor_last_event_id_other_broker_form", 400, method="GET",
-         headers=lambda t: {"Last-Event-ID": _bad_cursor(t)}, shape="detail:list"),
-    Case("400_bad_cursor_header_wins_over_good_since", 400, method="GET",
-         path=lambda t: t.stream_path() + "?since=" + ("0-0" if t.cursor_style == "redis" else "0"),
-         headers=lambda t: {"Last-Event-ID": "abc"}, shape="detail:list"),
-    Case("400_body_not_utf8", 400,
-         body=lambda t: b'{"events":[{"pipeline_run_id":"' + t.run_id.encode()
-         + b'","kind":"x\xff"}]}', shape="detail:str"),
+    Case(
+        "400_run_id_mismatch",
+        400,
+        body=lambda t: batch(ev(t, pipeline_run_id=str(uuid.uuid4()))),
+        shape="detail:list",
+    ),
+    *[
+        Case(
+            f"400_reserved_kind_{k}",
+            400,
+            body=lambda t, k=k: batch(ev(t, kind=k)),
+            shape="detail:list",
+        )
+        for k in RESERVED
+    ],
+    Case(
+        "400_reserved_kind_in_second_event",
+        400,
+        body=lambda t: batch(ev(t), ev(t, kind="gap")),
+        shape="detail:list",
+    ),
+    Case(
+        "400_bad_cursor_since_abc",
+        400,
+        method="GET",
+        path=lambda t: t.stream_path() + "?since=abc",
+        shape="detail:list",
+    ),
+    Case(
+        "400_bad_cursor_since_other_broker_form",
+        400,
+        method="GET",
+        path=lambda t: t.stream_path() + "?since=" + _bad_cursor(t),
+        shape="detail:list",
+    ),
+    Case(
+        "400_bad_cursor_since_dollar",
+        400,
+        method="GET",
+        path=lambda t: t.stream_path() + "?since=%24",
+        shape="detail:list",
+    ),
+    Case(
+        "400_bad_cursor_since_empty",
+        400,
+        method="GET",
+        path=lambda t: t.stream_path() + "?since=",
+        shape="detail:list",
+    ),
+    Case(
+        "400_bad_cursor_last_event_id_abc",
+        400,
+        method="GET",
+        headers=lambda t: {"Last-Event-ID": "abc"},
+        shape="detail:list",
+    ),
+    Case(
+        "400_bad_cursor_last_event_id_other_broker_form",
+        400,
+        method="GET",
+        headers=lambda t: {"Last-Event-ID": _bad_cursor(t)},
+        shape="detail:list",
+    ),
+    Case(
+        "400_bad_cursor_header_wins_over_good_since",
+        400,
+        method="GET",
+        path=lambda t: t.stream_path() + "?since=" + ("0-0" if t.cursor_style == "redis" else "0"),
+        headers=lambda t: {"Last-Event-ID": "abc"},
+        shape="detail:list",
+    ),
+    Case(
+        "400_body_not_utf8",
+        400,
+        body=lambda t: (
+            b'{"events":[{"pipeline_run_id":"' + t.run_id.encode() + b'","kind":"x\xff"}]}'
+        ),
+        shape="detail:str",
+    ),
     # ---- 401
     Case("401_post_no_token", 401, body=lambda t: batch(ev(t)), auth="none", shape="detail:str"),
     Case("401_post_bad_token", 401, body=lambda t: batch(ev(t)), auth="bad", shape="detail:list"),
     Case("401_get_no_token", 401, method="GET", auth="none", shape="detail:str"),
     Case("401_get_bad_token", 401, method="GET", auth="bad", shape="detail:list"),
     # ---- 404 (ours only with --strict-runs)
-    Case("404_post_unknown_run", 404, instance="strict",
-         body=lambda t: batch(ev(t, pipeline_run_id=UNKNOWN_RUN)),
-         path=lambda t: t.events_path(UNKNOWN_RUN), shape="detail:list"),
-    Case("404_get_unknown_run", 404, method="GET", instance="strict",
-         path=lambda t: t.stream_path(UNKNOWN_RUN), shape="detail:list"),
+    Case(
+        "404_post_unknown_run",
+        404,
+        instance="strict",
+        body=lambda t: batch(ev(t, pipeline_run_id=UNKNOWN_RUN)),
+        path=lambda t: t.events_path(UNKNOWN_RUN),
+        shape="detail:list",
+    ),
+    Case(
+        "404_get_unknown_run",
+        404,
+        method="GET",
+        instance="strict",
+        path=lambda t: t.stream_path(UNKNOWN_RUN),
+        shape="detail:list",
+    ),
     # ---- 413
-    Case("413_envelope_69633", 413,
-         body=lambda t: batch(event_with_envelope(t.run_id, ENVELOPE_MAX + 1)), shape="detail:str"),
-    Case("413_envelope_69633_multibyte", 413,
-         body=lambda t: batch(event_with_envelope(t.run_id, ENVELOPE_MAX + 1, multibyte=True)),
-         shape="detail:str"),
+    Case(
+        "413_envelope_69633",
+        413,
+        body=lambda t: batch(event_with_envelope(t.run_id, ENVELOPE_MAX + 1)),
+        shape="detail:str",
+    ),
+    Case(
+        "413_envelope_69633_multibyte",
+        413,
+        body=lambda t: batch(event_with_envelope(t.run_id, ENVELOPE_MAX + 1, multibyte=True)),
+        shape="detail:str",
+    ),
     # ---- 422
     Case("422_body_not_json", 422, body=lambda t: b"not json", shape="list"),
     Case("422_body_empty", 422, body=lambda t: b"", shape="list"),
@@ -133,44 +239,110 @@ CASES: list[Case] = [
     Case("422_events_not_list", 422, body=lambda t: js({"events": {}}), shape="list"),
     Case("422_events_null", 422, body=lambda t: js({"events": None}), shape="list"),
     Case("422_event_not_object", 422, body=lambda t: js({"events": [None]}), shape="list"),
-    Case("422_bad_uuid_in_path_post", 422, body=lambda t: batch(ev(t)),
-         path=lambda t: "/api/v1/runs/not-a-uuid/events", shape="list"),
-    Case("422_bad_uuid_in_path_get", 422, method="GET",
-         path=lambda t: "/api/v1/runs/not-a-uuid/events/stream", shape="list"),
-    Case("422_bad_uuid_in_event", 422, body=lambda t: batch(ev(t, pipeline_run_id="not-a-uuid")),
-         shape="list"),
+    Case(
+        "422_bad_uuid_in_path_post",
+        422,
+        body=lambda t: batch(ev(t)),
+        path=lambda t: "/api/v1/runs/not-a-uuid/events",
+        shape="list",
+    ),
+    Case(
+        "422_bad_uuid_in_path_get",
+        422,
+        method="GET",
+        path=lambda t: "/api/v1/runs/not-a-uuid/events/stream",
+        shape="list",
+    ),
+    Case(
+        "422_bad_uuid_in_event",
+        422,
+        body=lambda t: batch(ev(t, pipeline_run_id="not-a-uuid")),
+        shape="list",
+    ),
     Case("422_bad_step_run_id", 422, body=lambda t: batch(ev(t, step_run_id="nope")), shape="list"),
-    Case("422_missing_kind", 422,
-         body=lambda t: js({"events": [{"pipeline_run_id": t.run_id}]}), shape="list"),
-    Case("422_missing_pipeline_run_id", 422, body=lambda t: js({"events": [{"kind": "x"}]}),
-         shape="list"),
+    Case(
+        "422_missing_kind",
+        422,
+        body=lambda t: js({"events": [{"pipeline_run_id": t.run_id}]}),
+        shape="list",
+    ),
+    Case(
+        "422_missing_pipeline_run_id",
+        422,
+        body=lambda t: js({"events": [{"kind": "x"}]}),
+        shape="list",
+    ),
     Case("422_kind_not_string", 422, body=lambda t: batch(ev(t, kind=5)), shape="list"),
-    Case("422_correlation_id_not_string", 422, body=lambda t: batch(ev(t, correlation_id=5)),
-         shape="list"),
+    Case(
+        "422_correlation_id_not_string",
+        422,
+        body=lambda t: batch(ev(t, correlation_id=5)),
+        shape="list",
+    ),
     Case("422_step_name_not_string", 422, body=lambda t: batch(ev(t, step_name=5)), shape="list"),
     Case("422_index_fractional", 422, body=lambda t: batch(ev(t, index=3.5)), shape="list"),
     Case("422_payload_not_object", 422, body=lambda t: batch(ev(t, payload=[1, 2])), shape="list"),
     Case("422_payload_null", 422, body=lambda t: batch(ev(t, payload=None)), shape="list"),
-    Case("422_1001_events", 422, body=lambda t: batch(*[ev(t, index=i) for i in range(1001)]),
-         shape="list"),
-    Case("422_lone_surrogate", 422,
-         body=lambda t: raw_event(t, '"kind":"u","payload":{"s":"\\ud800"}'),
-         shape="detail:list"),
-    Case("422_form_encoded_body", 422, body=lambda t: b"events=1",
-         headers=lambda t: {"Content-Type": "application/x-www-form-urlencoded"}, shape="list"),
+    Case(
+        "422_1001_events",
+        422,
+        body=lambda t: batch(*[ev(t, index=i) for i in range(1001)]),
+        shape="list",
+    ),
+    Case(
+        "422_lone_surrogate",
+        422,
+        body=lambda t: raw_event(t, '"kind":"u","payload":{"s":"\\ud800"}'),
+        shape="detail:list",
+    ),
+    Case(
+        "422_form_encoded_body",
+        422,
+        body=lambda t: b"events=1",
+        headers=lambda t: {"Content-Type": "application/x-www-form-urlencoded"},
+        shape="list",
+    ),
     # ---- 501
-    Case("501_post_disabled", 501, instance="disabled", body=lambda t: batch(ev(t)),
-         shape="detail:str"),
+    Case(
+        "501_post_disabled",
+        501,
+        instance="disabled",
+        body=lambda t: batch(ev(t)),
+        shape="detail:str",
+    ),
     Case("501_get_disabled", 501, method="GET", instance="disabled", shape="detail:str"),
-    Case("501_before_422_when_disabled", 501, instance="disabled", body=lambda t: b"{}",
-         shape="detail:str"),
-    Case("401_before_501_when_disabled", 401, instance="disabled", body=lambda t: batch(ev(t)),
-         auth="none", shape="detail:str"),
+    Case(
+        "501_before_422_when_disabled",
+        501,
+        instance="disabled",
+        body=lambda t: b"{}",
+        shape="detail:str",
+    ),
+    Case(
+        "401_before_501_when_disabled",
+        401,
+        instance="disabled",
+        body=lambda t: batch(ev(t)),
+        auth="none",
+        shape="detail:str",
+    ),
     # ---- 503
-    Case("503_post_broker_down", 503, instance="down", body=lambda t: batch(ev(t)),
-         shape="detail:str", retry_after=True),
-    Case("503_get_broker_down", 503, method="GET", instance="down", shape="detail:str",
-         retry_after=True),
+    Case(
+        "503_post_broker_down",
+        503,
+        instance="down",
+        body=lambda t: batch(ev(t)),
+        shape="detail:str",
+        retry_after=True,
+    ),
+    Case(
+        "503_get_broker_down",
+        503,
+        method="GET",
+        instance="down",
+        shape="detail:str",
+        retry_after=True,
+    ),
 ]
 BY_ID = {c.id: c for c in CASES}
 assert len(BY_ID) == len(CASES)
@@ -247,7 +419,8 @@ def shape_of(body: bytes) -> str:
 def test_status(registry: Registry, target_name: str, case: Case) -> None:
     res = result_for(registry, target_name, case)
     assert res.status == case.status, (
-        f"{case.id} on {target_name}: expected {case.status}, got {res.status}: {res.body[:300]!r}")
+        f"{case.id} on {target_name}: expected {case.status}, got {res.status}: {res.body[:300]!r}"
+    )
     if case.retry_after:
         assert res.headers.get("retry-after") == "5", res.headers
     if case.status == 200 and case.method == "POST":
@@ -261,8 +434,9 @@ def test_status(registry: Registry, target_name: str, case: Case) -> None:
         assert res.headers.get("content-type", "").startswith("text/event-stream"), res.headers
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c.shape],
-                         ids=[c.id for c in CASES if c.shape])
+@pytest.mark.parametrize(
+    "case", [c for c in CASES if c.shape], ids=[c.id for c in CASES if c.shape]
+)
 def test_error_body_shape(registry: Registry, target_name: str, case: Case) -> None:
     res = result_for(registry, target_name, case)
     if res.status != case.status:
@@ -286,8 +460,9 @@ def test_413_stores_nothing_of_the_batch(target: Target) -> None:
     pre = target.post(batch(ev(target, kind="aon-pre")))
     assert pre.status_code == 200, pre.text
     cursor = pre.json()["last_id"]
-    bad = target.post(batch(ev(target, kind="aon-valid"),
-                            event_with_envelope(target.run_id, ENVELOPE_MAX + 1)))
+    bad = target.post(
+        batch(ev(target, kind="aon-valid"), event_with_envelope(target.run_id, ENVELOPE_MAX + 1))
+    )
     assert bad.status_code == 413, bad.text
     post = target.post(batch(ev(target, kind="aon-sentinel")))
     assert post.status_code == 200, post.text
@@ -302,8 +477,12 @@ def test_400_and_422_store_nothing(target: Target) -> None:
     assert pre.status_code == 200, pre.text
     cursor = pre.json()["last_id"]
     assert target.post(batch(ev(target, kind="rej-a"), ev(target, kind="end"))).status_code == 400
-    assert target.post(batch(ev(target, kind="rej-b"),
-                             ev(target, pipeline_run_id=str(uuid.uuid4())))).status_code == 400
+    assert (
+        target.post(
+            batch(ev(target, kind="rej-b"), ev(target, pipeline_run_id=str(uuid.uuid4())))
+        ).status_code
+        == 400
+    )
     assert target.post(batch(*[ev(target, kind="rej-c")] * 1001)).status_code == 422
     post = target.post(batch(ev(target, kind="rej-sentinel")))
     assert post.status_code == 200

@@ -29,8 +29,7 @@ def _report(tag: str, pid: int) -> None:
     if os.getpid() == pid:
         from zstream_mp import stats
 
-        print(f"[fork-case] worker {tag} pid {pid} at exit: {stats()}", file=sys.stderr,
-              flush=True)
+        print(f"[fork-case] worker {tag} pid {pid} at exit: {stats()}", file=sys.stderr, flush=True)
 
 
 def _debug(tag: str, pid: int) -> None:

@@ -32,17 +32,23 @@ def report_masks(server: str, run_id: str, conn: Connection) -> None:
         sender = next((t for t in threading.enumerate() if t.name == "zstream-mp-sender"), None)
         time.sleep(0.01)
     assert sender is not None and sender.native_id is not None
-    conn.send({"main": _sig_mask(threading.main_thread().native_id or os.getpid()),
-               "sender": _sig_mask(sender.native_id)})
+    conn.send(
+        {
+            "main": _sig_mask(threading.main_thread().native_id or os.getpid()),
+            "sender": _sig_mask(sender.native_id),
+        }
+    )
     os._exit(0)
 
 
-def publish_then_wait(server: str, run_id: str, events: int, conn: Connection,
-                      disposition: str, marker: str) -> None:
+def publish_then_wait(
+    server: str, run_id: str, events: int, conn: Connection, disposition: str, marker: str
+) -> None:
     """Set a SIGTERM disposition, publish, say so, then sleep in a system call."""
     if disposition == "ignore":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     elif disposition == "own":
+
         def own(signum: int, frame: FrameType | None) -> None:
             Path(marker).write_text(str(stats().sent))
             os._exit(3)

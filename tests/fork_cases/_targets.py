@@ -123,8 +123,9 @@ class ServerTarget(Target):
     def collect(self) -> list[dict[str, Any]]:
         import httpx
 
-        r = httpx.post(f"{self.url}/api/v1/zstream/runs/{self.run_id}/end",
-                       headers=self._headers, timeout=10)
+        r = httpx.post(
+            f"{self.url}/api/v1/zstream/runs/{self.run_id}/end", headers=self._headers, timeout=10
+        )
         r.raise_for_status()
         return replay(self.url, self.run_id, self.token)
 
@@ -133,9 +134,7 @@ def count_identities(payloads: list[dict[str, Any]]) -> Counter[tuple[str, int]]
     return Counter((str(p.get("worker")), int(p.get("seq", -1))) for p in payloads)
 
 
-def check_exactly_once(
-    payloads: list[dict[str, Any]], expected: dict[str, int]
-) -> list[str]:
+def check_exactly_once(payloads: list[dict[str, Any]], expected: dict[str, int]) -> list[str]:
     """Problems with the multiset of (worker, seq) against ``expected`` (worker -> count)."""
     got = count_identities(payloads)
     want = {(w, s) for w, n in expected.items() for s in range(n)}
@@ -168,8 +167,15 @@ def _group_members(pgid: int) -> list[int]:
 
 
 class CaseResult:
-    def __init__(self, returncode: int | None, stdout: str, stderr: str, elapsed: float,
-                 timed_out: bool, stragglers: list[int]) -> None:
+    def __init__(
+        self,
+        returncode: int | None,
+        stdout: str,
+        stderr: str,
+        elapsed: float,
+        timed_out: bool,
+        stragglers: list[int],
+    ) -> None:
         self.returncode = returncode
         self.stdout = stdout
         self.stderr = stderr
@@ -185,8 +191,14 @@ def run_bounded(cmd: list[str], *, env: dict[str, str], deadline: float) -> Case
     case instead of hanging the test session.
     """
     start = time.monotonic()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     timed_out = False
     try:
         stdout, stderr = proc.communicate(timeout=deadline)
@@ -213,14 +225,14 @@ def run_bounded(cmd: list[str], *, env: dict[str, str], deadline: float) -> Case
                     os.kill(pid, signal.SIGKILL)
             break
         time.sleep(0.05)
-    return CaseResult(proc.returncode, stdout, stderr, time.monotonic() - start, timed_out,
-                      stragglers)
+    return CaseResult(
+        proc.returncode, stdout, stderr, time.monotonic() - start, timed_out, stragglers
+    )
 
 
 def child_env(python: str, extra: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for a driver: the repo and fork_cases importable, no inherited binding."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("ZSTREAM_", "ZENML_STREAM_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ZSTREAM_", "ZENML_STREAM_"))}
     paths = [str(REPO), str(TESTS / "fork_cases")]
     if env.get("PYTHONPATH"):
         paths.append(env["PYTHONPATH"])
@@ -241,14 +253,23 @@ def interpreters() -> list[str]:
 
 
 def python_version(python: str) -> str:
-    r = subprocess.run([python, "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
-                       capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [python, "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     return r.stdout.strip() or f"broken:{python}"
 
 
 def sse_read(
-    url: str, run_id: str, token: str | None, *, since: str | None = None,
-    quiet: float = 2.0, deadline: float = 120.0,
+    url: str,
+    run_id: str,
+    token: str | None,
+    *,
+    since: str | None = None,
+    quiet: float = 2.0,
+    deadline: float = 120.0,
     enough: Callable[[list[dict[str, Any]]], bool] | None = None,
 ) -> tuple[list[dict[str, Any]], str | None]:
     """Read a run's SSE stream from ``since`` until ``end`` or ``quiet`` seconds of silence.
@@ -274,8 +295,9 @@ def sse_read(
             headers["Last-Event-ID"] = last
         timeout = httpx.Timeout(30.0, read=quiet)
         try:
-            with httpx.stream("GET", f"{url}/api/v1/runs/{run_id}/events/stream",
-                              headers=headers, timeout=timeout) as resp:
+            with httpx.stream(
+                "GET", f"{url}/api/v1/runs/{run_id}/events/stream", headers=headers, timeout=timeout
+            ) as resp:
                 resp.raise_for_status()
                 frame: dict[str, str] = {}
                 for line in _sse_lines(resp):
@@ -331,7 +353,8 @@ class ZenmlTarget(Target):
             tag, count = self.expect
             return sum(1 for p in out if p.get("tag") == tag) >= count
 
-        payloads, last = sse_read(self.url, self.run_id, self.token, since=self._cursor[0],
-                                  enough=enough, deadline=60.0)
+        payloads, last = sse_read(
+            self.url, self.run_id, self.token, since=self._cursor[0], enough=enough, deadline=60.0
+        )
         self._cursor[0] = last
         return payloads

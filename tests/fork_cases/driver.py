@@ -176,8 +176,9 @@ def main() -> None:
         import atexit
 
         # Registered before the first publish, so it runs after the library's exit flush.
-        atexit.register(lambda: print(f"[fork-case] parent at exit: {stats()}",
-                                      file=sys.stderr, flush=True))
+        atexit.register(
+            lambda: print(f"[fork-case] parent at exit: {stats()}", file=sys.stderr, flush=True)
+        )
     bind(args.run, server=args.server, token=args.token)
     for seq in range(args.parent_events):
         publish({"worker": "parent", "seq": seq, "pid": parent, "tag": TAG})

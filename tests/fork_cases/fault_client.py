@@ -47,9 +47,15 @@ class OneLine(logging.Formatter):
 
 def snapshot() -> dict[str, Any]:
     st = stats()
-    return {"published": st.published, "sent": st.sent, "queued": st.queued,
-            "batches": st.batches, "retries": st.retries, "muted": st.muted,
-            "dropped": dict(st.dropped)}
+    return {
+        "published": st.published,
+        "sent": st.sent,
+        "queued": st.queued,
+        "batches": st.batches,
+        "retries": st.retries,
+        "muted": st.muted,
+        "dropped": dict(st.dropped),
+    }
 
 
 def main() -> None:
@@ -80,8 +86,9 @@ def main() -> None:
         elif "flush" in step:
             t0 = time.monotonic()
             ok = flush(timeout=step["flush"])
-            report["flushes"].append({"timeout": step["flush"], "ok": ok,
-                                      "elapsed": time.monotonic() - t0})
+            report["flushes"].append(
+                {"timeout": step["flush"], "ok": ok, "elapsed": time.monotonic() - t0}
+            )
         elif "wait_file" in step:
             deadline = time.monotonic() + 60
             while not os.path.exists(step["wait_file"]) and time.monotonic() < deadline:

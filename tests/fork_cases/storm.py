@@ -99,14 +99,28 @@ def main() -> None:
     delivered = flush(timeout=60)
     st = stats()
     lifetimes.sort()
-    print(json.dumps({
-        "forks": args.forks, "failures": failures, "fork_phase": fork_phase,
-        "lifetime_max": lifetimes[-1], "lifetime_p50": lifetimes[len(lifetimes) // 2],
-        "lifetime_p99": lifetimes[int(len(lifetimes) * 0.99)],
-        "thread_published": counts, "flushed": delivered,
-        "stats": {"published": st.published, "sent": st.sent, "queued": st.queued,
-                  "dropped": dict(st.dropped), "batches": st.batches},
-    }), flush=True)
+    print(
+        json.dumps(
+            {
+                "forks": args.forks,
+                "failures": failures,
+                "fork_phase": fork_phase,
+                "lifetime_max": lifetimes[-1],
+                "lifetime_p50": lifetimes[len(lifetimes) // 2],
+                "lifetime_p99": lifetimes[int(len(lifetimes) * 0.99)],
+                "thread_published": counts,
+                "flushed": delivered,
+                "stats": {
+                    "published": st.published,
+                    "sent": st.sent,
+                    "queued": st.queued,
+                    "dropped": dict(st.dropped),
+                    "batches": st.batches,
+                },
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ def sequence(tag: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
         payload: dict[str, Any] = {
             "seq": i,
             "tag": tag,
-            "text": "héllo ✓ \"q\" \\ \n\t \u2028 😀",
+            "text": 'héllo ✓ "q" \\ \n\t \u2028 😀',
             "num": [0.1, 1e100, -0.0, 2**53 + 1, -7, 1.5e-7],
             "nested": {"a": [1, 2, None], "b": {"c": True, "d": False}, "e": {}},
         }
@@ -87,8 +87,7 @@ def _zstream_view() -> dict[str, Any]:
 
 def _stats() -> dict[str, Any]:
     s = zstream_mp.stats()
-    return {"published": s.published, "sent": s.sent, "dropped": dict(s.dropped),
-            "muted": s.muted}
+    return {"published": s.published, "sent": s.sent, "dropped": dict(s.dropped), "muted": s.muted}
 
 
 def _write(name: str, data: dict[str, Any]) -> None:
@@ -102,8 +101,10 @@ def _bench(calls: int = 20000) -> dict[str, float]:
     from zstream_mp import _zenml
 
     out: dict[str, float] = {}
-    for name, fn in (("zenml_context", _zenml.zenml_context),
-                     ("current_context", zstream_mp.current_context)):
+    for name, fn in (
+        ("zenml_context", _zenml.zenml_context),
+        ("current_context", zstream_mp.current_context),
+    ):
         fn()
         best = float("inf")
         for _ in range(5):
@@ -125,9 +126,17 @@ def emit(tag: str) -> int:
         zstream_mp.publish({**payload, "via": "zstream"}, **kwargs)
     zenml_ok = zenml_streaming.flush(timeout=30.0)
     zstream_ok = zstream_mp.flush(timeout=30.0)
-    _write(seen["step_name"], {**seen, **_zstream_view(), "zenml_flush": zenml_ok,
-                               "zstream_flush": zstream_ok, "stats": _stats(),
-                               "bench_ns": bench})
+    _write(
+        seen["step_name"],
+        {
+            **seen,
+            **_zstream_view(),
+            "zenml_flush": zenml_ok,
+            "zstream_flush": zstream_ok,
+            "stats": _stats(),
+            "bench_ns": bench,
+        },
+    )
     return COUNT
 
 
@@ -140,8 +149,9 @@ def compare_pipeline() -> None:
 def pool_task(args: tuple[str, int]) -> tuple[int, bool, dict[str, Any]]:
     """Runs in a Pool worker: no ZenML step context here, only what zstream_mp hands down."""
     method, seq = args
-    zstream_mp.publish({"via": "pool", "method": method, "worker": os.getpid(), "seq": seq},
-                       kind="work", index=seq)
+    zstream_mp.publish(
+        {"via": "pool", "method": method, "worker": os.getpid(), "seq": seq}, kind="work", index=seq
+    )
     ok = zstream_mp.flush(timeout=30.0)
     return os.getpid(), ok, _zstream_view()
 
@@ -161,8 +171,10 @@ def fan_out() -> int:
         results[method] = [{"pid": pid, "flush": ok, **view} for pid, ok, view in res]
     zstream_mp.publish({"via": "step", "seq": 1})
     ok = zstream_mp.flush(timeout=30.0)
-    _write(seen["step_name"], {**seen, **_zstream_view(), "zstream_flush": ok,
-                               "workers": results, "stats": _stats()})
+    _write(
+        seen["step_name"],
+        {**seen, **_zstream_view(), "zstream_flush": ok, "workers": results, "stats": _stats()},
+    )
     return POOL_TASKS
 
 
@@ -181,9 +193,15 @@ def via_forkserver(tag: str) -> int:
         pool.close()
         pool.join()
     ok = zstream_mp.flush(timeout=30.0)
-    _write(seen["step_name"], {**seen, **_zstream_view(), "zstream_flush": ok,
-                               "workers": {"forkserver": [{"pid": pid, "flush": f, **view}
-                                                          for pid, f, view in res]}})
+    _write(
+        seen["step_name"],
+        {
+            **seen,
+            **_zstream_view(),
+            "zstream_flush": ok,
+            "workers": {"forkserver": [{"pid": pid, "flush": f, **view} for pid, f, view in res]},
+        },
+    )
     return POOL_TASKS
 
 
@@ -198,8 +216,15 @@ def dyn_step() -> int:
     seen = _identity()
     zenml_streaming.publish({"via": "zenml", "where": "step"})
     zstream_mp.publish({"via": "zstream", "where": "step"})
-    _write("dyn_step", {**seen, **_zstream_view(), "zenml_flush": zenml_streaming.flush(30.0),
-                        "zstream_flush": zstream_mp.flush(30.0)})
+    _write(
+        "dyn_step",
+        {
+            **seen,
+            **_zstream_view(),
+            "zenml_flush": zenml_streaming.flush(30.0),
+            "zstream_flush": zstream_mp.flush(30.0),
+        },
+    )
     return 1
 
 
@@ -213,9 +238,15 @@ def dynamic_pipeline() -> None:
     dyn_step()
     zenml_streaming.publish({"via": "zenml", "where": "body", "seq": 1})
     zstream_mp.publish({"via": "zstream", "where": "body", "seq": 1})
-    _write("body", {"run_id": str(run.run.id) if run else None, **_zstream_view(),
-                    "zenml_flush": zenml_streaming.flush(30.0),
-                    "zstream_flush": zstream_mp.flush(30.0)})
+    _write(
+        "body",
+        {
+            "run_id": str(run.run.id) if run else None,
+            **_zstream_view(),
+            "zenml_flush": zenml_streaming.flush(30.0),
+            "zstream_flush": zstream_mp.flush(30.0),
+        },
+    )
 
 
 def _sha(token: str | None) -> str | None:
@@ -247,13 +278,21 @@ def reauth() -> int:
         zstream_mp.publish({"via": "zstream", "seq": i})
     ok = zstream_mp.flush(timeout=30.0)
     creds = _zenml._process_state().credentials
-    _write(seen["step_name"], {
-        **seen, "poisoned": poisoned, "after": _zstream_view(), "zstream_flush": ok,
-        "stats": _stats(), "good_token_sha": _sha(good), "bad_token_sha": _sha(bad),
-        "store_token_sha": _sha(store.get_or_generate_api_token()),
-        "cached_token_sha": _sha(creds.token if creds else None),
-        "zenml_client_ok": str(store.get_run(seen["run_id"]).id) == seen["run_id"],
-    })
+    _write(
+        seen["step_name"],
+        {
+            **seen,
+            "poisoned": poisoned,
+            "after": _zstream_view(),
+            "zstream_flush": ok,
+            "stats": _stats(),
+            "good_token_sha": _sha(good),
+            "bad_token_sha": _sha(bad),
+            "store_token_sha": _sha(store.get_or_generate_api_token()),
+            "cached_token_sha": _sha(creds.token if creds else None),
+            "zenml_client_ok": str(store.get_run(seen["run_id"]).id) == seen["run_id"],
+        },
+    )
     return COUNT
 
 
@@ -262,8 +301,13 @@ def reauth_pipeline() -> None:
     reauth()
 
 
-PIPELINES = {"compare": compare_pipeline, "pool": pool_pipeline, "dynamic": dynamic_pipeline,
-             "reauth": reauth_pipeline, "forkserver": forkserver_pipeline}
+PIPELINES = {
+    "compare": compare_pipeline,
+    "pool": pool_pipeline,
+    "dynamic": dynamic_pipeline,
+    "reauth": reauth_pipeline,
+    "forkserver": forkserver_pipeline,
+}
 
 
 if __name__ == "__main__":

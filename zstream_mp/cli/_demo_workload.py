@@ -32,17 +32,29 @@ def generate(worker: str, tokens: int, delay: float) -> dict[str, Any]:
     """A stand-in for an LLM call in a worker: token events, progress, then a status."""
     pid = os.getpid()
     for i in range(tokens):
-        zstream_mp.publish({"worker": worker, "pid": pid, "text": _WORDS[i % len(_WORDS)]},
-                           kind="token", correlation_id=worker, index=i)
+        zstream_mp.publish(
+            {"worker": worker, "pid": pid, "text": _WORDS[i % len(_WORDS)]},
+            kind="token",
+            correlation_id=worker,
+            index=i,
+        )
         if (i + 1) % 10 == 0 or i + 1 == tokens:
-            zstream_mp.publish({"worker": worker, "pid": pid, "done": i + 1, "total": tokens},
-                               kind="progress", correlation_id=worker)
+            zstream_mp.publish(
+                {"worker": worker, "pid": pid, "done": i + 1, "total": tokens},
+                kind="progress",
+                correlation_id=worker,
+            )
         time.sleep(delay)
-    zstream_mp.publish({"worker": worker, "pid": pid, "state": "finished"}, kind="status",
-                       correlation_id=worker)
+    zstream_mp.publish(
+        {"worker": worker, "pid": pid, "state": "finished"}, kind="status", correlation_id=worker
+    )
     snap = zstream_mp.stats()
-    return {"worker": worker, "pid": pid, "published": snap.published,
-            "dropped": dict(snap.dropped)}
+    return {
+        "worker": worker,
+        "pid": pid,
+        "published": snap.published,
+        "dropped": dict(snap.dropped),
+    }
 
 
 @dataclass
@@ -100,8 +112,10 @@ class _Screen:
                 width = 30
                 filled = int(width * done / total) if total else 0
                 mark = "done" if worker in view.finished else f"{done:>4}/{total or '?'}"
-                rows.append(f"  {worker:<10} [{'#' * filled}{'.' * (width - filled)}] "
-                            f"{mark:>9}  tokens seen: {view.tokens[worker]}")
+                rows.append(
+                    f"  {worker:<10} [{'#' * filled}{'.' * (width - filled)}] "
+                    f"{mark:>9}  tokens seen: {view.tokens[worker]}"
+                )
             rows.append(f"  events received over SSE: {view.total_events}")
         text = "\n".join(rows)
         if self.tty:
@@ -120,7 +134,10 @@ class _Screen:
 def _server() -> Iterator[str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "zstream_mp", "serve", "--port", "0", "--heartbeat", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -136,13 +153,21 @@ def _server() -> Iterator[str]:
             proc.kill()
 
 
-def run(*, pool_workers: int = 4, joblib_workers: int = 2, tokens: int = 120,
-        delay: float = 0.01, out: TextIO = sys.stdout) -> int:
+def run(
+    *,
+    pool_workers: int = 4,
+    joblib_workers: int = 2,
+    tokens: int = 120,
+    delay: float = 0.01,
+    out: TextIO = sys.stdout,
+) -> int:
     """Run the demo; returns 0 when every published event was delivered exactly once."""
     with _server() as server:
         run_id = httpx.post(f"{server}/api/v1/zstream/runs", json={}).json()["id"]
-        out.write(f"zstream-mp demo\n  server: {server}\n  run:    {run_id}\n"
-                  f"  follow it elsewhere: zstream-mp tail {run_id} --server {server}\n\n")
+        out.write(
+            f"zstream-mp demo\n  server: {server}\n  run:    {run_id}\n"
+            f"  follow it elsewhere: zstream-mp tail {run_id} --server {server}\n\n"
+        )
         zstream_mp.bind(run_id, server=server, step_name="demo_step")
         zstream_mp.publish({"pid": os.getpid(), "state": "fan-out starting"}, kind="status")
 
@@ -181,8 +206,13 @@ def run(*, pool_workers: int = 4, joblib_workers: int = 2, tokens: int = 120,
         return _tally(results, view, out)
 
 
-def _fan_out(pool_names: list[str], joblib_names: list[str], tokens: int, delay: float,
-             results: list[dict[str, Any]]) -> None:
+def _fan_out(
+    pool_names: list[str],
+    joblib_names: list[str],
+    tokens: int,
+    delay: float,
+    results: list[dict[str, Any]],
+) -> None:
     import multiprocessing
 
     with multiprocessing.get_context().Pool(len(pool_names)) as pool:
@@ -194,7 +224,8 @@ def _fan_out(pool_names: list[str], joblib_names: list[str], tokens: int, delay:
     except ImportError:
         return
     results += Parallel(n_jobs=len(joblib_names))(
-        delayed(generate)(name, tokens, delay) for name in joblib_names)
+        delayed(generate)(name, tokens, delay) for name in joblib_names
+    )
 
 
 def _expected(results: list[dict[str, Any]]) -> int:
@@ -223,12 +254,16 @@ def _tally(results: list[dict[str, Any]], view: _View, out: TextIO) -> int:
         drops = {k: v for k, v in result["dropped"].items() if v}
         ok = ok and delivered == result["published"]
         role = ",".join(roles[pid])
-        out.write(f"  {pid:>7}  {role:<18} {result['published']:>9} {delivered:>9}  "
-                  f"{drops or 'none'}\n")
+        out.write(
+            f"  {pid:>7}  {role:<18} {result['published']:>9} {delivered:>9}  {drops or 'none'}\n"
+        )
     total_pub = sum(r["published"] for r in per_pid.values())
     out.write(f"  {'total':>7}  {'':<18} {total_pub:>9} {view.total_events:>9}\n")
     if view.gaps:
         out.write(f"  the stream reported gaps: {view.gaps}\n")
-    out.write("\n  every event delivered exactly once\n" if ok else
-              "\n  some events were not delivered; see the tally above\n")
+    out.write(
+        "\n  every event delivered exactly once\n"
+        if ok
+        else "\n  some events were not delivered; see the tally above\n"
+    )
     return 0 if ok else 1

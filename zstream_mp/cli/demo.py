@@ -8,16 +8,24 @@ from typing import Any
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "demo", help="run a fan-out workload against an embedded server and watch it live",
+        "demo",
+        help="run a fan-out workload against an embedded server and watch it live",
         description="Starts a server on a free loopback port, fans a workload out over a "
-                    "multiprocessing Pool and joblib, draws a progress bar per worker from "
-                    "the SSE stream, and ends with a per-process tally.")
+        "multiprocessing Pool and joblib, draws a progress bar per worker from "
+        "the SSE stream, and ends with a per-process tally.",
+    )
     parser.add_argument("--pool-workers", type=int, default=4, metavar="N")
     parser.add_argument("--joblib-workers", type=int, default=2, metavar="N")
-    parser.add_argument("--tokens", type=int, default=120, metavar="N",
-                        help="token events per worker (default 120)")
-    parser.add_argument("--delay", type=float, default=0.01, metavar="S",
-                        help="seconds between a worker's tokens (default 0.01)")
+    parser.add_argument(
+        "--tokens", type=int, default=120, metavar="N", help="token events per worker (default 120)"
+    )
+    parser.add_argument(
+        "--delay",
+        type=float,
+        default=0.01,
+        metavar="S",
+        help="seconds between a worker's tokens (default 0.01)",
+    )
     parser.set_defaults(func=_run)
 
 
@@ -31,5 +39,9 @@ def _run(args: argparse.Namespace) -> int:
     for name in ("pool_workers", "joblib_workers", "tokens"):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be at least 1")
-    return demo.run(pool_workers=args.pool_workers, joblib_workers=args.joblib_workers,
-                    tokens=args.tokens, delay=max(0.0, args.delay))
+    return demo.run(
+        pool_workers=args.pool_workers,
+        joblib_workers=args.joblib_workers,
+        tokens=args.tokens,
+        delay=max(0.0, args.delay),
+    )

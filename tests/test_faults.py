@@ -315,10 +315,11 @@ def test_unsupported_server_mutes_with_one_warning(
 
 
 def test_reauthentication_after_401(tmp_path: Path, run_id: str) -> None:
-    """A 401 makes the transport take a fresh token (ZSTREAM_TOKEN) and resend the batch."""
+    """A 401 makes the transport take a fresh token and resend the batch: ZSTREAM_TOKEN,
+    because ZSTREAM_SERVER names this very server (it is that server's credential)."""
     with FaultProcess(tmp_path, token="fresh-token") as fp:
         steps = [
-            {"setenv": {"ZSTREAM_TOKEN": "fresh-token"}},
+            {"setenv": {"ZSTREAM_TOKEN": "fresh-token", "ZSTREAM_SERVER": fp.url}},
             {"publish": 150},
             {"flush": 10},
             {"publish": 50},

@@ -59,7 +59,17 @@ def flush(timeout: float | None = 2.0) -> bool:
         if timeout < 0 or math.isnan(timeout):
             raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
         deadline = time.monotonic() + timeout
-    return st.flush_until(deadline)
+    if st.flush_until(deadline):
+        return True
+    pending = st.queue.pending()
+    if pending:
+        logger.warning(
+            "flush() gave up after %gs with %d events still queued%s",
+            timeout,
+            pending,
+            f" (last failure: {st.health.last_failure})" if st.health.last_failure else "",
+        )
+    return pending == 0
 
 
 def stats() -> PublisherStats:

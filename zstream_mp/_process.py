@@ -20,8 +20,9 @@ import sys
 import threading
 import time
 
-from zstream_mp import _sigterm
+from zstream_mp import _context, _sigterm
 from zstream_mp._forksafe import on_fork_in_child
+from zstream_mp._health import DeliveryHealth
 from zstream_mp._queue import EventQueue
 from zstream_mp._sender import Sender, start_without_signals
 from zstream_mp._settings import Settings
@@ -29,6 +30,7 @@ from zstream_mp._stats import PublisherStats
 from zstream_mp._stream_context import Destination
 from zstream_mp._transport import Transport
 from zstream_mp._wire import ENV_TOKEN, QUEUE_MAXSIZE
+from zstream_mp.errors import ConfigurationError
 
 logger = logging.getLogger("zstream_mp")
 
@@ -42,12 +44,17 @@ class ProcessState:
         self.pid = pid
         self.settings = settings
         self.queue = EventQueue(QUEUE_MAXSIZE)
+        self.health = DeliveryHealth(self.queue)
         self.transport = Transport(
-            settings.request_timeout, settings.retry_deadline, refresh_token=_refresh_token
+            settings.request_timeout,
+            settings.retry_deadline,
+            refresh_token=_refresh_token,
+            observer=self.health,
         )
         self.sender = Sender(
             self.queue,
             self.transport,
+            self.health,
             settings.batch_size,
             settings.idle_exit,
             self.give_up_at,
@@ -86,7 +93,10 @@ class ProcessState:
         queue = self.queue
         with queue.lock:
             return queue.counters.snapshot(
-                self.pid, len(queue.items) + queue.in_flight, self.sender.muted
+                self.pid,
+                len(queue.items) + queue.in_flight,
+                self.sender.muted,
+                self.health.last_failure,
             )
 
     def _muted(self, reason: str) -> None:
@@ -121,13 +131,21 @@ class ProcessState:
 
 
 def _refresh_token(server: str) -> str | None:
-    """Fresh credentials after a 401: ZenML's store when in use, else ``ZSTREAM_TOKEN``."""
+    """Fresh credentials after a 401: ZenML's store when in use, else ``ZSTREAM_TOKEN``
+    when ``server`` is the one ``ZSTREAM_SERVER`` names."""
     if "zenml" in sys.modules:
         from zstream_mp import _zenml
 
         token = _zenml.refresh_token(server)
         if token:
             return token
+    # ZSTREAM_TOKEN is the credential of ZSTREAM_SERVER's server, and of no other.
+    try:
+        from_env = _context.env_server()
+    except ConfigurationError:
+        return None
+    if from_env is None or from_env != server:
+        return None
     return os.environ.get(ENV_TOKEN) or None
 
 

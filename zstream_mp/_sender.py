@@ -11,9 +11,11 @@ import signal
 import threading
 from collections.abc import Callable
 
+from zstream_mp._health import DeliveryHealth
 from zstream_mp._queue import EventQueue, Item
 from zstream_mp._stream_context import Destination
 from zstream_mp._transport import Outcome, Transport
+from zstream_mp._wire import ENV_SERVER
 
 logger = logging.getLogger("zstream_mp")
 
@@ -57,6 +59,7 @@ class Sender:
         self,
         queue: EventQueue,
         transport: Transport,
+        health: DeliveryHealth,
         batch_size: int,
         idle_exit: float,
         give_up_at: Callable[[], float],
@@ -64,12 +67,12 @@ class Sender:
     ) -> None:
         self._queue = queue
         self._transport = transport
+        self._health = health
         self._batch_size = batch_size
         self._idle_exit = idle_exit
         self._give_up_at = give_up_at
         self._on_mute = on_mute
         self._thread: threading.Thread | None = None
-        self._warned: set[object] = set()
         self.muted = False
 
     def ensure_running(self) -> None:
@@ -91,9 +94,6 @@ class Sender:
                 continue
             try:
                 self._send(batch)
-            except Exception:  # never let the sender die with events in hand
-                logger.exception("zstream-mp sender failed; %d events dropped", len(batch))
-                self._count(dropped="failed", n=len(batch))
             finally:
                 queue.done()
 
@@ -102,42 +102,56 @@ class Sender:
         for dest, event in batch:
             groups.setdefault(dest, []).append(event)
         for dest, events in groups.items():
-            n = len(events)
-            if self.muted:
-                self._count(dropped="muted", n=n)
-                continue
-            if dest.server is None:
-                self._warn_once(
-                    ("no-server",),
-                    "no server configured for run %s "
-                    "(set ZSTREAM_SERVER or bind(server=...)); %d events dropped",
+            # Each group is accounted for exactly once, whatever happens to the others.
+            try:
+                self._send_group(dest, events)
+            except Exception as exc:  # never let the sender die with events in hand
+                self._count(dropped="failed", n=len(events))
+                self._health.dropped(
+                    ("error", type(exc).__name__),
+                    "dropped %d events for run %s: %s while sending (%s)",
+                    len(events),
                     dest.run_id,
-                    n,
-                )
-                self._count(dropped="failed", n=n)
-                continue
-            body = b'{"events":[' + b",".join(events) + b"]}"
-            result = self._transport.post(
-                dest.server, dest.run_id, dest.token, body, self._give_up_at
-            )
-            if result.outcome is Outcome.DELIVERED:
-                self._count(n=n, attempts=result.attempts)
-            elif result.outcome is Outcome.MUTED:
-                self._count(dropped="muted", n=n, attempts=result.attempts)
-                self.muted = True
-                self._on_mute(result.reason)
-            else:
-                reason = "rejected" if result.outcome is Outcome.REJECTED else "failed"
-                self._count(dropped=reason, n=n, attempts=result.attempts)
-                self._warn_once(
-                    (reason, result.status),
-                    "zstream-mp dropped %d events for run %s: %s",
-                    n,
-                    dest.run_id,
-                    result.reason or "no response",
+                    type(exc).__name__,
+                    str(exc)[:200],
                 )
 
-    def _count(self, *, n: int, dropped: str | None = None, attempts: int = 0) -> None:
+    def _send_group(self, dest: Destination, events: list[bytes]) -> None:
+        n = len(events)
+        if self.muted:
+            self._count(dropped="muted", n=n)
+            return
+        if dest.server is None:
+            self._count(dropped="failed", n=n)
+            self._health.dropped(
+                ("no-server",),
+                "no server configured for run %s (set %s or bind(server=...)); %d events dropped",
+                dest.run_id,
+                ENV_SERVER,
+                n,
+            )
+            return
+        body = b'{"events":[' + b",".join(events) + b"]}"
+        result = self._transport.post(dest.server, dest.run_id, dest.token, body, self._give_up_at)
+        if result.outcome is Outcome.DELIVERED:
+            self._count(n=n, batch=True)
+        elif result.outcome is Outcome.MUTED:
+            self._count(dropped="muted", n=n, batch=True)
+            self.muted = True
+            self._on_mute(result.reason)
+        else:
+            reason = "rejected" if result.outcome is Outcome.REJECTED else "failed"
+            self._count(dropped=reason, n=n, batch=True)
+            self._health.dropped(
+                (reason, result.status),
+                "dropped %d events for run %s at %s: %s",
+                n,
+                dest.run_id,
+                dest.server,
+                result.reason or "no response",
+            )
+
+    def _count(self, *, n: int, dropped: str | None = None, batch: bool = False) -> None:
         queue = self._queue
         with queue.lock:
             counters = queue.counters
@@ -145,11 +159,5 @@ class Sender:
                 counters.sent += n
             else:
                 counters.dropped[dropped] += n
-            if attempts:
+            if batch:
                 counters.batches += 1
-                counters.retries += attempts - 1
-
-    def _warn_once(self, key: object, message: str, *args: object) -> None:
-        level = logging.DEBUG if key in self._warned else logging.WARNING
-        self._warned.add(key)
-        logger.log(level, message, *args)

@@ -26,6 +26,8 @@ class PublisherStats:
     retries: int
     muted: bool
     dropped: Mapping[str, int] = field(default_factory=dict)
+    last_failure: str | None = None
+    """The latest failed delivery attempt or dropped batch, as ``"<server>: <reason>"``."""
 
     @property
     def dropped_total(self) -> int:
@@ -44,7 +46,9 @@ class Counters:
         self.retries = 0
         self.dropped = dict.fromkeys(DROP_REASONS, 0)
 
-    def snapshot(self, pid: int, queued: int, muted: bool) -> PublisherStats:
+    def snapshot(
+        self, pid: int, queued: int, muted: bool, last_failure: str | None = None
+    ) -> PublisherStats:
         return PublisherStats(
             pid=pid,
             published=self.published,
@@ -54,4 +58,5 @@ class Counters:
             retries=self.retries,
             muted=muted,
             dropped=MappingProxyType(dict(self.dropped)),
+            last_failure=last_failure,
         )

@@ -25,7 +25,7 @@ import os
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from zstream_mp._forksafe import on_fork_in_child
@@ -47,8 +47,8 @@ class _Credentials:
     """The ZenML store's URL and bearer token (both None for a local SQL store)."""
 
     server: str | None
-    token: str | None
-    checked_at: float
+    token: str | None = field(repr=False)
+    checked_at: float = 0.0
 
 
 class _ProcessState:

@@ -7,6 +7,7 @@ that deliver from pool workers, forked children and spawned interpreters alike.
 
 from __future__ import annotations
 
+from zstream_mp import _zenml
 from zstream_mp._api import flush, publish, stats
 from zstream_mp._context import Binding, bind, current_context, unbind
 from zstream_mp._stats import PublisherStats
@@ -28,6 +29,8 @@ from zstream_mp.errors import (
     SubscribeError,
     ZStreamError,
 )
+
+_zenml.watch()  # hand a ZenML step's context to its children from the step's start
 
 __all__ = [
     "AuthenticationError",

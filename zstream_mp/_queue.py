@@ -39,8 +39,9 @@ class EventQueue:
         if self.sender_waiting:
             self.has_work.notify()
 
-    def take(self, limit: int, idle: float) -> list[Item] | None:
-        """Up to ``limit`` events, waiting at most ``idle`` s for one; None when idle."""
+    def take(self, limit: int, idle: float, max_bytes: int | None = None) -> list[Item] | None:
+        """Up to ``limit`` events (and, past the first, ``max_bytes`` of them), waiting at
+        most ``idle`` s for one; None when idle."""
         with self.lock:
             if not self.items:
                 self.sender_waiting = True
@@ -51,7 +52,16 @@ class EventQueue:
                 if not self.items:
                     return None
             items = self.items
-            batch = [items.popleft() for _ in range(min(limit, len(items)))]
+            count = min(limit, len(items))
+            if max_bytes is None:
+                batch = [items.popleft() for _ in range(count)]
+            else:
+                batch = [items.popleft()]
+                size = len(batch[0][1])
+                while len(batch) < count and size + len(items[0][1]) < max_bytes:
+                    item = items.popleft()
+                    size += len(item[1]) + 1
+                    batch.append(item)
             self.in_flight = len(batch)
             return batch
 

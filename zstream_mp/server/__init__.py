@@ -6,8 +6,9 @@ thread; `zstream-mp serve` runs one in the foreground.
 
 from __future__ import annotations
 
-from zstream_mp.server.app import ServerState, create_app, open_state
+from zstream_mp.server.app import create_app
 from zstream_mp.server.config import ServerConfig
 from zstream_mp.server.runner import EmbeddedServer, serve
+from zstream_mp.server.state import ServerState, open_state
 
 __all__ = ["EmbeddedServer", "ServerConfig", "ServerState", "create_app", "open_state", "serve"]

@@ -15,8 +15,9 @@ from types import FrameType, TracebackType
 
 import uvicorn
 
-from zstream_mp.server.app import ServerState, create_app, open_state
+from zstream_mp.server.app import create_app
 from zstream_mp.server.config import ServerConfig
+from zstream_mp.server.state import ServerState, open_state
 
 
 def bind_socket(host: str, port: int) -> socket.socket:

@@ -4,14 +4,16 @@ Beyond ZenML: a repeated `Idempotency-Key` on POST .../events returns the stored
 instead of appending the batch again (see `idempotency.py`), and ending a run always
 appends the `end` frame, even to an empty stream, so no subscriber waits forever.
 
-Each handler checks in ZenML's dependency order: JSON decode (422), auth (401/403),
-streaming enabled (501), validation of path, query and body (422), then handler logic
-(404/400/413/503).
+Each handler checks auth (401/403) and streaming enabled (501) before it reads a body byte,
+then as ZenML: JSON decode and validation of path, query and body (422), then handler logic
+(404/400/413/503). (ZenML decodes the body before auth; here an unauthenticated client
+cannot make the server read, buffer or parse anything.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,18 +25,32 @@ from starlette.responses import JSONResponse, Response
 
 from zstream_mp._wire import (
     AUTHORIZATION,
+    CURSOR_MAX,
     ENVELOPE_BYTES_MAX,
     EVENTS_PATH,
     IDEMPOTENCY_KEY,
+    IDEMPOTENCY_KEY_MAX,
     LAST_EVENT_ID,
     RESERVED_KINDS,
+    RUN_BODY_MAX,
     RUN_END_PATH,
     RUNS_PATH,
     STREAM_PATH,
 )
+from zstream_mp.server.auth import bearer_token
 from zstream_mp.server.body import json_body
 from zstream_mp.server.broadcaster import ShuttingDownError, StreamCapacityError
+from zstream_mp.server.brokers import BrokerFullError
+from zstream_mp.server.brokers.base import shown_cursor
 from zstream_mp.server.framing import END, PING, EventFilter, frame_for
+from zstream_mp.server.idempotency import (
+    Busy,
+    Claimed,
+    Mismatch,
+    Replay,
+    caller_scope,
+    fingerprint,
+)
 from zstream_mp.server.models import (
     END_FRAME_BYTES,
     EventFrame,
@@ -64,6 +80,15 @@ _batch_adapter: TypeAdapter[StreamBatchRequest] = TypeAdapter(StreamBatchRequest
 def _zenml_route(method: str, path: str) -> str:
     """The route as ZenML's traceback names it (its path parameter is `pipeline_run_id`)."""
     return f"{method} {path.replace('{run_id}', '{pipeline_run_id}')}"
+
+
+def _bad_idempotency_key(key: str) -> str | None:
+    """Why a client's `Idempotency-Key` is refused (400), or None when it is usable."""
+    if len(key) > IDEMPOTENCY_KEY_MAX:
+        return f"{IDEMPOTENCY_KEY} is longer than {IDEMPOTENCY_KEY_MAX} characters."
+    if not (key.isascii() and key.isprintable()):
+        return f"{IDEMPOTENCY_KEY} must be printable ASCII."
+    return None
 
 
 def _path_run_id(request: Request) -> tuple[UUID | None, list[dict[str, Any]]]:
@@ -112,15 +137,16 @@ class Handlers:
             return validation_error(errors, context)
         return self._unknown_run(run_id) or run_id
 
-    async def _body(self, request: Request, context: str) -> Any:
-        return await json_body(request, self.state.config.max_request_body, context)
-
     # -- POST /api/v1/runs/{run_id}/events -----------------------------------------------
     async def publish_run_events(self, request: Request) -> Response:
-        body = await self._body(request, self._publish_ctx)
         gate = self._gate(request, "write")
         if gate is not None:
             return gate
+        key = request.headers.get(IDEMPOTENCY_KEY) or None
+        bad_key = _bad_idempotency_key(key) if key is not None else None
+        if bad_key is not None:
+            return exception_response(400, "ValueError", bad_key)
+        body = await json_body(request, self.state.config.max_request_body, self._publish_ctx)
         run_id, errors = _path_run_id(request)
         batch: StreamBatchRequest | None = None
         if body is None:
@@ -155,6 +181,14 @@ class Handlers:
                     f"Event kind {event.kind!r} collides with a reserved SSE "
                     f"control name ({sorted(RESERVED_KINDS)})",
                 )
+            if "\n" in event.kind or "\r" in event.kind:
+                # ZenML accepts it and then shows it only as a `cursor` frame
+                return exception_response(
+                    400,
+                    "ValueError",
+                    f"Event kind {event.kind[:64]!r} contains a line break, which an SSE "
+                    "event name cannot carry.",
+                )
             try:
                 payload = encode_frame(EventFrame(event=event))
             except ValueError as exc:  # lone surrogates: JSON allows them, UTF-8 does not
@@ -165,23 +199,46 @@ class Handlers:
                     413, f"Event exceeds {ENVELOPE_BYTES_MAX} bytes (was {len(payload)})."
                 )
             payloads.append(payload)
-        key = request.headers.get(IDEMPOTENCY_KEY)
-        cache = self.state.idempotency
-        if key:
-            stored = await cache.claim(str(run_id), key)
-            if stored is not None:
-                return JSONResponse(stored)
-        result: dict[str, Any] | None = None
+        if key is None:
+            return await self._publish(run_id, payloads)
+        store = self.state.idempotency
+        scope = caller_scope(bearer_token(request.headers.get(AUTHORIZATION, "")), str(run_id))
+        fp = fingerprint(payloads)
+        try:
+            outcome = await store.claim(scope, key, fp)
+        except Exception as exc:
+            logger.warning("idempotency claim failed for run %s: %s", run_id, exc)
+            return unavailable("Broker publish failed.")
+        if isinstance(outcome, Replay):
+            return JSONResponse(outcome.result)
+        if isinstance(outcome, Mismatch):
+            return exception_response(
+                422,
+                "ValueError",
+                f"{IDEMPOTENCY_KEY} was already used with a different request body.",
+            )
+        if isinstance(outcome, Busy):
+            return exception_response(
+                409,
+                "EntityExistsError",
+                f"A request with this {IDEMPOTENCY_KEY} is still being processed; retry shortly.",
+            )
+        assert isinstance(outcome, Claimed)
+        response = await self._publish(run_id, payloads)
+        result = json.loads(bytes(response.body)) if response.status_code == 200 else None
+        await store.finish(scope, key, fp, result)
+        return response
+
+    async def _publish(self, run_id: UUID, payloads: list[bytes]) -> JSONResponse:
         try:
             ids = await self.state.broker.publish(self.state.key(run_id), payloads)
-            result = {"count": len(ids), "last_id": ids[-1] if ids else None}
+        except BrokerFullError as exc:
+            logger.warning("memory broker full, refusing a batch for run %s: %s", run_id, exc)
+            return unavailable("Broker publish failed: the memory broker is full.")
         except Exception as exc:
             logger.warning("broker publish failed for run %s: %s", run_id, exc)
             return unavailable("Broker publish failed.")
-        finally:
-            if key:
-                cache.finish(str(run_id), key, result)
-        return JSONResponse(result)
+        return JSONResponse({"count": len(ids), "last_id": ids[-1] if ids else None})
 
     # -- GET /api/v1/runs/{run_id}/events/stream ---------------------------------------
     async def stream_run_events(self, request: Request) -> Response:
@@ -196,6 +253,8 @@ class Handlers:
         broker = self.state.broker
         if from_id is not None:
             try:
+                if len(from_id) > CURSOR_MAX:
+                    raise ValueError(f"cursor {shown_cursor(from_id)} is too long")
                 broker.validate_cursor(from_id)
             except ValueError as exc:
                 return exception_response(400, "ValueError", str(exc))
@@ -213,10 +272,11 @@ class Handlers:
             sub = await broadcaster.subscribe(key, from_id)
         except ShuttingDownError:
             return unavailable("Server is shutting down.")
-        except StreamCapacityError:
+        except StreamCapacityError as exc:
+            holder = "This pipeline run" if exc.scope == "per-run" else "This server"
             return unavailable(
-                "This pipeline run has reached the per-run subscriber cap "
-                f"({broadcaster.max_subscribers}); retry shortly or close an existing subscriber."
+                f"{holder} has reached the {exc.scope} subscriber cap "
+                f"({exc.cap}); retry shortly or close an existing subscriber."
             )
         except Exception as exc:
             logger.warning("subscribe failed for run %s: %s", run_id, exc)
@@ -238,14 +298,18 @@ class Handlers:
             finally:
                 sub.close()
 
-        return SSEResponse(frames())
+        return SSEResponse(
+            frames(),
+            write_timeout=self.state.config.sse_write_timeout,
+            on_stalled=self.state.connections.abort,
+        )
 
     # -- run lifecycle (not in ZenML) ---------------------------------------------------
     async def create_run(self, request: Request) -> Response:
-        body = await self._body(request, self._create_ctx)
         gate = self._gate(request, "write")
         if gate is not None:
             return gate
+        body = await json_body(request, RUN_BODY_MAX, self._create_ctx)
         run_id: UUID = uuid4()
         if body is not None:
             if not isinstance(body, dict):

@@ -62,8 +62,11 @@ class _Server(uvicorn.Server):
 
 
 def _uvicorn_config(state: ServerState) -> uvicorn.Config:
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
     return uvicorn.Config(
         create_app(state),
+        http=state.connections.protocol_class(AutoHTTPProtocol),
         lifespan="on",
         access_log=state.config.access_log,
         log_level="warning",

@@ -1,4 +1,4 @@
-"""What the handlers share: settings, broker, fan-out, auth, the run registry, replay cache."""
+"""What the handlers share: settings, broker, fan-out, auth, runs, replay records, connections."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from zstream_mp.server.auth import TokenAuth
 from zstream_mp.server.broadcaster import Broadcaster
 from zstream_mp.server.brokers import StreamBroker, create_broker, stream_key
 from zstream_mp.server.config import ServerConfig
-from zstream_mp.server.idempotency import IdempotencyCache
+from zstream_mp.server.connections import ConnectionRegistry
+from zstream_mp.server.idempotency import IdempotencyStore, MemoryIdempotency, RedisIdempotency
 from zstream_mp.server.runs import RunRegistry
 
 
@@ -22,7 +23,8 @@ class ServerState:
     broadcaster: Broadcaster
     auth: TokenAuth
     runs: RunRegistry
-    idempotency: IdempotencyCache = field(default_factory=IdempotencyCache)
+    idempotency: IdempotencyStore = field(default_factory=MemoryIdempotency)
+    connections: ConnectionRegistry = field(default_factory=ConnectionRegistry)
 
     def key(self, run_id: UUID) -> str:
         return stream_key(self.config.deployment_id, str(run_id))
@@ -31,7 +33,10 @@ class ServerState:
 async def open_state(config: ServerConfig, *, probe: bool = True) -> ServerState:
     """Create the broker and probe it (a server with an unreachable broker does not start)."""
     broker = create_broker(
-        config.broker, max_len=config.max_stream_length, ttl_seconds=config.stream_ttl
+        config.broker,
+        max_len=config.max_stream_length,
+        ttl_seconds=config.stream_ttl,
+        memory_max_bytes=config.memory_max_bytes,
     )
     if probe and not config.disabled:
         try:
@@ -42,9 +47,21 @@ async def open_state(config: ServerConfig, *, probe: bool = True) -> ServerState
     broadcaster = Broadcaster(
         broker,
         max_subscribers=config.max_subscribers,
+        max_total=config.max_subscribers_total,
         queue_size=config.subscriber_queue,
         idle_grace=config.idle_grace,
     )
+    idempotency: IdempotencyStore
+    writer = getattr(broker, "writer", None)
+    if writer is not None:
+        idempotency = RedisIdempotency(await writer(), config.deployment_id, config.idempotency_ttl)
+    else:
+        idempotency = MemoryIdempotency(config.idempotency_keys, config.idempotency_ttl)
     return ServerState(
-        config, broker, broadcaster, TokenAuth(config.tokens), RunRegistry(config.strict_runs)
+        config,
+        broker,
+        broadcaster,
+        TokenAuth(config.tokens),
+        RunRegistry(config.strict_runs, config.max_runs, config.stream_ttl),
+        idempotency,
     )

@@ -139,6 +139,13 @@ class EmbeddedServer:
             threading.Event().wait(0.01)
         return self
 
+    @property
+    def state(self) -> ServerState:
+        """The running server's shared objects (for inspection; use from the loop's thread)."""
+        if self._server is None:
+            raise RuntimeError("embedded server is not running")
+        return self._server.state
+
     def stop(self, timeout: float = 10.0) -> None:
         if self._server is not None:
             self._server.request_stop()

@@ -58,9 +58,8 @@ class SSEResponse(StreamingResponse):
 
             async def write() -> None:
                 try:
-                    with contextlib.suppress(OSError):
-                        await self.stream_response(timed_send)
-                except TimeoutError:
+                    await self.stream_response(timed_send)
+                except TimeoutError:  # an OSError subclass: caught before the others
                     self.stalled = True
                     client = scope.get("client")
                     aborted = self.on_stalled(client) if self.on_stalled else False
@@ -71,6 +70,8 @@ class SSEResponse(StreamingResponse):
                         "connection aborted" if aborted else "response ended",
                     )
                     await asyncio.sleep(0)  # let the transport report the loss first
+                except OSError:
+                    pass  # the client went away mid-write
                 finally:
                     await _close(self.body_iterator)
                 group.cancel_scope.cancel()

@@ -62,9 +62,9 @@ async def _many_streams(
     return list(await asyncio.gather(*(one(r) for r in runs)))
 
 
-def _post(url: str, run: str, **payload: Any) -> httpx.Response:
-    return httpx.post(
-        f"{url}/api/v1/runs/{run}/events",
+def _post(client: httpx.Client, run: str, **payload: Any) -> httpx.Response:
+    return client.post(
+        f"/api/v1/runs/{run}/events",
         json={"events": [{"pipeline_run_id": run, "kind": "k", "payload": payload}]},
         timeout=30,
     )
@@ -82,9 +82,12 @@ def test_250_idle_subscribers_on_distinct_runs_do_not_starve_ingest(redis: Runni
             streams = await _many_streams(_addr(srv.url), runs)
             assert all(h.startswith(b"HTTP/1.1 200") for _, _, h in streams)
             await asyncio.sleep(1.0)  # every reader would be blocked in XREAD by now
-            statuses = await asyncio.gather(
-                *(asyncio.to_thread(_post, srv.url, run, seq=i) for i, run in enumerate(runs))
-            )
+            t0 = time.monotonic()
+            with httpx.Client(base_url=srv.url) as client:
+                statuses = await asyncio.gather(
+                    *(asyncio.to_thread(_post, client, run, seq=i) for i, run in enumerate(runs))
+                )
+            print(f"250 POSTs in {time.monotonic() - t0:.2f} s")
             assert [r.status_code for r in statuses] == [200] * len(runs)
 
             async def got_event(reader: asyncio.StreamReader) -> bytes:
@@ -96,6 +99,7 @@ def test_250_idle_subscribers_on_distinct_runs_do_not_starve_ingest(redis: Runni
             lines = await asyncio.wait_for(
                 asyncio.gather(*(got_event(r) for r, _, _ in streams)), 30
             )
+            print(f"all delivered {time.monotonic() - t0:.2f} s after the first POST")
             for i, (run, line) in enumerate(zip(runs, lines, strict=True)):
                 assert run.encode() in line and f'"seq":{i}}}'.encode() in line
             for _, w, _ in streams:

@@ -292,3 +292,24 @@ def test_credentials_never_in_repr() -> None:
     asyncio.run(state.broker.close())
     assert secret not in shown and password not in shown
     assert "***" in repr(config)
+
+
+# -- readiness ----------------------------------------------------------------------------
+@pytest.mark.redis
+def test_ready_follows_the_broker_health_stays_liveness() -> None:
+    from _servers import redis_binary, start_redis
+
+    if redis_binary() is None:
+        pytest.skip("redis-server binary not installed: readiness test NOT run")
+    redis = start_redis()
+    try:
+        with start_server(broker=redis.url) as srv:
+            r = httpx.get(f"{srv.url}/ready", timeout=10)
+            assert r.status_code == 200 and r.text == "ready"
+            redis.stop()
+            r = httpx.get(f"{srv.url}/ready", timeout=10)
+            assert r.status_code == 503 and r.headers["retry-after"] == "5"
+            assert r.json() == {"detail": "Stream broker is currently unavailable."}
+            assert httpx.get(f"{srv.url}/health", timeout=10).status_code == 200
+    finally:
+        redis.stop()

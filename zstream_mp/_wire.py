@@ -53,6 +53,9 @@ RUN_PATH = "/api/v1/zstream/runs/{run_id}"
 RUN_END_PATH = "/api/v1/zstream/runs/{run_id}/end"
 """Our server only: end a run's stream."""
 HEALTH_PATH = "/health"
+"""Liveness: 200 while the process answers."""
+READY_PATH = "/ready"
+"""Our server only: readiness, 200 when the broker answers, else 503 (for load balancers)."""
 
 
 def events_url(server: str, run_id: str) -> str:

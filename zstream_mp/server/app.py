@@ -1,7 +1,8 @@
 """Composition and middleware: the routes, the no-500 guard, ZenML's headers, the lifespan.
 
-Endpoints (paths from `_wire`): ZenML's two streaming endpoints, `/health`, and a small run
-lifecycle API under `/api/v1/zstream/` (not in ZenML). The handlers live in `handlers.py`.
+Endpoints (paths from `_wire`): ZenML's two streaming endpoints, `/health` (liveness),
+`/ready` (readiness: the broker answers), and a small run lifecycle API under
+`/api/v1/zstream/` (not in ZenML). The handlers live in `handlers.py`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from zstream_mp._wire import (
     EVENTS_PATH,
     HEALTH_PATH,
+    READY_PATH,
     RUN_END_PATH,
     RUN_PATH,
     RUNS_PATH,
@@ -107,6 +109,7 @@ def create_app(state: ServerState) -> Starlette:
 
     routes = [
         Route(HEALTH_PATH, health, methods=["GET", "HEAD"]),
+        Route(READY_PATH, _guarded(handlers.ready), methods=["GET", "HEAD"]),
         Route(EVENTS_PATH, _guarded(handlers.publish_run_events), methods=["POST"]),
         Route(STREAM_PATH, _guarded(handlers.stream_run_events), methods=["GET"]),
         Route(RUNS_PATH, _guarded(handlers.create_run), methods=["POST"]),

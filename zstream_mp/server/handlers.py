@@ -21,7 +21,7 @@ from uuid import UUID, uuid4
 
 from pydantic import TypeAdapter, ValidationError
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from zstream_mp._wire import (
     AUTHORIZATION,
@@ -74,6 +74,7 @@ from zstream_mp.server.zenml_errors import (
 
 logger = logging.getLogger("zstream_mp.server")
 
+_READY_TIMEOUT_S = 2.0
 _batch_adapter: TypeAdapter[StreamBatchRequest] = TypeAdapter(StreamBatchRequest)
 
 
@@ -303,6 +304,18 @@ class Handlers:
             write_timeout=self.state.config.sse_write_timeout,
             on_stalled=self.state.connections.abort,
         )
+
+    # -- GET /ready (not in ZenML) ------------------------------------------------------
+    async def ready(self, request: Request) -> Response:
+        """200 when the broker answers within `_READY_TIMEOUT_S`, else 503 with Retry-After."""
+        if self.state.broadcaster.closing:
+            return unavailable("Server is shutting down.")
+        try:
+            await asyncio.wait_for(self.state.broker.ping(), _READY_TIMEOUT_S)
+        except Exception as exc:
+            logger.info("readiness probe: broker unavailable: %s", exc)
+            return unavailable("Stream broker is currently unavailable.")
+        return PlainTextResponse("ready")
 
     # -- run lifecycle (not in ZenML) ---------------------------------------------------
     async def create_run(self, request: Request) -> Response:

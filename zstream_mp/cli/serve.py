@@ -134,18 +134,14 @@ def _defaults() -> Any:
 
 
 def _auth_help(args: argparse.Namespace, token: str | None, count: int) -> str:
+    from zstream_mp._wire import AUTHORIZATION, ENV_TOKEN, bearer
     from zstream_mp.server.auth import mask
 
+    use = f"clients use {ENV_TOKEN}=<token> or '{AUTHORIZATION}: {bearer('<token>')}'"
     if token:
-        return (
-            f"auth: bearer token {mask(token)} (read,write); clients use "
-            "ZSTREAM_TOKEN=<token> or 'Authorization: Bearer <token>'"
-        )
+        return f"auth: bearer token {mask(token)} (read,write); {use}"
     if count:
-        return (
-            f"auth: {count} bearer token(s) from {args.tokens_file}; clients use "
-            "ZSTREAM_TOKEN=<token> or 'Authorization: Bearer <token>'"
-        )
+        return f"auth: {count} bearer token(s) from {args.tokens_file}; {use}"
     return "auth: none (open server); pass --token or --tokens-file to require bearer tokens"
 
 

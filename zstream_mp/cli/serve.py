@@ -11,18 +11,22 @@ _FIRST_LINE = "zstream-mp serving on {url}"
 
 
 def register(subparsers: Any) -> None:
+    from zstream_mp._wire import ENV_SERVE_TOKEN, EVENTS_PATH, STREAM_PATH
+
     parser = subparsers.add_parser(
         "serve",
         help="run a streaming server (ZenML-compatible endpoints)",
-        description="Serve POST /api/v1/runs/{id}/events and GET .../events/stream. "
+        description=f"Serve POST {EVENTS_PATH} and GET {STREAM_PATH}. "
         "Without --token/--tokens-file the server is open (no auth).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8237, help="port; 0 picks a free one")
+    defaults = _defaults()
+    parser.add_argument("--host", default=defaults.host, help="interface")
+    parser.add_argument("--port", type=int, default=defaults.port, help="port; 0 picks a free one")
     parser.add_argument(
-        "--broker", default="memory", help="'memory' (default) or redis://host:port/db"
+        "--broker", default=defaults.broker, help="'memory' or redis://host:port/db"
     )
-    parser.add_argument("--token", help="one read-write bearer token (or ZSTREAM_SERVE_TOKEN)")
+    parser.add_argument("--token", help=f"one read-write bearer token (or {ENV_SERVE_TOKEN})")
     parser.add_argument(
         "--tokens-file",
         help="file with one 'TOKEN read|write|read,write' per line, '#' comments",
@@ -36,36 +40,108 @@ def register(subparsers: Any) -> None:
         help="404 for runs not created with `zstream-mp runs create` or the API",
     )
     parser.add_argument(
-        "--heartbeat", type=float, default=30.0, help="SSE ': ping' interval in seconds"
+        "--heartbeat", type=float, default=defaults.heartbeat, help="SSE ': ping' interval, s"
     )
-    parser.add_argument("--max-stream-length", type=int, default=10_000)
     parser.add_argument(
-        "--stream-ttl", type=float, default=3600.0, help="seconds after last publish"
+        "--max-stream-length",
+        type=int,
+        default=defaults.max_stream_length,
+        help="entries retained per run",
     )
-    parser.add_argument("--max-subscribers", type=int, default=100, help="per run")
+    parser.add_argument(
+        "--stream-ttl",
+        type=float,
+        default=defaults.stream_ttl,
+        help="seconds a run's stream (and its run record) is kept after last use",
+    )
+    parser.add_argument(
+        "--max-subscribers", type=int, default=defaults.max_subscribers, help="per run"
+    )
+    parser.add_argument(
+        "--max-subscribers-total",
+        type=int,
+        default=defaults.max_subscribers_total,
+        help="per server process, all runs",
+    )
+    parser.add_argument(
+        "--sse-write-timeout",
+        type=float,
+        default=defaults.sse_write_timeout,
+        help="seconds an SSE client may stop reading before it is cut off",
+    )
     parser.add_argument(
         "--deployment-id",
-        default="zstream-mp",
+        default=defaults.deployment_id,
         help="Redis key segment; equal to a ZenML server's to share its streams",
     )
-    parser.add_argument("--max-request-body", type=int, default=256 * 1024 * 1024)
+    parser.add_argument(
+        "--max-request-body",
+        type=int,
+        default=defaults.max_request_body,
+        help="bytes of one POST body (1,000 events at the envelope limit)",
+    )
+    parser.add_argument(
+        "--memory-max-bytes",
+        type=int,
+        default=defaults.memory_max_bytes,
+        help="memory broker: frame bytes held over all runs (503 above)",
+    )
+    parser.add_argument(
+        "--max-runs",
+        type=int,
+        default=defaults.max_runs,
+        help="runs remembered as created/ended (oldest forgotten)",
+    )
+    parser.add_argument(
+        "--idempotency-keys",
+        type=int,
+        default=defaults.idempotency_keys,
+        help="Idempotency-Key records kept (memory broker; Redis keeps them with a TTL)",
+    )
+    parser.add_argument(
+        "--idempotency-ttl",
+        type=float,
+        default=defaults.idempotency_ttl,
+        help="seconds an Idempotency-Key record is kept",
+    )
     parser.add_argument("--access-log", action="store_true", help="log requests (paths only)")
     parser.set_defaults(func=_run)
 
 
+def _defaults() -> Any:
+    """The server's defaults, so --help shows them; plain values when the extra is missing."""
+    try:
+        from zstream_mp.server.config import ServerConfig
+    except ImportError:
+        return argparse.Namespace(
+            host="127.0.0.1",
+            port=8237,
+            broker="memory",
+            heartbeat=30.0,
+            max_stream_length=10_000,
+            stream_ttl=3600.0,
+            max_subscribers=100,
+            max_subscribers_total=10_000,
+            sse_write_timeout=30.0,
+            deployment_id="zstream-mp",
+            max_request_body=None,
+            memory_max_bytes=256 * 1024 * 1024,
+            max_runs=100_000,
+            idempotency_keys=100_000,
+            idempotency_ttl=3600.0,
+        )
+    return ServerConfig()
+
+
 def _auth_help(args: argparse.Namespace, token: str | None, count: int) -> str:
+    from zstream_mp._wire import AUTHORIZATION, ENV_TOKEN, bearer
     from zstream_mp.server.auth import mask
 
+    use = f"clients use {ENV_TOKEN}=<token> or '{AUTHORIZATION}: {bearer('<token>')}'"
     if token:
-        return (
-            f"auth: bearer token {mask(token)} (read,write); clients use "
-            "ZSTREAM_TOKEN=<token> or 'Authorization: Bearer <token>'"
-        )
+        return f"auth: bearer token {mask(token)} (read,write); {use}"
     if count:
-        return (
-            f"auth: {count} bearer token(s) from {args.tokens_file}; clients use "
-            "ZSTREAM_TOKEN=<token> or 'Authorization: Bearer <token>'"
-        )
+        return f"auth: {count} bearer token(s) from {args.tokens_file}; {use}"
     return "auth: none (open server); pass --token or --tokens-file to require bearer tokens"
 
 
@@ -83,9 +159,11 @@ def _run(args: argparse.Namespace) -> int:
         return 1
     import asyncio
 
+    from zstream_mp._wire import ENV_SERVE_TOKEN
+    from zstream_mp.server.config import redact_url
     from zstream_mp.server.runner import serve
 
-    token = args.token or os.environ.get("ZSTREAM_SERVE_TOKEN") or None
+    token = args.token or os.environ.get(ENV_SERVE_TOKEN) or None
     tokens: dict[str, frozenset[str]] = {}
     try:
         if args.tokens_file:
@@ -101,11 +179,17 @@ def _run(args: argparse.Namespace) -> int:
             strict_runs=args.strict_runs,
             heartbeat=args.heartbeat,
             max_subscribers=args.max_subscribers,
+            max_subscribers_total=args.max_subscribers_total,
+            sse_write_timeout=args.sse_write_timeout,
             max_stream_length=args.max_stream_length,
             stream_ttl=args.stream_ttl,
             deployment_id=args.deployment_id,
-            max_request_body=args.max_request_body,
             access_log=args.access_log,
+            memory_max_bytes=args.memory_max_bytes,
+            max_runs=args.max_runs,
+            idempotency_keys=args.idempotency_keys,
+            idempotency_ttl=args.idempotency_ttl,
+            **({"max_request_body": args.max_request_body} if args.max_request_body else {}),
         )
     except (OSError, ValueError) as exc:
         print(f"zstream-mp serve: {exc}", file=sys.stderr)
@@ -116,7 +200,7 @@ def _run(args: argparse.Namespace) -> int:
         file_count = len(tokens) - (1 if token else 0)
         print(_auth_help(args, token, file_count), flush=True)
         print(
-            f"broker: {_redact(config.broker)}; streaming "
+            f"broker: {redact_url(config.broker)}; streaming "
             f"{'DISABLED (501)' if config.disabled else 'enabled'}",
             flush=True,
         )
@@ -132,13 +216,3 @@ def _run(args: argparse.Namespace) -> int:
         print(f"zstream-mp serve: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     return 0
-
-
-def _redact(url: str) -> str:
-    """Hide a password in a broker URL."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://{user}@{host}"
-    return url

@@ -15,8 +15,9 @@ from types import FrameType, TracebackType
 
 import uvicorn
 
-from zstream_mp.server.app import ServerState, create_app, open_state
+from zstream_mp.server.app import create_app
 from zstream_mp.server.config import ServerConfig
+from zstream_mp.server.state import ServerState, open_state
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -61,8 +62,11 @@ class _Server(uvicorn.Server):
 
 
 def _uvicorn_config(state: ServerState) -> uvicorn.Config:
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
     return uvicorn.Config(
         create_app(state),
+        http=state.connections.protocol_class(AutoHTTPProtocol),
         lifespan="on",
         access_log=state.config.access_log,
         log_level="warning",
@@ -134,6 +138,13 @@ class EmbeddedServer:
         while server is not None and not server.started and self._thread.is_alive():
             threading.Event().wait(0.01)
         return self
+
+    @property
+    def state(self) -> ServerState:
+        """The running server's shared objects (for inspection; use from the loop's thread)."""
+        if self._server is None:
+            raise RuntimeError("embedded server is not running")
+        return self._server.state
 
     def stop(self, timeout: float = 10.0) -> None:
         if self._server is not None:

@@ -6,12 +6,10 @@
 * ``run_pipeline(peer, mode, workdir, env=...)``: run ``zenml_pipelines/streaming_pipeline.py``
   in a fresh ZenML repository under ``workdir`` and return what each step recorded.
 * ``read_stream(url, run_id, token)``: replay a run's SSE stream up to ``end`` as raw frames.
-* ``start_zstream_server()``: our server, through ``tests/_servers.py`` when it exists.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -23,11 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _zenml_peer import Peer, client_env  # tests/ is on sys.path, as for the other suites
 from filelock import FileLock
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-PIPELINE_SCRIPT = Path(__file__).resolve().parent / "zenml_pipelines" / "streaming_pipeline.py"
+from helpers.zenml_peer import Peer, client_env
+from zstream_mp._wire import RESERVED_KINDS
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PIPELINE_SCRIPT = Path(__file__).resolve().parents[1] / "zenml_pipelines" / "streaming_pipeline.py"
 PIP_TIMEOUT = float(os.environ.get("ZSTREAM_ZENML_PIP_TIMEOUT", "300"))
 
 
@@ -210,29 +210,7 @@ def events_by(frames: list[Frame], field: str = "via") -> dict[str, list[Frame]]
     """Event frames grouped by a payload field (control frames left out)."""
     out: dict[str, list[Frame]] = {}
     for f in frames:
-        if f.event in ("end", "gap", "cursor", "error", "system"):
+        if f.event in RESERVED_KINDS:
             continue
         out.setdefault(str(f.json()["payload"].get(field)), []).append(f)
     return out
-
-
-@dataclasses.dataclass
-class OurServer:
-    """Our server, reachable at ``url``; ``token`` is None when it runs open."""
-
-    url: str
-    token: str | None
-
-    def end_run(self, run_id: str) -> None:
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        r = httpx.post(f"{self.url}/api/v1/zstream/runs/{run_id}/end", headers=headers, timeout=30)
-        assert r.status_code == 200, f"end run: {r.status_code} {r.text}"
-
-
-@contextlib.contextmanager
-def start_zstream_server(token: str | None = None) -> Iterator[OurServer]:
-    """Our server on a free loopback port, through tests/_servers.py."""
-    import _servers
-
-    with _servers.start_server(token=token) as running:
-        yield OurServer(running.url, running.token)

@@ -8,7 +8,7 @@ import threading
 import uuid
 
 import httpx
-from _servers import RunningServer
+from helpers.servers import RunningServer
 
 from zstream_mp.consumer import Event, subscribe
 

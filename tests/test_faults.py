@@ -1,7 +1,7 @@
 """Faults injected for real by a server process: nothing lost beyond the documented policy.
 
 Every scenario runs a publisher in its own process (tests/fork_cases/fault_client.py) against
-tests/_faultserver.py, which answers with real status codes, drops or resets real
+tests/helpers/faultserver.py, which answers with real status codes, drops or resets real
 connections, stalls, or is killed and started again on the same port. Every event carries its
 ``seq``; the server records every request and every accepted event, so the test counts
 exactly and checks that each batch kept one Idempotency-Key across its retries.
@@ -36,8 +36,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "fork_cases"))
 sys.path.insert(0, str(HERE))
 
-from _faultserver import FaultProcess  # noqa: E402
 from _targets import child_env  # noqa: E402
+from helpers.faultserver import FaultProcess  # noqa: E402
 
 CLIENT = HERE / "fork_cases" / "fault_client.py"
 MARKER = "SECRET-PAYLOAD-7f3a"

@@ -49,7 +49,7 @@ def _python_id(python: str) -> str:
 
 @pytest.fixture(scope="module")
 def our_server() -> Iterator[Any]:
-    from _servers import start_server
+    from helpers.servers import start_server
 
     with start_server(token="fork-token-" + os.urandom(6).hex()) as server:
         yield server
@@ -57,13 +57,13 @@ def our_server() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def zenml_run() -> Iterator[tuple[Any, Any, list[str | None]]]:
-    import _zenml_peer
+    from helpers import zenml_peer
 
     try:
-        peer = _zenml_peer.ensure_peer()
-        with _zenml_peer.held_run(peer) as held:
+        peer = zenml_peer.ensure_peer()
+        with zenml_peer.held_run(peer) as held:
             yield peer, held, [None]
-    except _zenml_peer.PeerUnavailable as exc:
+    except zenml_peer.PeerUnavailable as exc:
         pytest.skip(f"ZENML PEER UNAVAILABLE, ZenML matrix NOT RUN: {exc}")
 
 

@@ -20,7 +20,8 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from _servers import RunningRedis, RunningServer, start_server
+from helpers.redis import RunningRedis
+from helpers.servers import RunningServer, start_server
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -10,7 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
-from _servers import TEST_TOKEN, RunningServer, sse_body, start_server
+from helpers.servers import TEST_TOKEN, RunningServer, start_server
+from helpers.sse import sse_body
 
 ENVELOPE_MAX = 69_632
 

@@ -10,7 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
-from _servers import RunningServer, frames_of, sse_body, start_server
+from helpers.servers import RunningServer, start_server
+from helpers.sse import frames_of, sse_body
 
 from zstream_mp.consumer import Event, Gap, subscribe
 

@@ -27,6 +27,7 @@ from zstream_mp._wire import (
     ENV_SERVER,
     ENV_TOKEN,
     LAST_EVENT_ID,
+    RESERVED_KINDS,
     RETRY_AFTER,
     bearer,
     describe_detail,
@@ -265,7 +266,7 @@ def _iterate(
                             yield Gap(_gap_reason(frame))
                         elif frame.event == "error":
                             raise _Dropped("server reported a stream failure")
-                        elif frame.event not in ("cursor", "system") and frame.id:
+                        elif frame.event not in RESERVED_KINDS and frame.id:  # cursor, system
                             if frame.id in seen:
                                 continue
                             event = _event_from(frame)

@@ -1,30 +1,28 @@
 """The demo: a step-like workload that fans out, watched live through the SSE stream.
 
-It starts ``zstream-mp serve`` on a free loopback port, binds a new run, fans work out over
-a ``multiprocessing.Pool`` and joblib, and draws one progress bar per worker from what the
-server streams back (not from local state). It ends with a tally per process: what each
-one published, what the server delivered, and what was dropped and why.
+It starts ``zstream-mp serve`` on a free loopback port (through ``_serve_process``), binds
+a new run, fans work out over a ``multiprocessing.Pool`` and joblib, and draws one progress
+bar per worker from what the server streams back (not from local state). It ends with a
+tally per process: what each one published, what the server delivered, and what was
+dropped and why.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import re
-import subprocess
 import sys
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 import httpx
 
 import zstream_mp
+from zstream_mp._wire import run_end_url, runs_url
+from zstream_mp.cli._serve_process import start_serve
 
-_BANNER = re.compile(r"zstream-mp serving on (http://\S+)")
 _WORDS = ("stream", "every", "token", "from", "every", "worker", "exactly", "once")
 
 
@@ -130,29 +128,6 @@ class _Screen:
         self.out.flush()
 
 
-@contextlib.contextmanager
-def _server() -> Iterator[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "zstream_mp", "serve", "--port", "0", "--heartbeat", "1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        match = _BANNER.search(line)
-        if not match:
-            raise RuntimeError(f"the embedded server did not start: {line.strip()!r}")
-        yield match.group(1)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
 def run(
     *,
     pool_workers: int = 4,
@@ -162,8 +137,9 @@ def run(
     out: TextIO = sys.stdout,
 ) -> int:
     """Run the demo; returns 0 when every published event was delivered exactly once."""
-    with _server() as server:
-        run_id = httpx.post(f"{server}/api/v1/zstream/runs", json={}).json()["id"]
+    with start_serve(["--heartbeat", "1"]) as served:
+        server = served.url
+        run_id = httpx.post(runs_url(server), json={}).json()["id"]
         out.write(
             f"zstream-mp demo\n  server: {server}\n  run:    {run_id}\n"
             f"  follow it elsewhere: zstream-mp tail {run_id} --server {server}\n\n"
@@ -200,7 +176,7 @@ def run(
                 if view.total_events >= expected:
                     break
             time.sleep(0.1)
-        httpx.post(f"{server}/api/v1/zstream/runs/{run_id}/end")
+        httpx.post(run_end_url(server, run_id))
         watcher.join(10)
         screen.draw(view, pool_names + joblib_names)
         return _tally(results, view, out)

@@ -11,6 +11,7 @@ import argparse
 import json
 from typing import Any
 
+from zstream_mp._wire import AUTHORIZATION, bearer, run_end_url, run_url, runs_url
 from zstream_mp.cli.tail import add_connection_args, fail, resolve
 
 
@@ -36,16 +37,15 @@ def _run(args: argparse.Namespace) -> int:
     if target is None:
         return 1
     server, token = target
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    base = f"{server}/api/v1/zstream/runs"
+    headers = {AUTHORIZATION: bearer(token)} if token else {}
     try:
         if args.action == "create":
             body = {"id": args.id} if args.id else {}
-            response = httpx.post(base, json=body, headers=headers, timeout=30)
+            response = httpx.post(runs_url(server), json=body, headers=headers, timeout=30)
         elif args.action == "end":
-            response = httpx.post(f"{base}/{args.run_id}/end", headers=headers, timeout=30)
+            response = httpx.post(run_end_url(server, args.run_id), headers=headers, timeout=30)
         else:
-            response = httpx.get(f"{base}/{args.run_id}", headers=headers, timeout=30)
+            response = httpx.get(run_url(server, args.run_id), headers=headers, timeout=30)
     except httpx.HTTPError as exc:
         return fail(f"cannot reach {server}: {type(exc).__name__}: {exc}")
     if response.status_code >= 300:

@@ -7,12 +7,20 @@ import os
 import sys
 from typing import Any
 
-_FIRST_LINE = "zstream-mp serving on {url}"
+from zstream_mp._wire import (
+    AUTHORIZATION,
+    ENV_SERVE_TOKEN,
+    ENV_TOKEN,
+    EVENTS_PATH,
+    STREAM_PATH,
+    bearer,
+)
+from zstream_mp.cli._serve_process import banner
+
+_CLIENT_AUTH = f"clients use {ENV_TOKEN}=<token> or '{AUTHORIZATION}: {bearer('<token>')}'"
 
 
 def register(subparsers: Any) -> None:
-    from zstream_mp._wire import ENV_SERVE_TOKEN, EVENTS_PATH, STREAM_PATH
-
     parser = subparsers.add_parser(
         "serve",
         help="run a streaming server (ZenML-compatible endpoints)",
@@ -134,14 +142,12 @@ def _defaults() -> Any:
 
 
 def _auth_help(args: argparse.Namespace, token: str | None, count: int) -> str:
-    from zstream_mp._wire import AUTHORIZATION, ENV_TOKEN, bearer
     from zstream_mp.server.auth import mask
 
-    use = f"clients use {ENV_TOKEN}=<token> or '{AUTHORIZATION}: {bearer('<token>')}'"
     if token:
-        return f"auth: bearer token {mask(token)} (read,write); {use}"
+        return f"auth: bearer token {mask(token)} (read,write); {_CLIENT_AUTH}"
     if count:
-        return f"auth: {count} bearer token(s) from {args.tokens_file}; {use}"
+        return f"auth: {count} bearer token(s) from {args.tokens_file}; {_CLIENT_AUTH}"
     return "auth: none (open server); pass --token or --tokens-file to require bearer tokens"
 
 
@@ -196,7 +202,7 @@ def _run(args: argparse.Namespace) -> int:
         return 2
 
     def ready(url: str) -> None:
-        print(_FIRST_LINE.format(url=url), flush=True)
+        print(banner(url), flush=True)
         file_count = len(tokens) - (1 if token else 0)
         print(_auth_help(args, token, file_count), flush=True)
         print(

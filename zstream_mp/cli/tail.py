@@ -8,20 +8,22 @@ import os
 import sys
 from typing import Any
 
+from zstream_mp._wire import ENV_SERVER, ENV_TOKEN
+
 
 def add_connection_args(parser: argparse.ArgumentParser) -> None:
     """--server/--token with ZSTREAM_SERVER/ZSTREAM_TOKEN fallbacks (shared with `runs`)."""
-    parser.add_argument("--server", default=None, help="server base URL (default: $ZSTREAM_SERVER)")
-    parser.add_argument("--token", default=None, help="bearer token (default: $ZSTREAM_TOKEN)")
+    parser.add_argument("--server", default=None, help=f"server base URL (default: ${ENV_SERVER})")
+    parser.add_argument("--token", default=None, help=f"bearer token (default: ${ENV_TOKEN})")
 
 
 def resolve(args: argparse.Namespace) -> tuple[str, str | None] | None:
     """(server, token) from flags or environment; None (after a one-line error) if no server."""
-    server = args.server or os.environ.get("ZSTREAM_SERVER")
+    server = args.server or os.environ.get(ENV_SERVER)
     if not server:
-        fail("no server: pass --server URL or set ZSTREAM_SERVER")
+        fail(f"no server: pass --server URL or set {ENV_SERVER}")
         return None
-    return server.rstrip("/"), args.token or os.environ.get("ZSTREAM_TOKEN") or None
+    return server.rstrip("/"), args.token or os.environ.get(ENV_TOKEN) or None
 
 
 def fail(message: str) -> int:

@@ -214,6 +214,14 @@ def _token_file(token: str) -> str:
     return path
 
 
+def token_file_of(token: str) -> str | None:
+    """The existing handoff file that holds ``token``, if there is one (never creates one)."""
+    path = _token_files.get(token) or os.path.join(
+        state_dir(), "token-" + hashlib.sha256(token.encode()).hexdigest()[:24]
+    )
+    return path if os.path.exists(path) else None
+
+
 def _write_private(path: str, text: str) -> None:
     write_private(path, text)
 

@@ -101,7 +101,13 @@ class Sender:
         groups: dict[Destination, list[bytes]] = {}
         for dest, event in batch:
             groups.setdefault(dest, []).append(event)
-        for dest, events in groups.items():
+        queue = self._queue
+        queue.hold(list(groups.items()))
+        while True:
+            claimed = queue.begin_post()
+            if claimed is None:
+                return  # all sent, or the exit spill took the rest of this batch
+            dest, events, key = claimed
             n = len(events)
             if self.muted:
                 self._count(dropped="muted", n=n)
@@ -118,7 +124,7 @@ class Sender:
                 continue
             body = b'{"events":[' + b",".join(events) + b"]}"
             result = self._transport.post(
-                dest.server, dest.run_id, dest.token, body, self._give_up_at
+                dest.server, dest.run_id, dest.token, body, self._give_up_at, idempotency_key=key
             )
             if result.outcome is Outcome.DELIVERED:
                 self._count(n=n, attempts=result.attempts)
@@ -141,7 +147,10 @@ class Sender:
         queue = self._queue
         with queue.lock:
             counters = queue.counters
-            if dropped is None:
+            settle = queue.end_post()
+            if settle is not None:  # the exit spill holds these events: settle them there
+                settle(dropped is None, n)
+            elif dropped is None:
                 counters.sent += n
             else:
                 counters.dropped[dropped] += n

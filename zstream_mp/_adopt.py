@@ -33,6 +33,9 @@ logger = logging.getLogger("zstream_mp")
 
 SCAN_EVERY = 10.0
 """Seconds between two adoption scans by later publishers, per host."""
+MAINTAIN_BUDGET = 1.0
+"""Seconds a later publisher's scan may spend delivering others' spools: it is a courtesy,
+kept short so that the thread is gone before the process next forks between bursts."""
 
 
 @dataclass
@@ -240,7 +243,7 @@ def maintain_soon(token_for: Callable[[str], str | None], on_sent: Callable[[int
 
 def _maintain(token_for: Callable[[str], str | None], on_sent: Callable[[int], None]) -> None:
     try:
-        adopt_all(time.monotonic() + 30.0, token_for=token_for, on_sent=on_sent)
+        adopt_all(time.monotonic() + MAINTAIN_BUDGET, token_for=token_for, on_sent=on_sent)
         _registry.sweep()
     except Exception:  # maintenance must never disturb publishing
         logger.debug("zstream-mp spool maintenance failed", exc_info=True)

@@ -1,0 +1,110 @@
+"""Durable mode: SIGKILL, os._exit without flush: nothing publish() returned from is lost.
+
+Workers publish at full rate into their mmap'd spool; the test kills them mid-burst, then
+the parent's tree flush adopts what they left. Counted by identity on the server: every
+seq up to the last one whose publish() returned, exactly once (one more may have arrived:
+the event being published when the signal landed).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE / "fork_cases"))
+
+from _servers import RunningServer, start_server  # noqa: E402
+from _spool_work import publish_forever, publish_then_os_exit  # noqa: E402
+from _targets import ServerTarget  # noqa: E402
+
+import zstream_mp  # noqa: E402
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+
+
+@pytest.fixture
+def durable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "state"
+    path.mkdir(mode=0o700)
+    monkeypatch.setenv("ZSTREAM_STATE_DIR", str(path))
+    monkeypatch.setenv("ZSTREAM_DURABLE", "1")
+    return path
+
+
+@pytest.fixture
+def server() -> Iterator[RunningServer]:
+    with start_server(max_stream_length=200_000) as srv:  # keep every event for the count
+        yield srv
+
+
+def _check(payloads: list[dict[str, Any]], returned: dict[str, int]) -> list[str]:
+    got = Counter((str(p["worker"]), int(p["seq"])) for p in payloads)
+    problems = []
+    for worker, last in returned.items():
+        missing = [s for s in range(last + 1) if got[(worker, s)] == 0]
+        if missing:
+            problems.append(f"{worker}: {len(missing)} missing, first {missing[:5]}")
+    dups = [k for k, n in got.items() if n > 1]
+    if dups:
+        problems.append(f"{len(dups)} duplicated: {dups[:5]}")
+    extra = [k for k in got if k[0] not in returned or k[1] > returned[k[0]] + 1]
+    if extra:
+        problems.append(f"{len(extra)} beyond what publish() returned: {extra[:5]}")
+    return problems
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_sigkill_mid_burst_loses_nothing(durable: Path, server: RunningServer, method: str) -> None:
+    target = ServerTarget(server)
+    zstream_mp.bind(target.run_id, server=server.url)
+    try:
+        ctx = multiprocessing.get_context(method)
+        progress = [ctx.Value("q", -1, lock=False) for _ in range(4)]
+        procs = [ctx.Process(target=publish_forever, args=(f"w{i}", progress[i])) for i in range(4)]
+        for p in procs:
+            p.start()
+        deadline = time.monotonic() + 30
+        while min(v.value for v in progress) < 3000 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for p in procs:
+            os.kill(p.pid, signal.SIGKILL)
+        for p in procs:
+            p.join()
+        returned = {f"w{i}": progress[i].value for i in range(4)}
+        assert min(returned.values()) >= 3000
+        assert zstream_mp.flush_tree(60.0)
+        tree = zstream_mp.stats("tree")
+        assert tree.spool_pending == 0
+    finally:
+        zstream_mp.unbind()
+    problems = _check(target.collect(), returned)
+    assert not problems, problems
+    print(f"{method}: killed after {returned}; spooled {tree.spooled}, adopted {tree.spool_sent}")
+
+
+def test_os_exit_without_flush_loses_nothing(durable: Path, server: RunningServer) -> None:
+    target = ServerTarget(server)
+    zstream_mp.bind(target.run_id, server=server.url)
+    try:
+        ctx = multiprocessing.get_context("fork")
+        procs = [ctx.Process(target=publish_then_os_exit, args=(f"w{i}", 5000)) for i in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+            assert p.exitcode == 0
+        assert zstream_mp.flush_tree(60.0)
+    finally:
+        zstream_mp.unbind()
+    problems = _check(target.collect(), {f"w{i}": 4999 for i in range(4)})
+    assert not problems, problems

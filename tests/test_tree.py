@@ -101,9 +101,7 @@ def test_tree_flush_waits_for_every_descendant(
     assert sum(r["stats"]["published"] for r in rows) == len(payloads)
 
 
-def test_tree_flush_is_false_in_time_for_a_hung_descendant(
-    state_dir: Path, tmp_path: Path
-) -> None:
+def test_tree_flush_is_false_in_time_for_a_hung_descendant(state_dir: Path, tmp_path: Path) -> None:
     with FaultProcess(tmp_path / "rec", script=[{"action": "stall"}]) as stalled:
         zstream_mp.bind(str(uuid.uuid4()), server=stalled.url)
         try:

@@ -8,11 +8,13 @@ the event being published when the signal landed).
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import signal
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +25,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "fork_cases"))
 
+import _targets  # noqa: E402
 from _servers import RunningServer, start_server  # noqa: E402
 from _spool_work import publish_forever, publish_then_os_exit  # noqa: E402
 from _targets import ServerTarget  # noqa: E402
@@ -108,3 +111,57 @@ def test_os_exit_without_flush_loses_nothing(durable: Path, server: RunningServe
         zstream_mp.unbind()
     problems = _check(target.collect(), {f"w{i}": 4999 for i in range(4)})
     assert not problems, problems
+
+
+# --------------------------------------------------------------------------- every interpreter,
+# our server and the real ZenML server
+
+PYTHONS = _targets.interpreters()
+DRIVER = HERE / "fork_cases" / "durable_driver.py"
+
+
+@pytest.fixture(scope="module")
+def zenml_run() -> Iterator[tuple[Any, Any, list[str | None]]]:
+    import _zenml_peer
+
+    try:
+        peer = _zenml_peer.ensure_peer()
+        with _zenml_peer.held_run(peer) as held:
+            yield peer, held, [None]
+    except _zenml_peer.PeerUnavailable as exc:
+        pytest.skip(f"ZENML PEER UNAVAILABLE, durable ZenML cases NOT RUN: {exc}")
+
+
+def _drive(python: str, case: str, target: _targets.Target, tmp_path: Path) -> None:
+    tag = uuid.uuid4().hex
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    env = _targets.child_env(python, {"ZSTREAM_DURABLE": "1", "ZSTREAM_STATE_DIR": str(state)})
+    cmd = [python, str(DRIVER), case, "--server", target.url, "--run", target.run_id]
+    cmd += ["--tag", tag] + (["--token", target.token] if target.token else [])
+    res = _targets.run_bounded(cmd, env=env, deadline=240.0)
+    assert not res.timed_out and res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    assert summary["flushed"], summary
+    returned = summary["returned"]
+    target.expect = (tag, sum(v + 1 for v in returned.values()))
+    payloads = [p for p in target.collect() if p.get("tag") == tag]
+    problems = _check(payloads, returned)
+    assert not problems, f"{problems} {summary}"
+    print(f"[{case} python {_targets.python_version(python)} {target.name}] ok {summary}")
+
+
+@pytest.mark.parametrize("python", PYTHONS, ids=lambda p: "py" + _targets.python_version(p))
+@pytest.mark.parametrize("case", ["sigkill", "os_exit"])
+def test_durable_matrix_our_server(
+    python: str, case: str, server: RunningServer, tmp_path: Path
+) -> None:
+    _drive(python, case, ServerTarget(server), tmp_path)
+
+
+@pytest.mark.zenml
+@pytest.mark.parametrize("python", PYTHONS, ids=lambda p: "py" + _targets.python_version(p))
+@pytest.mark.parametrize("case", ["sigkill", "os_exit"])
+def test_durable_matrix_zenml(python: str, case: str, zenml_run: Any, tmp_path: Path) -> None:
+    peer, held, cursor = zenml_run
+    _drive(python, case, _targets.ZenmlTarget(peer, held, cursor), tmp_path)

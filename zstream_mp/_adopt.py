@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from zstream_mp import _liveness, _registry, _spool
+from zstream_mp import _landed, _liveness, _registry, _spool
 from zstream_mp._settings import Settings
 from zstream_mp._statedir import in_trusted_dir, read_private, state_dir
 from zstream_mp._stats import S_SPOOL_DROPPED, S_SPOOL_SENT, S_SPOOLED
@@ -33,6 +33,8 @@ logger = logging.getLogger("zstream_mp")
 
 SCAN_EVERY = 10.0
 """Seconds between two adoption scans by later publishers, per host."""
+LANDED_BUDGET = 10.0
+"""Seconds an adopter may spend reading a stream to see whether an in-flight batch landed."""
 MAINTAIN_BUDGET = 1.0
 """Seconds a later publisher's scan may spend delivering others' spools: it is a courtesy,
 kept short so that the thread is gone before the process next forks between bursts."""
@@ -84,9 +86,11 @@ def adopt(
     try:
         dests = _spool.read_dests(path)
         records = _spool.pending_records(path, page.resolved_below)
+        inflight = page.inflight()
         batches = _batches(records, page, settings.batch_size, spool.owner_iid)
+        by_seq = {r.seq: r for r in records}
         for first, last, key in batches:
-            chunk = [r for r in records if first <= r.seq <= last]
+            chunk = [by_seq[q] for q in range(first, last + 1) if q in by_seq]
             if not chunk:
                 page.resolve(last + 1)
                 continue
@@ -101,8 +105,20 @@ def adopt(
                 result.dropped += n
                 continue
             token = _token(dest, server, token_for)
+            events = [r.event for r in chunk]
+            if inflight is not None and (first, last, key) == inflight:
+                # its sender died during the POST: send only what the stream lacks
+                lacking = _landed.missing(server, run_id, token, events, LANDED_BUDGET)
+                if lacking is not None and len(lacking) < len(events):
+                    result.sent += len(events) - len(lacking)
+                    events = lacking
+                    key = _spool.batch_key(spool.owner_iid + ".rest", first, last)
+                if not events:
+                    page.resolve(last + 1)
+                    continue
             page.set_inflight(first, last, key)
-            body = b'{"events":[' + b",".join(r.event for r in chunk) + b"]}"
+            n = len(events)
+            body = b'{"events":[' + b",".join(events) + b"]}"
             outcome = transport.post(
                 server, run_id, token, body, lambda: deadline, idempotency_key=key
             )
@@ -177,10 +193,17 @@ def _account(entry_name: str, result: Adopted) -> None:
         if found.slots[S_SPOOLED] == 0 and (result.sent or result.dropped):
             # a durable backlog: what the owner left is what the adopter found
             _registry.add_to_slot(entry_name, S_SPOOLED, found.row().spool_pending)
-        if result.sent:
-            _registry.add_to_slot(entry_name, S_SPOOL_SENT, result.sent)
         if result.dropped:
             _registry.add_to_slot(entry_name, S_SPOOL_DROPPED, result.dropped)
+        if result.complete:
+            # everything is settled; events of an in-flight batch that had landed may
+            # already be in the owner's ``sent``, so the books close by difference
+            slots = _registry.read_slots(os.path.join(_registry.procs_dir(), entry_name + ".ctr"))
+            if slots is not None:
+                settled = slots[S_SPOOLED] - slots[S_SPOOL_DROPPED]
+                _registry.add_to_slot(entry_name, S_SPOOL_SENT, settled, absolute=True)
+        elif result.sent:
+            _registry.add_to_slot(entry_name, S_SPOOL_SENT, result.sent)
 
 
 def adopt_all(

@@ -246,15 +246,15 @@ def _identity_from_name(base: str) -> dict[str, Any] | None:
         return None
 
 
-def add_to_slot(name: str, slot: int, n: int) -> None:
-    """Add ``n`` to a slot of another (dead) process's page: an adopter's bookkeeping."""
+def add_to_slot(name: str, slot: int, n: int, *, absolute: bool = False) -> None:
+    """Add ``n`` to (or set) a slot of another (dead) process's page: an adopter's books."""
     path = os.path.join(procs_dir(), name + ".ctr")
     with contextlib.suppress(OSError, ValueError):
         fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
         try:
             with mmap.mmap(fd, PAGE_SIZE) as page:
                 view = memoryview(page).cast("q")
-                view[slot] += n
+                view[slot] = n if absolute else view[slot] + n
                 view.release()
         finally:
             os.close(fd)

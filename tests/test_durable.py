@@ -165,3 +165,28 @@ def test_durable_matrix_our_server(
 def test_durable_matrix_zenml(python: str, case: str, zenml_run: Any, tmp_path: Path) -> None:
     peer, held, cursor = zenml_run
     _drive(python, case, _targets.ZenmlTarget(peer, held, cursor), tmp_path)
+
+
+def test_bind_durable_reaches_this_process_and_its_children(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    script = (
+        "import os, uuid, zstream_mp\n"
+        "zstream_mp.bind(str(uuid.uuid4()), server='http://127.0.0.1:9', durable=True)\n"
+        "zstream_mp.publish({'a': 1})\n"
+        "assert zstream_mp.stats().durable\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    zstream_mp.publish({'a': 2})\n"
+        "    os._exit(0 if zstream_mp.stats().durable else 1)\n"
+        "assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0\n"
+        "print('ok')\n"
+    )
+    env = dict(os.environ, ZSTREAM_STATE_DIR=str(state), ZSTREAM_EXIT_TIMEOUT="0.1")
+    env.pop("ZSTREAM_DURABLE", None)
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

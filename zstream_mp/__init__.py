@@ -8,9 +8,9 @@ that deliver from pool workers, forked children and spawned interpreters alike.
 from __future__ import annotations
 
 from zstream_mp import _zenml
-from zstream_mp._api import flush, publish, stats
+from zstream_mp._api import flush, flush_tree, publish, stats
 from zstream_mp._context import Binding, bind, current_context, unbind
-from zstream_mp._stats import PublisherStats
+from zstream_mp._stats import ProcessRow, PublisherStats, TreeStats
 from zstream_mp._stream_context import StreamContext
 from zstream_mp._version import __version__
 from zstream_mp.consumer import Event, Gap, subscribe
@@ -43,6 +43,7 @@ __all__ = [
     "InvalidRequestError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
+    "ProcessRow",
     "PublisherStats",
     "ReservedKindError",
     "RunNotFoundError",
@@ -50,11 +51,13 @@ __all__ = [
     "StreamContext",
     "StreamingDisabledError",
     "SubscribeError",
+    "TreeStats",
     "ZStreamError",
     "__version__",
     "bind",
     "current_context",
     "flush",
+    "flush_tree",
     "publish",
     "stats",
     "subscribe",

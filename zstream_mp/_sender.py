@@ -82,6 +82,7 @@ class Sender:
         self._give_up_at = give_up_at
         self._on_mute = on_mute
         self._thread: threading.Thread | None = None
+        self._counted = False
         self.muted = False
 
     def ensure_running(self) -> None:
@@ -114,12 +115,20 @@ class Sender:
         groups: dict[Destination, list[bytes]] = {}
         for dest, event in batch:
             groups.setdefault(dest, []).append(event)
-        for dest, events in groups.items():
+        queue = self._queue
+        queue.hold(list(groups.items()))
+        while True:
+            claimed = queue.begin_post()
+            if claimed is None:
+                return  # all sent, or the exit spill took the rest of this batch
+            dest, events, key = claimed
             # Each group is accounted for exactly once, whatever happens to the others.
+            self._counted = False
             try:
-                self._send_group(dest, events)
+                self._send_group(dest, events, key)
             except Exception as exc:  # never let the sender die with events in hand
-                self._count(dropped="failed", n=len(events))
+                if not self._counted:
+                    self._count(dropped="failed", n=len(events))
                 self._health.dropped(
                     ("error", type(exc).__name__),
                     "dropped %d events for run %s: %s while sending (%s)",
@@ -129,7 +138,7 @@ class Sender:
                     str(exc)[:200],
                 )
 
-    def _send_group(self, dest: Destination, events: list[bytes]) -> None:
+    def _send_group(self, dest: Destination, events: list[bytes], key: str | None) -> None:
         n = len(events)
         if self.muted:
             self._count(dropped="muted", n=n)
@@ -145,7 +154,9 @@ class Sender:
             )
             return
         body = b'{"events":[' + b",".join(events) + b"]}"
-        result = self._transport.post(dest.server, dest.run_id, dest.token, body, self._give_up_at)
+        result = self._transport.post(
+            dest.server, dest.run_id, dest.token, body, self._give_up_at, idempotency_key=key
+        )
         if result.outcome is Outcome.DELIVERED:
             self._count(n=n, batch=True)
         elif result.outcome is Outcome.MUTED:
@@ -166,9 +177,13 @@ class Sender:
 
     def _count(self, *, n: int, dropped: str | None = None, batch: bool = False) -> None:
         queue = self._queue
+        self._counted = True
         with queue.lock:
             counters = queue.counters
-            if dropped is None:
+            settle = queue.end_post()
+            if settle is not None:  # the exit spill holds these events: settle them there
+                settle(dropped is None, n)
+            elif dropped is None:
                 counters.sent += n
             else:
                 counters.dropped[dropped] += n

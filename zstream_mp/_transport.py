@@ -157,10 +157,15 @@ class Transport:
         token: str | None,
         body: bytes,
         give_up_at: Callable[[], float],
+        idempotency_key: str | None = None,
     ) -> Result:
-        """Send ``body`` until it is delivered, refused, or the time is up."""
+        """Send ``body`` until it is delivered, refused, or the time is up.
+
+        ``idempotency_key`` is the caller's stable key for this batch (a spooled batch keeps
+        its key across processes); without one, a fresh key is used for all its retries.
+        """
         url = events_url(server, run_id)
-        headers = {IDEMPOTENCY_KEY: str(uuid.uuid4())}
+        headers = {IDEMPOTENCY_KEY: idempotency_key or str(uuid.uuid4())}
         given = token
         token = self._tokens.get((server, given), token)
         refreshed = False

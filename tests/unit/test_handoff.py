@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from zstream_mp import _handoff
+from zstream_mp._statedir import write_private
 from zstream_mp._stream_context import StreamContext
 from zstream_mp._wire import ENV_CONTEXT, ENV_STATE_DIR
 
@@ -121,11 +122,11 @@ def test_inherited_follows_the_origin_file(state: Path, monkeypatch: pytest.Monk
     assert _handoff.inherited() == StreamContext(RUN)  # no file yet: the variable's value
 
     later = str(uuid.uuid4())
-    origin.write_text(json.dumps({"run_id": later, "origin": 1}))
+    write_private(str(origin), json.dumps({"run_id": later, "origin": 1}))
     assert _handoff.inherited() == StreamContext(later)
 
     newest = str(uuid.uuid4())
-    origin.write_text(json.dumps({"run_id": newest, "origin": 1}))
+    write_private(str(origin), json.dumps({"run_id": newest, "origin": 1}))
     os.utime(origin, ns=(1, os.stat(origin).st_mtime_ns + 1_000_000))
     assert _handoff.inherited() == StreamContext(newest)
 
@@ -139,7 +140,7 @@ def test_inherited_rechecks_at_most_once_per_interval(
     monkeypatch.setattr(_handoff, "RECHECK_SECONDS", 3600.0)
     origin = _as_child_of(state, 1, {"run_id": RUN})
     first = _handoff.inherited()
-    origin.write_text(json.dumps({"run_id": str(uuid.uuid4()), "origin": 1}))
+    write_private(str(origin), json.dumps({"run_id": str(uuid.uuid4()), "origin": 1}))
     assert _handoff.inherited() is first  # cached: no stat within the interval
     _handoff.forget_inherited()
     assert _handoff.inherited() != first

@@ -12,6 +12,7 @@ from zstream_mp._wire import (
     ENV_SERVE_TOKEN,
     ENV_TOKEN,
     EVENTS_PATH,
+    IDEMPOTENCY_KEY,
     STREAM_PATH,
     bearer,
 )
@@ -104,13 +105,13 @@ def register(subparsers: Any) -> None:
         "--idempotency-keys",
         type=int,
         default=defaults.idempotency_keys,
-        help="Idempotency-Key records kept (memory broker; Redis keeps them with a TTL)",
+        help=f"{IDEMPOTENCY_KEY} records kept (memory broker; Redis keeps them with a TTL)",
     )
     parser.add_argument(
         "--idempotency-ttl",
         type=float,
         default=defaults.idempotency_ttl,
-        help="seconds an Idempotency-Key record is kept",
+        help=f"seconds an {IDEMPOTENCY_KEY} record is kept",
     )
     parser.add_argument("--access-log", action="store_true", help="log requests (paths only)")
     parser.set_defaults(func=_run)

@@ -1,0 +1,280 @@
+"""Ray: bind a run in every worker of a job, and deliver their tail before ``ray.shutdown()``.
+
+Ray workers are started by the raylet, not by the driver, so no environment handoff
+reaches them on another node (or on this one, when the cluster was started before the
+``bind()``). And ``runtime_env`` ``env_vars`` are shown on the dashboard and logged, so a
+token must not travel there. ``runtime_env(ctx)`` instead puts a
+``worker_process_setup_hook`` into the job's runtime_env: Ray cloudpickles the callable
+(context and token included) into the GCS and runs it in each worker before its first task;
+``env_vars`` only ever hold Ray's key to it.
+
+``ray.shutdown()`` ends a local cluster's workers without running their exit hooks, so
+events still queued in them are lost. ``shutdown(timeout)`` (or ``flush_workers(timeout)``
+before your own ``ray.shutdown()``) delivers them first.
+
+Actors: ``ray.actor.exit_actor()`` and ``actor.__ray_terminate__.remote()`` run the
+actor's exit hooks, so its events are delivered. ``ray.kill(actor)`` and the OOM killer
+run none: only durable mode survives them.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import importlib
+import math
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeAlias
+
+import zstream_mp
+from zstream_mp._statedir import state_dir
+from zstream_mp._stream_context import StreamContext
+from zstream_mp.errors import InvalidContextError
+from zstream_mp.integrations._extras import require
+
+__all__ = ["chain_hooks", "flush_workers", "runtime_env", "setup_hook", "shutdown"]
+
+SETUP_HOOK_KEY = "worker_process_setup_hook"
+"""The runtime_env field Ray runs in every worker process before its first task."""
+
+DEFAULT_FLUSH_TIMEOUT = 10.0
+"""Seconds ``flush_workers()`` waits at most: each worker's own exit budget (2 s) plus
+Ray's ~1 s to let a worker go, with room for a slow server."""
+
+Hook: TypeAlias = Callable[[], object] | str
+"""A setup hook as Ray accepts it: a callable, or a ``"module.function"`` name."""
+
+
+def _ray() -> Any:
+    return require("ray", "ray")
+
+
+def _context(ctx: StreamContext | None) -> StreamContext:
+    if ctx is not None:
+        if not isinstance(ctx, StreamContext):
+            kind = type(ctx).__name__  # type: ignore[unreachable]
+            raise InvalidContextError(f"ctx must be a zstream_mp.StreamContext, not {kind}")
+        return ctx
+    found = zstream_mp.current_context()
+    if found is None:
+        raise InvalidContextError(
+            "no run context to hand to Ray workers: pass a StreamContext, call "
+            "zstream_mp.bind() first, or call this inside a ZenML step"
+        )
+    return found
+
+
+# --------------------------------------------------------------------------- hooks
+
+
+class _BindHook:
+    """Runs in a Ray worker: binds the context and registers the worker for the flush.
+
+    Pickled by reference to this module (workers import zstream_mp), with the context as
+    its only state. Ray keeps ``__name__`` in the runtime_env for display.
+    """
+
+    def __init__(self, ctx: StreamContext) -> None:
+        self.ctx = ctx
+        self.__name__ = "zstream_mp_bind"
+
+    def __repr__(self) -> str:
+        return f"zstream_mp.integrations.ray.setup_hook({self.ctx!r})"
+
+    def __call__(self) -> None:
+        zstream_mp.bind(self.ctx)
+        _register_this_worker()
+
+
+class _ChainedHooks:
+    """Several setup hooks run in order in one worker (Ray takes one per runtime_env)."""
+
+    def __init__(self, hooks: tuple[Hook, ...]) -> None:
+        self.hooks = hooks
+        self.__name__ = "+".join(_hook_name(h) for h in hooks)
+
+    def __repr__(self) -> str:
+        return f"zstream_mp.integrations.ray.chain_hooks{self.hooks!r}"
+
+    def __call__(self) -> None:
+        for hook in self.hooks:
+            _load_hook(hook)()
+
+
+def _hook_name(hook: Hook) -> str:
+    return hook if isinstance(hook, str) else str(getattr(hook, "__name__", type(hook).__name__))
+
+
+def _load_hook(hook: Hook) -> Callable[[], object]:
+    if not isinstance(hook, str):
+        return hook
+    module, _, attr = hook.rpartition(".")
+    return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+
+
+def setup_hook(ctx: StreamContext | None = None) -> Callable[[], None]:
+    """A picklable ``worker_process_setup_hook`` that binds ``ctx`` in each Ray worker.
+
+    ``ctx`` defaults to this process's current context (its ``bind()``, or the ZenML step).
+    """
+    return _BindHook(_context(ctx))
+
+
+def chain_hooks(*hooks: Hook | None) -> Callable[[], None]:
+    """One setup hook that runs ``hooks`` in order (callables or ``"module.function"``)."""
+    kept = tuple(h for h in hooks if h is not None)
+    for hook in kept:
+        if not (isinstance(hook, str) or callable(hook)):
+            raise TypeError(f"a setup hook is a callable or a 'module.function' str, not {hook!r}")
+        if isinstance(hook, str) and "." not in hook.strip("."):
+            raise ValueError(f"a setup hook name must be 'module.function', got {hook!r}")
+    return _ChainedHooks(kept)
+
+
+def runtime_env(
+    ctx: StreamContext | None = None, *, base: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """A runtime_env whose workers publish to ``ctx`` (default: the current context).
+
+    Pass it to ``ray.init(runtime_env=...)`` (every task and actor of the job) or to
+    ``.options(runtime_env=...)``. ``base`` is your own runtime_env: its fields are kept,
+    and its ``worker_process_setup_hook`` runs after the binding one. Nothing is added to
+    ``env_vars``: the token travels inside the pickled hook, through Ray's GCS.
+    """
+    hook = setup_hook(ctx)
+    env = dict(base or {})
+    own = env.get(SETUP_HOOK_KEY)
+    env[SETUP_HOOK_KEY] = hook if own is None else chain_hooks(hook, own)
+    return env
+
+
+# --------------------------------------------------------------------------- registration
+
+
+def _workers_dir(job_id: str, node_id: str) -> str:
+    return os.path.join(state_dir(), "ray", job_id, node_id)
+
+
+def _register_this_worker() -> None:
+    """Leave this worker's PID (and start time) where the flush on this node finds it."""
+    import psutil
+
+    context = _ray().get_runtime_context()
+    directory = _workers_dir(context.get_job_id(), context.get_node_id())
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    pid = os.getpid()
+    path = os.path.join(directory, str(pid))
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(repr(psutil.Process(pid).create_time()))
+
+    def remove() -> None:
+        if os.getpid() == pid:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+    atexit.register(remove)
+
+
+def _registered_workers(job_id: str, node_id: str) -> list[Any]:
+    """Live processes that registered for this job on this node, except this one."""
+    import psutil
+
+    directory = _workers_dir(job_id, node_id)
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    found = []
+    for name in names:
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open(os.path.join(directory, name), encoding="utf-8") as fh:
+                started = float(fh.read())
+            proc = psutil.Process(int(name))
+            if abs(proc.create_time() - started) < 0.01:  # not a reused PID
+                found.append(proc)
+        except (OSError, ValueError, psutil.Error):
+            continue
+    return found
+
+
+def _end_registered_workers(job_id: str, node_id: str, timeout: float) -> bool:
+    """End this job's workers on this node gracefully, so their exit hooks deliver.
+
+    Ray's SIGTERM handler in a worker raises ``SystemExit``; ``atexit`` then flushes
+    within the exit budget. True when all of them were gone within ``timeout``.
+    """
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    procs = _registered_workers(job_id, node_id)
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.send_signal(signal.SIGTERM)
+    _gone, alive = psutil.wait_procs(procs, timeout=max(0.0, deadline - time.monotonic()))
+    own = zstream_mp.flush(max(0.0, deadline - time.monotonic()))
+    return own and not alive
+
+
+def _flush_node(job_id: str, node_id: str, run_id: str | None, timeout: float) -> bool:
+    """Deliver what this job's workers on this node published; runs on that node."""
+    return _end_registered_workers(job_id, node_id, timeout)
+    # With the host registry: return zstream_mp.flush_tree(timeout, run_id=run_id)
+
+
+# --------------------------------------------------------------------------- flushing
+
+
+def flush_workers(timeout: float = DEFAULT_FLUSH_TIMEOUT, *, run_id: str | None = None) -> bool:
+    """Deliver everything this job's workers published, on every node; call it when done.
+
+    Call it after your last ``ray.get()`` and before ``ray.shutdown()``, which would
+    otherwise end the workers with their queues. The job's workers are ended gracefully
+    so that their exit hooks deliver: Ray starts new ones for later tasks, but actors
+    end too. Returns False when ``timeout`` passed first.
+    """
+    if timeout < 0 or math.isnan(timeout):
+        raise ValueError(f"timeout must be >= 0, got {timeout!r}")
+    ray = _ray()
+    if not ray.is_initialized():
+        return zstream_mp.flush(timeout)
+    if run_id is None:
+        current = zstream_mp.current_context()
+        run_id = current.run_id if current is not None else None
+    deadline = time.monotonic() + timeout
+    context = ray.get_runtime_context()
+    job_id, here = context.get_job_id(), context.get_node_id()
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    remote_flush = ray.remote(num_cpus=0, max_retries=0)(_flush_node)
+    pending = [
+        remote_flush.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+        ).remote(job_id, node["NodeID"], run_id, timeout)
+        for node in ray.nodes()
+        if node.get("Alive") and node["NodeID"] != here
+    ]
+    ok = _flush_node(job_id, here, run_id, timeout)
+    for ref in pending:
+        try:
+            ok = bool(ray.get(ref, timeout=max(0.0, deadline - time.monotonic()))) and ok
+        except ray.exceptions.GetTimeoutError:
+            ok = False
+    return zstream_mp.flush(max(0.0, deadline - time.monotonic())) and ok
+
+
+def shutdown(timeout: float = DEFAULT_FLUSH_TIMEOUT) -> bool:
+    """``flush_workers(timeout)``, then ``ray.shutdown()``; False if the flush timed out."""
+    ray = _ray()
+    job_id = ray.get_runtime_context().get_job_id() if ray.is_initialized() else None
+    try:
+        return flush_workers(timeout)
+    finally:
+        ray.shutdown()
+        if job_id is not None:
+            shutil.rmtree(os.path.join(state_dir(), "ray", job_id), ignore_errors=True)

@@ -26,6 +26,7 @@ import math
 import os
 import shutil
 import signal
+import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeAlias
@@ -34,7 +35,7 @@ import zstream_mp
 from zstream_mp._statedir import state_dir
 from zstream_mp._stream_context import StreamContext
 from zstream_mp.errors import InvalidContextError
-from zstream_mp.integrations._extras import require
+from zstream_mp.integrations._extras import MissingExtraError, require
 
 __all__ = ["chain_hooks", "flush_workers", "runtime_env", "setup_hook", "shutdown"]
 
@@ -140,16 +141,39 @@ def runtime_env(
 ) -> dict[str, Any]:
     """A runtime_env whose workers publish to ``ctx`` (default: the current context).
 
-    Pass it to ``ray.init(runtime_env=...)`` (every task and actor of the job) or to
-    ``.options(runtime_env=...)``. ``base`` is your own runtime_env: its fields are kept,
-    and its ``worker_process_setup_hook`` runs after the binding one. Nothing is added to
-    ``env_vars``: the token travels inside the pickled hook, through Ray's GCS.
+    Before ``ray.init()``, pass it to ``ray.init(runtime_env=...)``: every task and actor
+    of the job. Once Ray is initialized, pass it to ``.options(runtime_env=...)``: the
+    hook is exported to the GCS now, as Ray does for a job's hook at ``ray.init()``.
+    ``base`` is your own runtime_env: its fields are kept, and its
+    ``worker_process_setup_hook`` runs after the binding one. The token travels inside
+    the pickled hook; ``env_vars`` gain only Ray's key to it.
     """
     hook = setup_hook(ctx)
     env = dict(base or {})
     own = env.get(SETUP_HOOK_KEY)
     env[SETUP_HOOK_KEY] = hook if own is None else chain_hooks(hook, own)
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        env = _export_hook(env)
     return env
+
+
+def _export_hook(env: dict[str, Any]) -> dict[str, Any]:
+    """Export the hook for a task's or actor's runtime_env (Ray does it only at init)."""
+    ray = _ray()
+    try:
+        from ray._private.runtime_env.setup_hook import (
+            upload_worker_process_setup_hook_if_needed as upload,
+        )
+
+        worker = ray._private.worker.global_worker
+    except (ImportError, AttributeError) as exc:
+        raise MissingExtraError(
+            f"this Ray ({getattr(ray, '__version__', '?')}) cannot take a setup hook per "
+            "task or actor; pass runtime_env(ctx) to ray.init() instead",
+            name="ray",
+        ) from exc
+    env["env_vars"] = dict(env.get("env_vars") or {})
+    return upload(env, worker)  # type: ignore[no-any-return]
 
 
 # --------------------------------------------------------------------------- registration

@@ -113,23 +113,24 @@ def run_pipeline(
     env: dict[str, str] | None = None,
     local_store: bool = False,
     timeout: float = 300.0,
+    script: Path = PIPELINE_SCRIPT,
 ) -> PipelineResult:
     """Run one pipeline of ``streaming_pipeline.py`` in a new ZenML repo under ``workdir``.
 
     ``local_store``: the client uses its own local SQLite store instead of the peer server
-    (only the peer's venv is used).
+    (only the peer's venv is used). ``script``: another pipeline file of ``zenml_pipelines/``.
     """
     repo, out, home = workdir / "repo", workdir / "out", workdir / "home"
     for d in (repo, out, home):
         d.mkdir(parents=True, exist_ok=True)
-    shutil.copy(PIPELINE_SCRIPT, repo / PIPELINE_SCRIPT.name)  # must sit in the source root
+    shutil.copy(script, repo / script.name)  # must sit in the source root
     full_env = client_env(peer, workdir)
     if local_store:
         full_env.pop("ZENML_STORE_URL")
         full_env.pop("ZENML_STORE_API_KEY")
     full_env.update(env or {})
     proc = subprocess.run(
-        [peer.python, PIPELINE_SCRIPT.name, mode, str(out)],
+        [peer.python, script.name, mode, str(out)],
         cwd=repo,
         env=full_env,
         stdout=subprocess.PIPE,

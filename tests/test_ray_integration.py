@@ -2,9 +2,10 @@
 
 One driver process per module (Ray's start-up costs seconds): a local ``ray.init`` on
 loopback with 2 CPUs whose job runtime_env binds a run through the setup hook. Tasks and
-actors publish 4 x 500 events each and return with their tail still queued; actors end
-through ``__ray_terminate__`` and ``exit_actor()``; ``zray.shutdown()`` delivers the rest
-before ``ray.shutdown()``. Our server must then hold exactly the expected events.
+actors publish 4 x 500 events each and return with their tail still queued; a mid-run
+``zray.flush_workers()`` ends no actor; actors end through ``__ray_terminate__`` and
+``exit_actor()``; ``zray.shutdown()`` delivers the rest before ``ray.shutdown()``. Our
+server must then hold exactly the expected events.
 """
 
 from __future__ import annotations
@@ -55,6 +56,12 @@ def test_tasks_deliver_everything_after_shutdown(local_run: dict[str, Any]) -> N
 def test_actors_deliver_everything_after_shutdown(local_run: dict[str, Any]) -> None:
     assert len(set(local_run["result"]["actor_pids"])) == WORKERS  # one process per actor
     assert_exactly(local_run["got"]["actors"], expected("actors", WORKERS, EVENTS))
+
+
+def test_flush_workers_mid_run_ends_no_actor(local_run: dict[str, Any]) -> None:
+    result = local_run["result"]
+    assert result["mid_run_flush"]
+    assert result["actor_pids_after_flush"] == result["actor_pids"]
 
 
 def test_graceful_actor_exit_delivers_before_shutdown(local_run: dict[str, Any]) -> None:

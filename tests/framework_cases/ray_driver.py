@@ -88,6 +88,9 @@ def main() -> None:
     out["actor_pids"] = sorted(
         ray.get([a.publish.remote("actors", w) for w, a in enumerate(actors)])
     )
+    # a flush mid-run delivers without ending anyone: the actors answer from the same PIDs
+    out["mid_run_flush"] = zray.flush_workers(10.0)
+    out["actor_pids_after_flush"] = sorted(ray.get([a.pid.remote() for a in actors]))
     if CFG.get("token"):
         environ = ray.get(actors[0].environ.remote())
         out["token_in_worker_env"] = any(CFG["token"] in v for v in environ.values())

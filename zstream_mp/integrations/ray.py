@@ -10,7 +10,8 @@ token must not travel there. ``runtime_env(ctx)`` instead puts a
 
 ``ray.shutdown()`` ends a local cluster's workers without running their exit hooks, so
 events still queued in them are lost. ``shutdown(timeout)`` (or ``flush_workers(timeout)``
-before your own ``ray.shutdown()``) delivers them first.
+before your own ``ray.shutdown()``) delivers them first: the setup hook also gives each
+worker a small flush channel on its node, which every node's flush uses.
 
 Actors: ``ray.actor.exit_actor()`` and ``actor.__ray_terminate__.remote()`` run the
 actor's exit hooks, so its events are delivered. ``ray.kill(actor)`` and the OOM killer
@@ -25,13 +26,15 @@ import importlib
 import math
 import os
 import shutil
-import signal
 import sys
+import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, TypeAlias
 
 import zstream_mp
+from zstream_mp._sender import start_without_signals
 from zstream_mp._statedir import state_dir
 from zstream_mp._stream_context import StreamContext
 from zstream_mp.errors import InvalidContextError
@@ -177,6 +180,12 @@ def _export_hook(env: dict[str, Any]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- registration
+#
+# Each worker's setup hook leaves, in ``<state dir>/ray/<job>/<node>/``, a FIFO named by its
+# PID (and a file with its start time, against PID reuse), and starts one small thread that
+# blocks on opening it. A flush on that node writes ``"<request id> <timeout>"`` into every
+# FIFO; each worker's thread runs ``zstream_mp.flush(timeout)`` and answers in
+# ``<pid>.ack``. Nothing is ended, so actors and warm task workers survive a flush.
 
 
 def _workers_dir(job_id: str, node_id: str) -> str:
@@ -184,27 +193,55 @@ def _workers_dir(job_id: str, node_id: str) -> str:
 
 
 def _register_this_worker() -> None:
-    """Leave this worker's PID (and start time) where the flush on this node finds it."""
+    """Make this worker reachable by the flush on its node (one thread, blocked on a FIFO)."""
     import psutil
 
     context = _ray().get_runtime_context()
     directory = _workers_dir(context.get_job_id(), context.get_node_id())
     os.makedirs(directory, mode=0o700, exist_ok=True)
     pid = os.getpid()
-    path = os.path.join(directory, str(pid))
-    with open(path, "w", encoding="utf-8") as fh:
+    base = os.path.join(directory, str(pid))
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(base + ".fifo")
+    os.mkfifo(base + ".fifo", 0o600)
+    with open(base + ".start", "w", encoding="utf-8") as fh:
         fh.write(repr(psutil.Process(pid).create_time()))
 
     def remove() -> None:
         if os.getpid() == pid:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+            for suffix in (".fifo", ".start", ".ack"):
+                with contextlib.suppress(OSError):
+                    os.unlink(base + suffix)
 
     atexit.register(remove)
+    thread = threading.Thread(
+        target=_answer_flush_requests, args=(base,), name="zstream-mp-ray-flush", daemon=True
+    )
+    start_without_signals(thread)
 
 
-def _registered_workers(job_id: str, node_id: str) -> list[Any]:
-    """Live processes that registered for this job on this node, except this one."""
+def _answer_flush_requests(base: str) -> None:
+    """In a worker: flush on every request written to this worker's FIFO, then answer."""
+    while True:
+        try:
+            with open(base + ".fifo", "rb") as fh:  # blocks until a flusher opens it
+                requests = fh.read().decode("ascii", "replace").split()
+        except OSError:  # the directory is gone (the job was shut down)
+            return
+        for rid, timeout in zip(requests[::2], requests[1::2], strict=False):
+            try:
+                ok = zstream_mp.flush(max(0.0, float(timeout)))
+            except ValueError:
+                continue
+            with contextlib.suppress(OSError):
+                tmp = f"{base}.ack.tmp"
+                with open(tmp, "w", encoding="ascii") as out:
+                    out.write(f"{rid} {int(ok)}")
+                os.replace(tmp, base + ".ack")
+
+
+def _registered_workers(job_id: str, node_id: str) -> list[str]:
+    """FIFO bases of this job's live workers on this node, except this process."""
     import psutil
 
     directory = _workers_dir(job_id, node_id)
@@ -214,40 +251,84 @@ def _registered_workers(job_id: str, node_id: str) -> list[Any]:
         return []
     found = []
     for name in names:
-        if not name.isdigit() or int(name) == os.getpid():
+        pid, _, suffix = name.partition(".")
+        if suffix != "start" or not pid.isdigit() or int(pid) == os.getpid():
             continue
+        base = os.path.join(directory, pid)
         try:
-            with open(os.path.join(directory, name), encoding="utf-8") as fh:
+            with open(base + ".start", encoding="utf-8") as fh:
                 started = float(fh.read())
-            proc = psutil.Process(int(name))
-            if abs(proc.create_time() - started) < 0.01:  # not a reused PID
-                found.append(proc)
+            proc = psutil.Process(int(pid))
+            if abs(proc.create_time() - started) < 0.01 and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(base)  # alive, and not a reused PID
         except (OSError, ValueError, psutil.Error):
             continue
     return found
 
 
-def _end_registered_workers(job_id: str, node_id: str, timeout: float) -> bool:
-    """End this job's workers on this node gracefully, so their exit hooks deliver.
+def _request_flush(base: str, rid: str, timeout: float) -> bool:
+    """Write a request into a worker's FIFO; False while its thread is not listening."""
+    try:
+        fd = os.open(base + ".fifo", os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:  # ENXIO: no reader right now (busy answering, or gone)
+        return False
+    try:
+        os.write(fd, f"{rid} {timeout:.3f}\n".encode("ascii"))
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return True
 
-    Ray's SIGTERM handler in a worker raises ``SystemExit``; ``atexit`` then flushes
-    within the exit budget. True when all of them were gone within ``timeout``.
-    """
+
+def _answer(base: str, rid: str) -> bool | None:
+    try:
+        with open(base + ".ack", encoding="ascii") as fh:
+            got, _, ok = fh.read().partition(" ")
+    except OSError:
+        return None
+    return ok == "1" if got == rid else None
+
+
+def _alive(pid: int) -> bool:
     import psutil
 
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
+
+
+def _flush_registered_workers(job_id: str, node_id: str, timeout: float) -> bool:
+    """Ask every registered worker of this job on this node to flush; wait for them all."""
     deadline = time.monotonic() + timeout
-    procs = _registered_workers(job_id, node_id)
-    for proc in procs:
-        with contextlib.suppress(psutil.Error):
-            proc.send_signal(signal.SIGTERM)
-    _gone, alive = psutil.wait_procs(procs, timeout=max(0.0, deadline - time.monotonic()))
+    rid = uuid.uuid4().hex
+    waiting = set(_registered_workers(job_id, node_id))
+    asked: set[str] = set()
+    ok = True
+    while waiting and time.monotonic() < deadline:
+        for base in list(waiting):
+            if base not in asked:
+                if _request_flush(base, rid, deadline - time.monotonic()):
+                    asked.add(base)
+                elif not _alive(int(os.path.basename(base))):
+                    waiting.discard(base)  # gone: exit hooks flushed, or killed (ray.kill)
+                continue
+            answer = _answer(base, rid)
+            if answer is not None:
+                ok = ok and answer
+                waiting.discard(base)
+            elif not _alive(int(os.path.basename(base))):
+                waiting.discard(base)  # died before answering (ray.kill): nothing to wait for
+        if waiting:
+            time.sleep(0.01)
     own = zstream_mp.flush(max(0.0, deadline - time.monotonic()))
-    return own and not alive
+    return ok and own and not waiting
 
 
 def _flush_node(job_id: str, node_id: str, run_id: str | None, timeout: float) -> bool:
     """Deliver what this job's workers on this node published; runs on that node."""
-    return _end_registered_workers(job_id, node_id, timeout)
+    return _flush_registered_workers(job_id, node_id, timeout)
     # With the host registry: return zstream_mp.flush_tree(timeout, run_id=run_id)
 
 
@@ -258,9 +339,9 @@ def flush_workers(timeout: float = DEFAULT_FLUSH_TIMEOUT, *, run_id: str | None 
     """Deliver everything this job's workers published, on every node; call it when done.
 
     Call it after your last ``ray.get()`` and before ``ray.shutdown()``, which would
-    otherwise end the workers with their queues. The job's workers are ended gracefully
-    so that their exit hooks deliver: Ray starts new ones for later tasks, but actors
-    end too. Returns False when ``timeout`` passed first.
+    otherwise end the workers with their queues. Each worker of the job (task workers
+    and actors) flushes its own queue; none is ended. Returns False when ``timeout``
+    passed first.
     """
     if timeout < 0 or math.isnan(timeout):
         raise ValueError(f"timeout must be >= 0, got {timeout!r}")
@@ -295,10 +376,15 @@ def flush_workers(timeout: float = DEFAULT_FLUSH_TIMEOUT, *, run_id: str | None 
 def shutdown(timeout: float = DEFAULT_FLUSH_TIMEOUT) -> bool:
     """``flush_workers(timeout)``, then ``ray.shutdown()``; False if the flush timed out."""
     ray = _ray()
-    job_id = ray.get_runtime_context().get_job_id() if ray.is_initialized() else None
+    where = None
+    if ray.is_initialized():
+        context = ray.get_runtime_context()
+        where = _workers_dir(context.get_job_id(), context.get_node_id())
     try:
         return flush_workers(timeout)
     finally:
         ray.shutdown()
-        if job_id is not None:
-            shutil.rmtree(os.path.join(state_dir(), "ray", job_id), ignore_errors=True)
+        if where is not None:  # job ids repeat across clusters: remove this node's part only
+            shutil.rmtree(where, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.dirname(where))

@@ -10,14 +10,26 @@ server must then hold exactly the expected events.
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
-from _frameworks import assert_exactly, expected, identities, new_runs, require, run_driver
-from _servers import RunningServer, start_server
+from _frameworks import (
+    assert_exactly,
+    driver_env,
+    expected,
+    identities,
+    new_runs,
+    require,
+    run_driver,
+)
+from _servers import RunningServer, free_port, start_server
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 
@@ -45,7 +57,13 @@ def local_run(ray_server: RunningServer) -> dict[str, Any]:
         f"shutdown {result['shutdown_s']} s)"
     )
     got = {case: identities(ray_server.url, run, TOKEN) for case, run in runs.items()}
-    return {"result": result, "got": got, "wall": wall}
+    return {"result": result, "got": got, "wall": wall, "runs": runs}
+
+
+def test_user_setup_hook_runs_after_the_binding_one(local_run: dict[str, Any]) -> None:
+    result = local_run["result"]
+    assert result["user_hook"] == "ran"
+    assert result["probe_run_id"] == local_run["runs"]["tasks"]
 
 
 def test_tasks_deliver_everything_after_shutdown(local_run: dict[str, Any]) -> None:
@@ -98,3 +116,72 @@ def test_importable_without_ray() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+# ------------------------------------------------------------------ a cluster of its own
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(ray_server: RunningServer) -> Iterator[str]:
+    """``ray start --head`` as its own process tree: its workers are no kin of the driver."""
+    port = free_port()
+    env = driver_env()
+    cmd = [
+        str(Path(sys.executable).with_name("ray")),
+        "start",
+        "--head",
+        "--block",
+        "--port",
+        str(port),
+        "--num-cpus",
+        "2",
+        "--include-dashboard",
+        "false",
+        "--node-ip-address",
+        "127.0.0.1",
+        "--disable-usage-stats",
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        tree = [proc]
+        with contextlib.suppress(psutil.Error):
+            tree += psutil.Process(proc.pid).children(recursive=True)
+        proc.send_signal(signal.SIGTERM)
+        _gone, alive = psutil.wait_procs(tree, timeout=30)
+        for left in alive:  # only what this fixture started
+            with contextlib.suppress(psutil.Error):
+                left.kill()
+        psutil.wait_procs(alive, timeout=10)
+
+
+def test_cluster_started_apart_binds_through_the_hook(
+    ray_server: RunningServer, ray_cluster: str
+) -> None:
+    """Workers of a separately started cluster see no driver environment: only the hook."""
+    runs = new_runs("tasks", "actors")
+    result, wall = run_driver(
+        "ray_driver.py",
+        {
+            "server": ray_server.url,
+            "token": TOKEN,
+            "runs": runs,
+            "events": EVENTS,
+            "address": ray_cluster,
+        },
+        timeout=240,
+    )
+    print(f"\nray driver on a 'ray start' cluster: {wall:.1f} s wall")
+    assert result["worker_is_descendant"] is False
+    assert result["user_hook"] == "ran" and result["probe_run_id"] == runs["tasks"]
+    assert result["flushed"] and result["mid_run_flush"]
+    assert result["token_in_worker_env"] is False
+    for case, run in runs.items():
+        assert_exactly(identities(ray_server.url, run, TOKEN), expected(case, WORKERS, EVENTS))

@@ -69,15 +69,36 @@ def wait_gone(pids: set[int], timeout: float = 30.0) -> bool:
     return not alive
 
 
+def user_hook() -> None:
+    """A user's own setup hook, composed with the binding one through ``base``."""
+    os.environ["ZSZ_USER_HOOK"] = "ran"
+
+
+@ray.remote
+def probe() -> dict[str, Any]:
+    found = zstream_mp.current_context()
+    return {
+        "user_hook": os.environ.get("ZSZ_USER_HOOK"),
+        "run_id": found.run_id if found else None,
+        "ppid_chain": [p.pid for p in psutil.Process().parents()],
+    }
+
+
 def main() -> None:
     out: dict[str, Any] = {"pid": os.getpid()}
     t0 = time.monotonic()
-    init: dict[str, Any] = {"log_to_driver": False, "runtime_env": zray.runtime_env(ctx("tasks"))}
+    job_env = zray.runtime_env(ctx("tasks"), base={"worker_process_setup_hook": user_hook})
+    init: dict[str, Any] = {"log_to_driver": False, "runtime_env": job_env}
     if CFG.get("address"):
         ray.init(address=CFG["address"], **init)
     else:
         ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", **init)
     out["init_s"] = round(time.monotonic() - t0, 2)
+
+    seen = ray.get(probe.remote())
+    out["user_hook"] = seen["user_hook"]
+    out["probe_run_id"] = seen["run_id"]
+    out["worker_is_descendant"] = os.getpid() in seen["ppid_chain"]
 
     # tasks: the job-level runtime_env; the tail is still queued when ray.get returns
     out["task_pids"] = sorted(set(ray.get([task.remote("tasks", w) for w in range(WORKERS)])))

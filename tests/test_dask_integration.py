@@ -3,13 +3,15 @@
 A ``LocalCluster`` with 2 worker processes started *before* the client knows its run, and
 a scheduler plus 2 workers started by the ``dask scheduler`` / ``dask worker`` CLIs on
 loopback. ``StreamPlugin`` is registered (no ``bind()`` in the client); ``map`` and
-``submit`` publish 4 x 500 events each and return with their tail still queued. After
+``submit`` publish 4 x 500 events each and return with their tail still queued (and a
+worker added after the registration publishes 500). After
 ``client.close()`` and the cluster's close (or SIGTERM to the CLI workers), our server
 must hold exactly the expected events.
 """
 
 from __future__ import annotations
 
+import collections
 import os
 import shutil
 import signal
@@ -38,8 +40,8 @@ WORKERS, EVENTS = 4, 500
 TOKEN = "dask-token-" + "0c8e51d2a9f7"
 
 
-def _both(got: list[tuple[str, int, int]]) -> None:
-    assert_exactly(got, expected("map", WORKERS, EVENTS) + expected("submit", WORKERS, EVENTS))
+def both() -> collections.Counter[tuple[str, int, int]]:
+    return expected("map", WORKERS, EVENTS) + expected("submit", WORKERS, EVENTS)
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +63,9 @@ def test_local_cluster_started_before_the_run(dask_server: RunningServer) -> Non
         f"close {result['close_s']} s)"
     )
     assert result["driver_context"] is False  # the client never bound anything
-    assert len(result["pids"]) == 2
-    _both(identities(dask_server.url, run, TOKEN))
+    assert len(result["pids"]) == 2 and result["late_pid"] not in result["pids"]
+    got = identities(dask_server.url, run, TOKEN)
+    assert_exactly(got, both() + expected("late", 1, EVENTS))
 
 
 def _dask_cli() -> list[str]:
@@ -146,7 +149,7 @@ def test_cli_scheduler_and_workers(dask_server: RunningServer, tmp_path: Path) -
     got = identities(dask_server.url, run, TOKEN)
     if len(got) != 2 * WORKERS * EVENTS:
         print((tmp_path / "workers.log").read_text()[-3000:])
-    _both(got)
+    assert_exactly(got, both())
 
 
 def test_importable_without_distributed() -> None:

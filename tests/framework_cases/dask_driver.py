@@ -56,6 +56,12 @@ def main() -> None:
     submitted = [client.submit(work, "submit", w, pure=False) for w in range(WORKERS)]
     out["pids"] = sorted(set(client.gather(mapped) + client.gather(submitted)))
     out["driver_context"] = zstream_mp.current_context() is not None
+    if cluster is not None:  # a worker that joins after the registration is bound too
+        before = set(client.scheduler_info()["workers"])
+        cluster.scale(3)
+        client.wait_for_workers(3, timeout=60)
+        (late,) = set(client.scheduler_info()["workers"]) - before
+        out["late_pid"] = client.submit(work, "late", 0, workers=[late], pure=False).result()
     t1 = time.monotonic()
     client.close()
     if cluster is not None:

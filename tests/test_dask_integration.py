@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _faultserver import FaultProcess
 from _frameworks import (
     assert_exactly,
     driver_env,
@@ -66,6 +67,34 @@ def test_local_cluster_started_before_the_run(dask_server: RunningServer) -> Non
     assert len(result["pids"]) == 2 and result["late_pid"] not in result["pids"]
     got = identities(dask_server.url, run, TOKEN)
     assert_exactly(got, both() + expected("late", 1, EVENTS))
+
+
+def test_teardown_delivers_a_backlog_inside_the_nanny_budget(tmp_path: Path) -> None:
+    """A server that answers each batch after 0.05 s leaves each worker ~1.6 s of backlog
+    (2,000 events, 32 batches) when the cluster closes: the plugin's teardown and the exit
+    hooks must deliver all of it before the Nanny's SIGKILL at 4 s."""
+    require("distributed", "dask")
+    run = new_runs("slow")["slow"]
+    with FaultProcess(tmp_path / "rec", script=[{"action": "accept", "delay": 0.05}]) as fault:
+        result, _wall = run_driver(
+            "dask_driver.py",
+            {
+                "server": fault.url,
+                "token": None,
+                "run": run,
+                "scheduler": "local",
+                "late": False,
+                "state_url": f"{fault.url}/_control/state",
+            },
+            timeout=180,
+        )
+        events = [e["event"]["payload"] for e in fault.accepted() if e["run"] == run]
+    print(
+        f"\ndask close with a backlog: {result['close_s']} s "
+        f"({result['accepted_before_close']} of {2 * WORKERS * EVENTS} in before the close)"
+    )
+    assert result["accepted_before_close"] < 2 * WORKERS * EVENTS, "no backlog: test is moot"
+    assert_exactly([(p["case"], p["worker"], p["seq"]) for p in events], both())
 
 
 def _dask_cli() -> list[str]:

@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import time
+import urllib.request
 from typing import Any
 
 from distributed import Client, LocalCluster
@@ -56,7 +57,10 @@ def main() -> None:
     submitted = [client.submit(work, "submit", w, pure=False) for w in range(WORKERS)]
     out["pids"] = sorted(set(client.gather(mapped) + client.gather(submitted)))
     out["driver_context"] = zstream_mp.current_context() is not None
-    if cluster is not None:  # a worker that joins after the registration is bound too
+    if CFG.get("state_url"):  # how much had arrived when the close began
+        with urllib.request.urlopen(CFG["state_url"], timeout=10) as resp:
+            out["accepted_before_close"] = json.loads(resp.read())["accepted"]
+    if cluster is not None and CFG.get("late", True):  # a worker that joins later is bound too
         before = set(client.scheduler_info()["workers"])
         cluster.scale(3)
         client.wait_for_workers(3, timeout=60)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import importlib
+import logging
 import math
 import os
 import shutil
@@ -42,12 +43,13 @@ from zstream_mp.integrations._extras import MissingExtraError, require
 
 __all__ = ["chain_hooks", "flush_workers", "runtime_env", "setup_hook", "shutdown"]
 
+logger = logging.getLogger("zstream_mp")
+
 SETUP_HOOK_KEY = "worker_process_setup_hook"
 """The runtime_env field Ray runs in every worker process before its first task."""
 
 DEFAULT_FLUSH_TIMEOUT = 10.0
-"""Seconds ``flush_workers()`` waits at most: each worker's own exit budget (2 s) plus
-Ray's ~1 s to let a worker go, with room for a slow server."""
+"""Seconds ``flush_workers()`` waits at most; it returns once every worker has answered."""
 
 Hook: TypeAlias = Callable[[], object] | str
 """A setup hook as Ray accepts it: a callable, or a ``"module.function"`` name."""
@@ -91,7 +93,14 @@ class _BindHook:
 
     def __call__(self) -> None:
         zstream_mp.bind(self.ctx)
-        _register_this_worker()
+        try:
+            _register_this_worker()
+        except OSError as exc:  # a failing hook would cost Ray the worker; this costs the flush
+            logger.warning(
+                "this Ray worker cannot register for flush_workers() (%s); "
+                "its events are still published, but ray.shutdown() may cut their tail",
+                exc,
+            )
 
 
 class _ChainedHooks:
@@ -330,6 +339,7 @@ def _flush_node(job_id: str, node_id: str, run_id: str | None, timeout: float) -
     """Deliver what this job's workers on this node published; runs on that node."""
     return _flush_registered_workers(job_id, node_id, timeout)
     # With the host registry: return zstream_mp.flush_tree(timeout, run_id=run_id)
+    # (the FIFO channel above is then no longer needed: drop _register_this_worker's call)
 
 
 # --------------------------------------------------------------------------- flushing

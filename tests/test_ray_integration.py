@@ -11,9 +11,11 @@ server must then hold exactly the expected events.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -126,6 +128,9 @@ def ray_cluster(ray_server: RunningServer) -> Iterator[str]:
     """``ray start --head`` as its own process tree: its workers are no kin of the driver."""
     port = free_port()
     env = driver_env()
+    # its own short temp dir (Ray's socket paths must stay short): `ray start` leaves a
+    # ray_current_cluster file there that a plain ray.init() elsewhere would follow
+    temp_dir = tempfile.mkdtemp(prefix="zray-", dir="/tmp")
     cmd = [
         str(Path(sys.executable).with_name("ray")),
         "start",
@@ -140,6 +145,8 @@ def ray_cluster(ray_server: RunningServer) -> Iterator[str]:
         "--node-ip-address",
         "127.0.0.1",
         "--disable-usage-stats",
+        "--temp-dir",
+        temp_dir,
     ]
     proc = subprocess.Popen(
         cmd,
@@ -160,6 +167,11 @@ def ray_cluster(ray_server: RunningServer) -> Iterator[str]:
             with contextlib.suppress(psutil.Error):
                 left.kill()
         psutil.wait_procs(alive, timeout=10)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        shared = Path("/tmp/ray/ray_current_cluster")  # in case this Ray ignores --temp-dir
+        with contextlib.suppress(OSError):
+            if shared.read_text().strip() == f"127.0.0.1:{port}":
+                shared.unlink()
 
 
 def test_cluster_started_apart_binds_through_the_hook(

@@ -92,7 +92,14 @@ def main() -> None:
     if CFG.get("address"):
         ray.init(address=CFG["address"], **init)
     else:
-        ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", **init)
+        # address="local": a new cluster, whatever RAY_ADDRESS or /tmp/ray may point at
+        ray.init(
+            address="local",
+            num_cpus=2,
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            **init,
+        )
     out["init_s"] = round(time.monotonic() - t0, 2)
 
     seen = ray.get(probe.remote())

@@ -77,6 +77,7 @@ def fan_out_frameworks() -> int:
 
     t0 = time.monotonic()
     ray.init(
+        address="local",
         num_cpus=2,
         include_dashboard=False,
         _node_ip_address="127.0.0.1",

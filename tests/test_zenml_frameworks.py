@@ -13,7 +13,6 @@ the Nanny SIGKILLing workers 4 s into their exit flush.
 from __future__ import annotations
 
 import collections
-import subprocess
 import sys
 from pathlib import Path
 
@@ -26,39 +25,11 @@ import _zenml_peer  # noqa: E402
 import _zenml_steps  # noqa: E402
 from _frameworks import driver_env  # noqa: E402
 from _zenml_steps import events_by, read_stream, run_pipeline  # noqa: E402
-from filelock import FileLock  # noqa: E402
 
 pytestmark = [pytest.mark.zenml, pytest.mark.ray, pytest.mark.dask, pytest.mark.timeout(900)]
 
 WORKERS, EVENTS = 4, 500
 SCRIPT = HERE / "zenml_pipelines" / "frameworks_pipeline.py"
-FRAMEWORKS = ("ray>=2.9", "distributed>=2024.1")
-
-
-def _frameworks_importable(python: str) -> bool:
-    out = subprocess.run(
-        [python, "-c", "import ray, distributed"], capture_output=True, timeout=120, cwd="/"
-    )
-    return out.returncode == 0
-
-
-def ensure_frameworks_in_peer(python: str) -> None:
-    """pip install Ray and distributed into the peer venv (they only add packages)."""
-    if _frameworks_importable(python):
-        return
-    venv = Path(python).parent.parent
-    with FileLock(str(venv / ".zstream-install.lock")).acquire(timeout=600):
-        if _frameworks_importable(python):
-            return
-        out = subprocess.run(
-            [python, "-m", "pip", "install", "-q", "--disable-pip-version-check", *FRAMEWORKS],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        if out.returncode != 0 or not _frameworks_importable(python):
-            tail = " | ".join((out.stdout + out.stderr).strip().splitlines()[-5:])
-            pytest.skip(f"Ray/distributed not installable in the ZenML peer venv, NOT run: {tail}")
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +42,10 @@ def peer() -> _zenml_peer.Peer:
         _zenml_steps.ensure_zstream_in_peer(found.python)
     except _zenml_steps.ZStreamNotInstallable as exc:
         pytest.skip(f"zstream_mp not installable in the ZenML peer venv, NOT run: {exc}")
-    ensure_frameworks_in_peer(found.python)
+    try:  # they only add packages to the venv (checked with pip --dry-run: nothing upgraded)
+        _zenml_steps.ensure_peer_packages(found.python, "ray", "distributed")
+    except _zenml_steps.ZStreamNotInstallable as exc:
+        pytest.skip(f"Ray/distributed not installable in the ZenML peer venv, NOT run: {exc}")
     return found
 
 

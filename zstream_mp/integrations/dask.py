@@ -22,7 +22,7 @@ from zstream_mp.integrations._extras import require
 if TYPE_CHECKING:
     from zstream_mp.integrations._dask_plugin import StreamPlugin
 
-__all__ = ["DEFAULT_TEARDOWN_FLUSH", "StreamPlugin", "flush_workers", "register"]
+__all__ = ["DEFAULT_TEARDOWN_FLUSH", "StreamPlugin", "flush_workers", "plugin", "register"]
 
 DEFAULT_TEARDOWN_FLUSH = 1.5
 """Seconds the plugin's teardown flush takes at most: with the exit hooks' 2 s it stays

@@ -8,6 +8,6 @@ without their framework installed; using one without it raises ``MissingExtraErr
 
 from __future__ import annotations
 
-from zstream_mp.integrations._extras import MissingExtraError
+from zstream_mp.errors import MissingExtraError
 
 __all__ = ["MissingExtraError"]

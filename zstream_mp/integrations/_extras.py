@@ -5,11 +5,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from zstream_mp.errors import ZStreamError
-
-
-class MissingExtraError(ZStreamError, ImportError):
-    """An integration was used without its framework: the message names the extra."""
+from zstream_mp.errors import MissingExtraError
 
 
 def require(module: str, extra: str) -> ModuleType:

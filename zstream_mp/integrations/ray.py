@@ -38,8 +38,8 @@ import zstream_mp
 from zstream_mp._sender import start_without_signals
 from zstream_mp._statedir import state_dir
 from zstream_mp._stream_context import StreamContext
-from zstream_mp.errors import InvalidContextError
-from zstream_mp.integrations._extras import MissingExtraError, require
+from zstream_mp.errors import InvalidContextError, MissingExtraError
+from zstream_mp.integrations._extras import require
 
 __all__ = ["chain_hooks", "flush_workers", "runtime_env", "setup_hook", "shutdown"]
 

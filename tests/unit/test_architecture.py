@@ -302,10 +302,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("zstream_mp/consumer.py", "limit 65536"): "the consumer's dedupe window, not a limit",
     # TODO(_sender): its 'no server' warning names ZSTREAM_SERVER literally; use ENV_SERVER.
     ("zstream_mp/_sender.py", "env ZSTREAM_SERVER"): "TODO _sender",
-    # TODO(cli/serve.py): main's 596e05d already imports these from _wire; drop at merge.
-    ("zstream_mp/cli/serve.py", "path /api/v1/ in a longer string"): "TODO serve",
-    ("zstream_mp/cli/serve.py", "env ZSTREAM_SERVE_TOKEN"): "TODO serve",
-    ("zstream_mp/cli/serve.py", "env ZSTREAM_TOKEN"): "TODO serve",
     # TODO(server/): the routes, the endpoint names, the 503's Retry-After and the header
     # names are still written out in the server package (app.py before its split); import
     # them from _wire.

@@ -7,14 +7,24 @@ import os
 import sys
 from typing import Any
 
+from zstream_mp._wire import (
+    AUTHORIZATION,
+    ENV_SERVE_TOKEN,
+    ENV_TOKEN,
+    EVENTS_PATH,
+    STREAM_PATH,
+    bearer,
+)
 from zstream_mp.cli._serve_process import banner
+
+_CLIENT_AUTH = f"clients use {ENV_TOKEN}=<token> or '{AUTHORIZATION}: {bearer('<token>')}'"
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "serve",
         help="run a streaming server (ZenML-compatible endpoints)",
-        description="Serve POST /api/v1/runs/{id}/events and GET .../events/stream. "
+        description=f"Serve POST {EVENTS_PATH} and GET {STREAM_PATH}. "
         "Without --token/--tokens-file the server is open (no auth).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
@@ -22,7 +32,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--broker", default="memory", help="'memory' (default) or redis://host:port/db"
     )
-    parser.add_argument("--token", help="one read-write bearer token (or ZSTREAM_SERVE_TOKEN)")
+    parser.add_argument("--token", help=f"one read-write bearer token (or {ENV_SERVE_TOKEN})")
     parser.add_argument(
         "--tokens-file",
         help="file with one 'TOKEN read|write|read,write' per line, '#' comments",
@@ -57,15 +67,9 @@ def _auth_help(args: argparse.Namespace, token: str | None, count: int) -> str:
     from zstream_mp.server.auth import mask
 
     if token:
-        return (
-            f"auth: bearer token {mask(token)} (read,write); clients use "
-            "ZSTREAM_TOKEN=<token> or 'Authorization: Bearer <token>'"
-        )
+        return f"auth: bearer token {mask(token)} (read,write); {_CLIENT_AUTH}"
     if count:
-        return (
-            f"auth: {count} bearer token(s) from {args.tokens_file}; clients use "
-            "ZSTREAM_TOKEN=<token> or 'Authorization: Bearer <token>'"
-        )
+        return f"auth: {count} bearer token(s) from {args.tokens_file}; {_CLIENT_AUTH}"
     return "auth: none (open server); pass --token or --tokens-file to require bearer tokens"
 
 
@@ -85,7 +89,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from zstream_mp.server.runner import serve
 
-    token = args.token or os.environ.get("ZSTREAM_SERVE_TOKEN") or None
+    token = args.token or os.environ.get(ENV_SERVE_TOKEN) or None
     tokens: dict[str, frozenset[str]] = {}
     try:
         if args.tokens_file:

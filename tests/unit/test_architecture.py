@@ -303,7 +303,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("zstream_mp/_spool.py", "limit 4096"): "the size of a spool's state page",
     ("zstream_mp/_stats.py", "limit 4096"): "the size of a counter page",
     ("zstream_mp/_statedir.py", "limit 65536"): "a read's chunk size",
-    ("zstream_mp/cli/serve.py", "header Idempotency-Key"): "the --idempotency-keys option",
 }
 """(module or package prefix, what): why it may stay. Keep it short; remove entries as the
 modules they name import from ``_wire``."""

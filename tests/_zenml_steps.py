@@ -137,7 +137,8 @@ def _prepare(
     repo, out, home = workdir / "repo", workdir / "out", workdir / "home"
     for d in (repo, out, home):
         d.mkdir(parents=True, exist_ok=True)
-    shutil.copy(script, repo / script.name)  # must sit in the source root
+    for source in script.parent.glob("*.py"):  # the script and its modules, in the source root
+        shutil.copy(source, repo / source.name)
     full_env = client_env(peer, workdir)
     if local_store:
         full_env.pop("ZENML_STORE_URL")
@@ -221,12 +222,29 @@ def run_pipeline_live(
     failure: list[BaseException] = []
 
     def read(run_id: str) -> None:
+        # ZenML drops events for a subscriber that falls 1,024 behind (``gap: overflow``)
+        # though its broker still holds them: resume from the last id to read them back.
+        seen: set[str] = set()
+        since: str | None = None
         try:
-            for item in zstream_mp.subscribe(peer.url, run_id, token=peer.token, timeout=120):
-                if isinstance(item, zstream_mp.Gap):
-                    gaps.append(item.reason)
-                else:
-                    events.append(item)
+            while True:
+                resumed = False
+                stream = zstream_mp.subscribe(
+                    peer.url, run_id, token=peer.token, since=since, timeout=120
+                )
+                for item in stream:
+                    if isinstance(item, zstream_mp.Gap):
+                        gaps.append(item.reason)
+                        if item.reason == "overflow":
+                            resumed = True
+                            break
+                        continue
+                    since = item.id
+                    if item.id not in seen:
+                        seen.add(item.id)
+                        events.append(item)
+                if not resumed:
+                    return
         except BaseException as exc:
             failure.append(exc)
 

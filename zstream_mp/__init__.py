@@ -7,7 +7,7 @@ that deliver from pool workers, forked children and spawned interpreters alike.
 
 from __future__ import annotations
 
-from zstream_mp import _zenml
+from zstream_mp import _api, _zenml
 from zstream_mp._api import flush, flush_tree, publish, stats
 from zstream_mp._context import Binding, bind, current_context, unbind
 from zstream_mp._stats import ProcessRow, PublisherStats, TreeStats
@@ -31,6 +31,7 @@ from zstream_mp.errors import (
     ZStreamError,
 )
 
+_zenml.step_ended = _api.step_ended  # deliver what a step left before its run ends
 _zenml.watch()  # hand a ZenML step's context to its children from the step's start
 
 __all__ = [

@@ -16,6 +16,10 @@ threads without a copied ``contextvars`` context fall back to); on exit the prev
 export is restored. A before-fork hook exports the forking thread's step, for steps that
 run concurrently in threads. The wrappers call ZenML's own methods first and never raise.
 
+When a step ends, what it and the children it started left behind (queued events, spools
+of workers whose exit budget ran out) is delivered within one exit budget, before ZenML
+marks the run finished and ends its stream (``step_ended``).
+
 Identity is re-read from ZenML's context variables on every call, because the
 local orchestrator runs several steps one after another in one process; while the
 context object is unchanged the previous answer is returned as is (~0.3 µs). The
@@ -36,6 +40,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -367,10 +372,20 @@ def _entered(owner: object) -> None:
         _log.debug("could not export the step's context: %s", exc, exc_info=True)
 
 
+step_ended: Callable[[], None] | None = None
+"""Set by the package: delivers what a step and its children left, before ZenML ends the
+run (and its stream) after the step. Called from the step's own thread; bounded."""
+
+
 def _exited(owner: object) -> None:
     previous = _previous_exports.pop(id(owner), _MISSING)
     if previous is _MISSING:
         return
+    if step_ended is not None and "StepContext" in type(owner).__name__:
+        try:
+            step_ended()
+        except Exception as exc:
+            _log.debug("could not deliver what the step left: %s", exc, exc_info=True)
     try:
         _handoff.restore(previous)  # type: ignore[arg-type]
     except Exception as exc:

@@ -1,0 +1,332 @@
+"""Real ZenML steps that fan out every way users do, publishing through zstream_mp.
+
+Run by ``fanout_pipeline.py`` inside the ZenML peer venv, on the local orchestrator, with
+default zstream_mp settings. The workers run ``fanout_work.work``.
+
+Modes:
+  fanout   steps that run every case of ``CASES`` (comma separated, default all): ``burst``
+           steps publish 50 events right before each fan-out, ``silent`` steps never publish
+           themselves; workers end without or with a final ``flush()``. Every worker
+           publishes ``WORKER_EVENTS`` events ``{"case", "worker", "seq"}`` of kind ``w``.
+           One pipeline run per (variant, flush, half of the cases).
+  storm    one step whose thread publishes non-stop while the step forks 200 short children
+           that publish 10 events each and ``flush()`` before ``os._exit``.
+  logs     one step that publishes 5,000 events (the test reads its captured log back).
+
+Each step writes ``OUT_DIR/run.json`` (its run id) as soon as it starts, so the test can
+subscribe before a busy stream is trimmed, and ``OUT_DIR/<step>.json`` with what it saw.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextvars
+import json
+import multiprocessing
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from fanout_work import work
+from zenml import pipeline, step
+from zenml.steps import get_step_context
+
+import zstream_mp
+
+MODE = sys.argv[1] if len(sys.argv) > 1 else "fanout"
+OUT = Path(sys.argv[2] if len(sys.argv) > 2 else ".")
+WORKERS = 4
+WORKER_EVENTS = int(os.environ.get("ZSZ_WORKER_EVENTS", "200"))
+BURST = 50
+FORKS = int(os.environ.get("ZSZ_FORKS", "200"))
+
+
+def _jobs(case: str, do_flush: bool) -> list[tuple[str, int, int, bool]]:
+    return [(case, w, WORKER_EVENTS, do_flush) for w in range(WORKERS)]
+
+
+# ----------------------------------------------------------------------------- fan-outs
+
+
+def _fork(case: str, do_flush: bool, leave: str) -> list[Any]:
+    pids = []
+    for job in _jobs(case, do_flush):
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            if leave == "durable_os_exit":
+                os.environ["ZSTREAM_DURABLE"] = "1"  # read at the child's first publish
+            try:
+                work(job)
+            except BaseException:
+                code = 3
+            if leave == "sys_exit":
+                # What sys.exit() does at the top of a script. Raised here, ZenML's step
+                # runner (inherited by the child) would catch the SystemExit and report the
+                # parent's step failed, so the child runs the interpreter's exit sequence
+                # itself: threads, then atexit, the parent's inherited handlers included.
+                threading._shutdown()  # type: ignore[attr-defined]
+                atexit._run_exitfuncs()
+            if leave == "atexit":
+                atexit._run_exitfuncs()
+            os._exit(code)
+        pids.append(pid)
+    codes: list[Any] = []
+    for pid in pids:
+        _, status = os.waitpid(pid, 0)
+        codes.append(os.waitstatus_to_exitcode(status))
+    if leave == "durable_os_exit":  # the children left their events in their spools
+        codes.append({"flush_tree": zstream_mp.flush_tree(30.0)})
+    return codes
+
+
+def _pool(method: str) -> Callable[[str, bool], list[Any]]:
+    def run(case: str, do_flush: bool) -> list[Any]:
+        pool = multiprocessing.get_context(method).Pool(WORKERS)
+        try:
+            return pool.map(work, _jobs(case, do_flush), chunksize=1)
+        finally:
+            pool.close()
+            pool.join()
+
+    return run
+
+
+def _with_pool(case: str, do_flush: bool) -> list[Any]:
+    with multiprocessing.get_context("fork").Pool(WORKERS) as pool:
+        return pool.map(work, _jobs(case, do_flush), chunksize=1)
+
+
+def _ppe(method: str) -> Callable[[str, bool], list[Any]]:
+    def run(case: str, do_flush: bool) -> list[Any]:
+        mp = multiprocessing.get_context(method)
+        with ProcessPoolExecutor(WORKERS, mp_context=mp) as ex:
+            return list(ex.map(work, _jobs(case, do_flush)))
+
+    return run
+
+
+def _joblib(backend: str) -> Callable[[str, bool], list[Any]]:
+    def run(case: str, do_flush: bool) -> list[Any]:
+        from joblib import Parallel, delayed
+
+        jobs = _jobs(case, do_flush)
+        return list(Parallel(n_jobs=WORKERS, backend=backend)(delayed(work)(j) for j in jobs))
+
+    return run
+
+
+def _dask(case: str, do_flush: bool) -> list[Any]:
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=2,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        return list(client.gather(client.map(work, _jobs(case, do_flush), pure=False)))
+
+
+def _threads(copy: bool) -> Callable[[str, bool], list[Any]]:
+    def run(case: str, do_flush: bool) -> list[Any]:
+        with ThreadPoolExecutor(WORKERS) as ex:
+            if copy:
+                futures = [
+                    ex.submit(contextvars.copy_context().run, work, j)
+                    for j in _jobs(case, do_flush)
+                ]
+            else:
+                futures = [ex.submit(work, j) for j in _jobs(case, do_flush)]
+            return [f.result() for f in futures]
+
+    return run
+
+
+CASES: dict[str, Callable[[str, bool], list[Any]]] = {
+    "fork_sys_exit": lambda c, f: _fork(c, f, "sys_exit"),
+    "fork_atexit_os_exit": lambda c, f: _fork(c, f, "atexit"),
+    "fork_flush_os_exit": lambda c, f: _fork(c, True, "os_exit"),
+    # os._exit with no flush at all: lost by design, except in durable mode, where the
+    # step's flush_tree() adopts what the children's spools kept.
+    "fork_durable_os_exit": lambda c, f: _fork(c, False, "durable_os_exit"),
+    "pool_fork": _pool("fork"),
+    "pool_spawn": _pool("spawn"),
+    "pool_forkserver": _pool("forkserver"),
+    "with_pool": _with_pool,
+    "ppe_fork": _ppe("fork"),
+    "ppe_spawn": _ppe("spawn"),
+    "joblib_loky": _joblib("loky"),
+    "joblib_multiprocessing": _joblib("multiprocessing"),
+    "dask_local": _dask,
+    "threads_copy_context": _threads(True),
+    "threads_plain": _threads(False),
+}
+ONLY_WITH_FLUSH = {"fork_flush_os_exit"}  # os._exit without any flush is lost by design
+NEVER_FLUSH = {"fork_durable_os_exit"}  # the point of the case is that nothing flushes
+
+
+def _selected() -> list[str]:
+    raw = sys.argv[3] if len(sys.argv) > 3 else ""
+    return [c for c in raw.split(",") if c] or list(CASES)
+
+
+def _write(name: str, data: dict[str, Any]) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    tmp = OUT / f".{name}.tmp"
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    tmp.replace(OUT / f"{name}.json")
+
+
+def _announce() -> dict[str, Any]:
+    """Write the run id at once (``run.json``), for a test that subscribes while it runs."""
+    ctx = get_step_context()
+    ids = {"run_id": str(ctx.pipeline_run.id), "step_run_id": str(ctx.step_run.id)}
+    _write("run", ids)
+    return ids
+
+
+# ----------------------------------------------------------------------------- steps
+
+
+@step
+def fan_out(variant: str, flush: bool, cases: list[str]) -> int:
+    ids = _announce()
+    results: dict[str, Any] = {}
+    for case in cases:
+        name = f"{variant}.{case}.{'flush' if flush else 'noflush'}"
+        if variant == "burst":  # right before the fan-out: the sender is building its client
+            for seq in range(BURST):
+                zstream_mp.publish({"case": name, "worker": "step", "seq": seq}, kind="b")
+        started = time.monotonic()
+        try:
+            outcome: Any = CASES[case](name, flush)
+        except Exception as exc:
+            outcome = f"error: {type(exc).__name__}: {exc}"
+        results[name] = {"outcome": outcome, "seconds": time.monotonic() - started}
+    step_flush = zstream_mp.flush(60.0)
+    _write(
+        f"fan_out_{variant}_{'flush' if flush else 'noflush'}_{cases[0]}",
+        {**ids, "results": results, "step_flush": step_flush, "stats": repr(zstream_mp.stats())},
+    )
+    return len(results)
+
+
+@pipeline(enable_cache=False)
+def fanout_pipeline(variant: str, flush: bool, cases: list[str]) -> None:
+    fan_out(variant=variant, flush=flush, cases=cases)
+
+
+def run_fanouts() -> None:
+    """One run per (variant, flush, half of the cases): each stream stays under ZenML's
+    10,000 retained entries, so the test can replay every run whole afterwards."""
+    selected = _selected()
+    for variant in ("burst", "silent"):
+        for flush in (False, True):
+            cases = [
+                c
+                for c in selected
+                if (flush or c not in ONLY_WITH_FLUSH) and not (flush and c in NEVER_FLUSH)
+            ]
+            for half in (cases[: (len(cases) + 1) // 2], cases[(len(cases) + 1) // 2 :]):
+                if half:
+                    fanout_pipeline(variant=variant, flush=flush, cases=half)
+
+
+@step
+def storm() -> int:
+    ids = _announce()
+    stop = threading.Event()
+
+    def publish_non_stop() -> None:
+        # Without pause, in bursts of 16 (about 1,000 events/s): the step's sender is always
+        # building a batch or posting one when a child forks, and the run's stream stays
+        # within ZenML's 10,000 retained entries, so the test can replay it whole.
+        seq = 0
+        while not stop.is_set():
+            for _ in range(16):
+                zstream_mp.publish({"case": "storm.step", "worker": "step", "seq": seq}, kind="s")
+                seq += 1
+            time.sleep(0.016)
+
+    thread = threading.Thread(target=publish_non_stop, daemon=True)
+    thread.start()
+    flushes: list[Any] = []
+    r, w = os.pipe()
+    for child in range(FORKS):
+        pid = os.fork()
+        if pid == 0:
+            os.close(r)
+            ok = False
+            try:
+                for seq in range(10):
+                    zstream_mp.publish({"case": "storm", "worker": child, "seq": seq}, kind="w")
+                ok = zstream_mp.flush(10.0)
+            finally:
+                os.write(w, b"1" if ok else b"0")
+                os._exit(0)
+        deadline = time.monotonic() + 20.0
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                flushes.append(os.waitstatus_to_exitcode(status))
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                flushes.append("hung")
+                break
+            time.sleep(0.005)
+    os.close(w)
+    answers = b""
+    while chunk := os.read(r, 4096):
+        answers += chunk
+    stop.set()
+    thread.join()
+    ok = zstream_mp.flush(60.0)
+    _write(
+        "storm",
+        {
+            **ids,
+            "exit_codes": flushes,
+            "flush_true": answers.count(b"1"),
+            "flush_false": answers.count(b"0"),
+            "step_flush": ok,
+        },
+    )
+    return FORKS
+
+
+@pipeline(enable_cache=False)
+def storm_pipeline() -> None:
+    storm()
+
+
+@step
+def chatty() -> int:
+    ids = _announce()
+    print("zsz-step-log-probe", flush=True)  # proves the log was captured and read back
+    for seq in range(5000):
+        zstream_mp.publish({"case": "logs", "worker": "step", "seq": seq}, kind="w")
+        if seq % 500 == 0:
+            time.sleep(0.05)
+    ok = zstream_mp.flush(60.0)
+    _write("chatty", {**ids, "flush": ok})
+    return 5000
+
+
+@pipeline(enable_cache=False)
+def logs_pipeline() -> None:
+    chatty()
+
+
+PIPELINES = {"fanout": run_fanouts, "storm": storm_pipeline, "logs": logs_pipeline}

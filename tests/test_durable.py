@@ -132,13 +132,16 @@ def zenml_run() -> Iterator[tuple[Any, Any, list[str | None]]]:
         pytest.skip(f"ZENML PEER UNAVAILABLE, durable ZenML cases NOT RUN: {exc}")
 
 
-def _drive(python: str, case: str, target: _targets.Target, tmp_path: Path) -> None:
+def _drive(
+    python: str, case: str, target: _targets.Target, tmp_path: Path, events: int = 2000
+) -> None:
     tag = uuid.uuid4().hex
     state = tmp_path / "state"
     state.mkdir(mode=0o700)
     env = _targets.child_env(python, {"ZSTREAM_DURABLE": "1", "ZSTREAM_STATE_DIR": str(state)})
     cmd = [python, str(DRIVER), case, "--server", target.url, "--run", target.run_id]
-    cmd += ["--tag", tag] + (["--token", target.token] if target.token else [])
+    cmd += ["--tag", tag, "--events", str(events)]
+    cmd += ["--token", target.token] if target.token else []
     res = _targets.run_bounded(cmd, env=env, deadline=240.0)
     assert not res.timed_out and res.returncode == 0, res.stderr[-3000:]
     summary = json.loads(res.stdout.strip().splitlines()[-1])
@@ -164,7 +167,8 @@ def test_durable_matrix_our_server(
 @pytest.mark.parametrize("case", ["sigkill", "os_exit"])
 def test_durable_matrix_zenml(python: str, case: str, zenml_run: Any, tmp_path: Path) -> None:
     peer, held, cursor = zenml_run
-    _drive(python, case, _targets.ZenmlTarget(peer, held, cursor), tmp_path)
+    # ZenML keeps ~10,000 events per run (MAXLEN ~): stay well inside it
+    _drive(python, case, _targets.ZenmlTarget(peer, held, cursor), tmp_path, events=400)
 
 
 def test_bind_durable_reaches_this_process_and_its_children(tmp_path: Path) -> None:

@@ -35,6 +35,8 @@ SCAN_EVERY = 10.0
 """Seconds between two adoption scans by later publishers, per host."""
 LANDED_BUDGET = 10.0
 """Seconds an adopter may spend reading a stream to see whether an in-flight batch landed."""
+LANDED_RECHECK = 1.0
+"""Seconds between the two looks at the stream for an in-flight batch that seems missing."""
 MAINTAIN_BUDGET = 1.0
 """Seconds a later publisher's scan may spend delivering others' spools: it is a courtesy,
 kept short so that the thread is gone before the process next forks between bursts."""
@@ -109,6 +111,11 @@ def adopt(
             if inflight is not None and (first, last, key) == inflight:
                 # its sender died during the POST: send only what the stream lacks
                 lacking = _landed.missing(server, run_id, token, events, LANDED_BUDGET)
+                if lacking:
+                    # the server may still be working on the request its sender left:
+                    # look once more before sending what is missing again
+                    time.sleep(min(LANDED_RECHECK, max(0.0, deadline - time.monotonic())))
+                    lacking = _landed.missing(server, run_id, token, lacking, LANDED_BUDGET)
                 if lacking is not None and len(lacking) < len(events):
                     result.sent += len(events) - len(lacking)
                     events = lacking

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from zstream_mp import _landed, _liveness, _registry, _spool
+from zstream_mp._sender import start_without_signals
 from zstream_mp._settings import Settings
 from zstream_mp._statedir import in_trusted_dir, read_private, state_dir
 from zstream_mp._stats import S_SPOOL_DROPPED, S_SPOOL_SENT, S_SPOOLED
@@ -263,8 +264,6 @@ def maintain_soon(token_for: Callable[[str], str | None], on_sent: Callable[[int
         with open(stamp, "a"):
             pass
         os.utime(stamp)
-    from zstream_mp._sender import start_without_signals
-
     thread = threading.Thread(
         target=_maintain, args=(token_for, on_sent), name="zstream-mp-adopt", daemon=True
     )

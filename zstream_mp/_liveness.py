@@ -26,8 +26,8 @@ def boot_id() -> str:
     global _boot
     if _boot is None:
         try:
-            with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as fh:
-                _boot = fh.read().strip()
+            with open("/proc/sys/kernel/random/boot_id", "rb") as fh:
+                _boot = fh.read().decode().strip()
         except OSError:
             _boot = f"{socket.gethostname()}:{int(psutil.boot_time())}"
     return _boot

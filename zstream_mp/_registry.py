@@ -26,7 +26,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from zstream_mp import _liveness, _spool
+from filelock import FileLock, Timeout
+
+from zstream_mp import _handoff, _liveness, _spool
 from zstream_mp._statedir import read_private, state_dir, subdir, write_private
 from zstream_mp._stats import (
     F_EXITED,
@@ -269,10 +271,6 @@ def sweep(grace: float = SWEEP_GRACE) -> int | None:
     An entry with an unsettled spool is kept for its adopter. Files of processes that
     exited cleanly stay ``grace`` seconds, so ``stats`` still shows them.
     """
-    from filelock import FileLock, Timeout
-
-    from zstream_mp import _handoff
-
     lock = FileLock(os.path.join(state_dir(), "registry.lock"), timeout=0, is_singleton=False)
     try:
         lock.acquire(timeout=0)

@@ -61,6 +61,12 @@ def own_identity() -> tuple[int, int]:
     return cached
 
 
+def forget_identity() -> None:
+    """After a fork: this is another process (a reference swap, no I/O)."""
+    global _self
+    _self = None
+
+
 def is_alive(pid: int, start: int | None, boot: str | None = None) -> bool:
     """True unless ``(pid, start)`` is provably gone on this boot."""
     if boot is not None and boot != boot_id():

@@ -29,6 +29,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from zstream_mp import _handoff, _liveness, _spool
+from zstream_mp._forksafe import on_fork_in_child
 from zstream_mp._statedir import read_private, state_dir, subdir, write_private
 from zstream_mp._stats import (
     F_EXITED,
@@ -321,3 +322,13 @@ def _sweep_orphan_spools() -> int:
                 _spool.remove(spool.path)
                 removed += 1
     return removed
+
+
+def _after_fork_in_child() -> None:
+    """The parent's entry stays the parent's: the child drops the cached identity (its
+    process state, which holds the entry and its mapped page, is dropped by ``process``)
+    and makes its own entry, with a new ``iid``, on its first publish."""
+    _liveness.forget_identity()
+
+
+on_fork_in_child("registry", _after_fork_in_child)

@@ -133,13 +133,19 @@ def zenml_run() -> Iterator[tuple[Any, Any, list[str | None]]]:
 
 
 def _drive(
-    python: str, case: str, target: _targets.Target, tmp_path: Path, events: int = 2000
-) -> None:
+    python: str,
+    case: str,
+    target: _targets.Target,
+    tmp_path: Path,
+    events: int = 2000,
+    via: str | None = None,
+) -> dict[str, Any]:
     tag = uuid.uuid4().hex
     state = tmp_path / "state"
     state.mkdir(mode=0o700)
-    env = _targets.child_env(python, {"ZSTREAM_DURABLE": "1", "ZSTREAM_STATE_DIR": str(state)})
-    cmd = [python, str(DRIVER), case, "--server", target.url, "--run", target.run_id]
+    durable = "0" if case == "pool_spill" else "1"
+    env = _targets.child_env(python, {"ZSTREAM_DURABLE": durable, "ZSTREAM_STATE_DIR": str(state)})
+    cmd = [python, str(DRIVER), case, "--server", via or target.url, "--run", target.run_id]
     cmd += ["--tag", tag, "--events", str(events)]
     cmd += ["--token", target.token] if target.token else []
     res = _targets.run_bounded(cmd, env=env, deadline=240.0)
@@ -152,6 +158,7 @@ def _drive(
     problems = _check(payloads, returned)
     assert not problems, f"{problems} {summary}"
     print(f"[{case} python {_targets.python_version(python)} {target.name}] ok {summary}")
+    return summary
 
 
 @pytest.mark.parametrize("python", PYTHONS, ids=lambda p: "py" + _targets.python_version(p))
@@ -194,3 +201,16 @@ def test_bind_durable_reaches_this_process_and_its_children(tmp_path: Path) -> N
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+@pytest.mark.parametrize("python", PYTHONS, ids=lambda p: "py" + _targets.python_version(p))
+def test_pool_spill_matrix(python: str, server: RunningServer, tmp_path: Path) -> None:
+    """Acceptance 1 on every interpreter: Pool(4) x 2,000 behind 100 ms per POST."""
+    from test_spool import SlowProxy
+
+    proxy = SlowProxy(server.url)
+    try:
+        summary = _drive(python, "pool_spill", ServerTarget(server), tmp_path, via=proxy.url)
+    finally:
+        proxy.stop()
+    assert summary["spooled"] > 0, summary

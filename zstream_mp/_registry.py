@@ -48,6 +48,8 @@ logger = logging.getLogger("zstream_mp")
 VERSION = 1
 SWEEP_GRACE = 60.0
 """Seconds an entry of a process that exited cleanly stays visible (for ``stats``)."""
+SPOOL_RETENTION = 48 * 3600.0
+"""Seconds an undeliverable spool of a dead process is kept (its server may be gone)."""
 
 
 class Entry:
@@ -287,8 +289,14 @@ def sweep(grace: float = SWEEP_GRACE) -> int | None:
                 referenced.update(found.identity.get("token_files") or ())
                 continue
             if found.spool is not None and _spool.count_pending(found.spool.path):
-                referenced.update(found.identity.get("token_files") or ())
-                continue
+                if not _expired(found.spool.path, now):
+                    referenced.update(found.identity.get("token_files") or ())
+                    continue
+                logger.warning(
+                    "zstream-mp removes the spool %s: undelivered for %d hours",
+                    found.spool.path,
+                    SPOOL_RETENTION // 3600,
+                )
             if found.state == "exited":
                 with contextlib.suppress(OSError):
                     age = now - os.stat(os.path.join(directory, found.name + ".ctr")).st_mtime
@@ -306,6 +314,13 @@ def sweep(grace: float = SWEEP_GRACE) -> int | None:
         return removed
     finally:
         lock.release()
+
+
+def _expired(path: str, now: float) -> bool:
+    try:
+        return now - os.stat(path).st_mtime > SPOOL_RETENTION
+    except OSError:
+        return False
 
 
 def _sweep_orphan_spools() -> int:

@@ -132,13 +132,22 @@ def zenml_run() -> Iterator[tuple[Any, Any, list[str | None]]]:
         pytest.skip(f"ZENML PEER UNAVAILABLE, durable ZenML cases NOT RUN: {exc}")
 
 
-def _drive(python: str, case: str, target: _targets.Target, tmp_path: Path) -> None:
+def _drive(
+    python: str,
+    case: str,
+    target: _targets.Target,
+    tmp_path: Path,
+    events: int = 2000,
+    via: str | None = None,
+) -> dict[str, Any]:
     tag = uuid.uuid4().hex
     state = tmp_path / "state"
     state.mkdir(mode=0o700)
-    env = _targets.child_env(python, {"ZSTREAM_DURABLE": "1", "ZSTREAM_STATE_DIR": str(state)})
-    cmd = [python, str(DRIVER), case, "--server", target.url, "--run", target.run_id]
-    cmd += ["--tag", tag] + (["--token", target.token] if target.token else [])
+    durable = "0" if case == "pool_spill" else "1"
+    env = _targets.child_env(python, {"ZSTREAM_DURABLE": durable, "ZSTREAM_STATE_DIR": str(state)})
+    cmd = [python, str(DRIVER), case, "--server", via or target.url, "--run", target.run_id]
+    cmd += ["--tag", tag, "--events", str(events)]
+    cmd += ["--token", target.token] if target.token else []
     res = _targets.run_bounded(cmd, env=env, deadline=240.0)
     assert not res.timed_out and res.returncode == 0, res.stderr[-3000:]
     summary = json.loads(res.stdout.strip().splitlines()[-1])
@@ -149,6 +158,7 @@ def _drive(python: str, case: str, target: _targets.Target, tmp_path: Path) -> N
     problems = _check(payloads, returned)
     assert not problems, f"{problems} {summary}"
     print(f"[{case} python {_targets.python_version(python)} {target.name}] ok {summary}")
+    return summary
 
 
 @pytest.mark.parametrize("python", PYTHONS, ids=lambda p: "py" + _targets.python_version(p))
@@ -164,7 +174,8 @@ def test_durable_matrix_our_server(
 @pytest.mark.parametrize("case", ["sigkill", "os_exit"])
 def test_durable_matrix_zenml(python: str, case: str, zenml_run: Any, tmp_path: Path) -> None:
     peer, held, cursor = zenml_run
-    _drive(python, case, _targets.ZenmlTarget(peer, held, cursor), tmp_path)
+    # ZenML keeps ~10,000 events per run (MAXLEN ~): stay well inside it
+    _drive(python, case, _targets.ZenmlTarget(peer, held, cursor), tmp_path, events=400)
 
 
 def test_bind_durable_reaches_this_process_and_its_children(tmp_path: Path) -> None:
@@ -190,3 +201,16 @@ def test_bind_durable_reaches_this_process_and_its_children(tmp_path: Path) -> N
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+@pytest.mark.parametrize("python", PYTHONS, ids=lambda p: "py" + _targets.python_version(p))
+def test_pool_spill_matrix(python: str, server: RunningServer, tmp_path: Path) -> None:
+    """Acceptance 1 on every interpreter: Pool(4) x 2,000 behind 100 ms per POST."""
+    from test_spool import SlowProxy
+
+    proxy = SlowProxy(server.url)
+    try:
+        summary = _drive(python, "pool_spill", ServerTarget(server), tmp_path, via=proxy.url)
+    finally:
+        proxy.stop()
+    assert summary["spooled"] > 0, summary

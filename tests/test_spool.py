@@ -116,3 +116,34 @@ def test_pool_workers_spool_what_their_budget_cannot_deliver(
         f"max {max(durations):.3f}s, adoption {adopt_time:.2f}s"
     )
     assert not os.listdir(state_dir / "spool")
+
+
+def test_spool_ls_and_drain_deliver_what_an_unwatched_process_left(
+    state_dir: Path, server: RunningServer, slow: SlowProxy
+) -> None:
+    """No parent adopts (it never publishes): ``zstream-mp spool drain`` delivers, once."""
+    target = ServerTarget(server)
+    script = (
+        "import sys, zstream_mp\n"
+        "zstream_mp.bind(sys.argv[1], server=sys.argv[2])\n"
+        "for i in range(1000):\n"
+        "    zstream_mp.publish({'worker': 'solo', 'seq': i})\n"
+    )
+    env = dict(os.environ, ZSTREAM_EXIT_TIMEOUT="0.3")
+    out = subprocess.run(
+        [sys.executable, "-c", script, target.run_id, slow.url],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "spooled them to" in out.stderr, out.stderr
+    cli = [sys.executable, "-m", "zstream_mp", "spool"]
+    listed = subprocess.run([*cli, "ls", "--json"], capture_output=True, text=True, timeout=60)
+    rows = __import__("json").loads(listed.stdout)
+    assert len(rows) == 1 and rows[0]["adoptable"] and rows[0]["unsettled"] > 0, rows
+    drained = subprocess.run([*cli, "drain"], capture_output=True, text=True, timeout=120)
+    assert drained.returncode == 0, drained.stdout + drained.stderr
+    assert f"delivered {rows[0]['unsettled']} spooled events; 0 left" in drained.stdout
+    assert not check_exactly_once(target.collect(), {"solo": 1000})

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from zstream_mp import _landed, _liveness, _registry, _spool
+from zstream_mp._sender import start_without_signals
 from zstream_mp._settings import Settings
 from zstream_mp._statedir import in_trusted_dir, read_private, state_dir
 from zstream_mp._stats import S_SPOOL_DROPPED, S_SPOOL_SENT, S_SPOOLED
@@ -35,6 +36,8 @@ SCAN_EVERY = 10.0
 """Seconds between two adoption scans by later publishers, per host."""
 LANDED_BUDGET = 10.0
 """Seconds an adopter may spend reading a stream to see whether an in-flight batch landed."""
+LANDED_RECHECK = 1.0
+"""Seconds between the two looks at the stream for an in-flight batch that seems missing."""
 MAINTAIN_BUDGET = 1.0
 """Seconds a later publisher's scan may spend delivering others' spools: it is a courtesy,
 kept short so that the thread is gone before the process next forks between bursts."""
@@ -109,6 +112,11 @@ def adopt(
             if inflight is not None and (first, last, key) == inflight:
                 # its sender died during the POST: send only what the stream lacks
                 lacking = _landed.missing(server, run_id, token, events, LANDED_BUDGET)
+                if lacking:
+                    # the server may still be working on the request its sender left:
+                    # look once more before sending what is missing again
+                    time.sleep(min(LANDED_RECHECK, max(0.0, deadline - time.monotonic())))
+                    lacking = _landed.missing(server, run_id, token, lacking, LANDED_BUDGET)
                 if lacking is not None and len(lacking) < len(events):
                     result.sent += len(events) - len(lacking)
                     events = lacking
@@ -256,8 +264,6 @@ def maintain_soon(token_for: Callable[[str], str | None], on_sent: Callable[[int
         with open(stamp, "a"):
             pass
         os.utime(stamp)
-    from zstream_mp._sender import start_without_signals
-
     thread = threading.Thread(
         target=_maintain, args=(token_for, on_sent), name="zstream-mp-adopt", daemon=True
     )

@@ -26,8 +26,8 @@ def boot_id() -> str:
     global _boot
     if _boot is None:
         try:
-            with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as fh:
-                _boot = fh.read().strip()
+            with open("/proc/sys/kernel/random/boot_id", "rb") as fh:
+                _boot = fh.read().decode().strip()
         except OSError:
             _boot = f"{socket.gethostname()}:{int(psutil.boot_time())}"
     return _boot
@@ -59,6 +59,12 @@ def own_identity() -> tuple[int, int]:
         cached = (pid, start_of(pid) or 0)
         _self = cached
     return cached
+
+
+def forget_identity() -> None:
+    """After a fork: this is another process (a reference swap, no I/O)."""
+    global _self
+    _self = None
 
 
 def is_alive(pid: int, start: int | None, boot: str | None = None) -> bool:

@@ -26,7 +26,8 @@ import sys
 import threading
 import time
 
-from zstream_mp import _registry, _sigterm
+from zstream_mp import _adopt, _registry, _sigterm, _tree
+from zstream_mp._durable import DurableQueue
 from zstream_mp._forksafe import on_fork_in_child
 from zstream_mp._health import DeliveryHealth
 from zstream_mp._queue import EventQueue
@@ -137,8 +138,6 @@ class ProcessState:
         self.hooks_installed = True
         atexit.register(exit_flush)
         if self.entry is not None:
-            from zstream_mp import _adopt
-
             _adopt.maintain_soon(own_token_for, self._count_adopted)
         if "multiprocessing" in sys.modules:
             import multiprocessing.util
@@ -168,8 +167,6 @@ def _make_queue(
     settings: Settings, entry: _registry.Entry | None, counters: Counters
 ) -> EventQueue:
     if settings.durable and entry is not None:
-        from zstream_mp._durable import DurableQueue
-
         try:
             return DurableQueue(entry, counters, settings.spool_max_bytes)
         except OSError as exc:
@@ -272,8 +269,6 @@ def exit_flush() -> None:
     queue = st.queue
     delivered = not queue.pending() or st.flush_until(st.exit_deadline)
     if queue.durable:
-        from zstream_mp._durable import DurableQueue
-
         assert isinstance(queue, DurableQueue)
         if delivered:
             queue.remove_if_settled()
@@ -282,8 +277,6 @@ def exit_flush() -> None:
     elif not delivered:
         st.spill.spill(queue, st.settings.exit_timeout)
     if st.entry is not None and time.monotonic() < st.exit_deadline:
-        from zstream_mp import _tree
-
         _tree.adopt_descendants(
             st.exit_deadline, token_for=own_token_for, on_sent=st._count_adopted
         )

@@ -26,7 +26,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from zstream_mp import _liveness, _spool
+from filelock import FileLock, Timeout
+
+from zstream_mp import _handoff, _liveness, _spool
+from zstream_mp._forksafe import on_fork_in_child
 from zstream_mp._statedir import read_private, state_dir, subdir, write_private
 from zstream_mp._stats import (
     F_EXITED,
@@ -45,6 +48,8 @@ logger = logging.getLogger("zstream_mp")
 VERSION = 1
 SWEEP_GRACE = 60.0
 """Seconds an entry of a process that exited cleanly stays visible (for ``stats``)."""
+SPOOL_RETENTION = 48 * 3600.0
+"""Seconds an undeliverable spool of a dead process is kept (its server may be gone)."""
 
 
 class Entry:
@@ -269,10 +274,6 @@ def sweep(grace: float = SWEEP_GRACE) -> int | None:
     An entry with an unsettled spool is kept for its adopter. Files of processes that
     exited cleanly stay ``grace`` seconds, so ``stats`` still shows them.
     """
-    from filelock import FileLock, Timeout
-
-    from zstream_mp import _handoff
-
     lock = FileLock(os.path.join(state_dir(), "registry.lock"), timeout=0, is_singleton=False)
     try:
         lock.acquire(timeout=0)
@@ -288,8 +289,14 @@ def sweep(grace: float = SWEEP_GRACE) -> int | None:
                 referenced.update(found.identity.get("token_files") or ())
                 continue
             if found.spool is not None and _spool.count_pending(found.spool.path):
-                referenced.update(found.identity.get("token_files") or ())
-                continue
+                if not _expired(found.spool.path, now):
+                    referenced.update(found.identity.get("token_files") or ())
+                    continue
+                logger.warning(
+                    "zstream-mp removes the spool %s: undelivered for %d hours",
+                    found.spool.path,
+                    SPOOL_RETENTION // 3600,
+                )
             if found.state == "exited":
                 with contextlib.suppress(OSError):
                     age = now - os.stat(os.path.join(directory, found.name + ".ctr")).st_mtime
@@ -309,6 +316,13 @@ def sweep(grace: float = SWEEP_GRACE) -> int | None:
         lock.release()
 
 
+def _expired(path: str, now: float) -> bool:
+    try:
+        return now - os.stat(path).st_mtime > SPOOL_RETENTION
+    except OSError:
+        return False
+
+
 def _sweep_orphan_spools() -> int:
     """Settled spools of dead owners whose entry is gone."""
     removed = 0
@@ -323,3 +337,13 @@ def _sweep_orphan_spools() -> int:
                 _spool.remove(spool.path)
                 removed += 1
     return removed
+
+
+def _after_fork_in_child() -> None:
+    """The parent's entry stays the parent's: the child drops the cached identity (its
+    process state, which holds the entry and its mapped page, is dropped by ``process``)
+    and makes its own entry, with a new ``iid``, on its first publish."""
+    _liveness.forget_identity()
+
+
+on_fork_in_child("registry", _after_fork_in_child)

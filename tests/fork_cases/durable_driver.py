@@ -3,7 +3,9 @@
     python durable_driver.py CASE --server URL --run RUN [--token T] --tag TAG
 
 CASE ``sigkill``: 4 forked workers publish at full rate and are SIGKILLed mid-burst;
-``os_exit``: 4 forked workers publish 2,000 events each and leave through ``os._exit(0)``.
+``os_exit``: 4 forked workers publish 2,000 events each and leave through ``os._exit(0)``;
+``pool_spill`` (default mode, a slow server): a fork ``Pool(4)`` publishes 2,000 events per
+worker, so its workers' exit budget runs out and they spool the rest.
 The driver (their parent) then calls ``flush_tree()``. Last stdout line, JSON:
 ``{"returned": {worker: last seq publish() returned for}, "flushed": bool, "stats": ...}``.
 """
@@ -34,9 +36,16 @@ def then_exit(worker: str, tag: str, n: int) -> None:
     os._exit(0)
 
 
+def burst(args: tuple[str, str, int]) -> int:
+    worker, tag, n = args
+    for seq in range(n):
+        zstream_mp.publish({"worker": worker, "seq": seq, "tag": tag})
+    return os.getpid()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("case", choices=["sigkill", "os_exit"])
+    parser.add_argument("case", choices=["sigkill", "os_exit", "pool_spill"])
     parser.add_argument("--server", required=True)
     parser.add_argument("--run", required=True)
     parser.add_argument("--token")
@@ -54,13 +63,24 @@ def main() -> None:
         for p in procs:
             p.start()
         deadline = time.monotonic() + 30
-        while min(v.value for v in progress) < args.events and time.monotonic() < deadline:
+
+        def far_enough() -> bool:  # every worker mid-burst, about 4 x events in all
+            values = [v.value for v in progress]
+            return min(values) >= 50 and sum(values) >= 4 * args.events
+
+        while not far_enough() and time.monotonic() < deadline:
             time.sleep(0.005)
         for p in procs:
             os.kill(p.pid, signal.SIGKILL)  # type: ignore[arg-type]
         for p in procs:
             p.join()
         returned = {f"w{i}": int(progress[i].value) for i in range(4)}
+    elif args.case == "pool_spill":
+        pool = ctx.Pool(4)
+        pool.map(burst, [(f"w{i}", args.tag, args.events) for i in range(4)], chunksize=1)
+        pool.close()
+        pool.join()
+        returned = {f"w{i}": args.events - 1 for i in range(4)}
     else:
         procs = [
             ctx.Process(target=then_exit, args=(f"w{i}", args.tag, args.events)) for i in range(4)

@@ -68,6 +68,8 @@ BACKOFF_CAP = 5.0
 RETRY_AFTER_CAP = 30.0
 MIN_RETRY_WAIT = 0.05
 CONNECT_TIMEOUT_CAP = 3.0
+SPILL_GRACE = 1.0
+"""Seconds an attempt may outlive its process's exit deadline (see ``post``)."""
 _LIMITS = httpx.Limits(max_connections=4, max_keepalive_connections=2)
 
 
@@ -178,7 +180,10 @@ class Transport:
             attempt += 1
             if token:
                 headers[AUTHORIZATION] = bearer(token)
-            deadline = min(batch_deadline, give_up_at())
+            # A process that is leaving spools what is unsent at its exit deadline, the batch
+            # on the wire included; this attempt runs a little past that point so that it is
+            # still unsettled (and so spooled, not dropped) when the spill takes it.
+            deadline = min(batch_deadline, give_up_at() + SPILL_GRACE)
             retry_after: float | None = None
             status: int | None = None
             try:

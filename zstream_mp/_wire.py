@@ -47,6 +47,10 @@ RUN_PATH = "/api/v1/zstream/runs/{run_id}"
 RUN_END_PATH = "/api/v1/zstream/runs/{run_id}/end"
 """Our server only: end a run's stream."""
 HEALTH_PATH = "/health"
+DEFAULT_PORT = 8237
+"""The port ``zstream-mp serve`` listens on by default (ZenML's local server port)."""
+DEFAULT_SERVER = f"http://127.0.0.1:{DEFAULT_PORT}"
+"""Where ``tail`` and ``runs`` look when neither ``--server`` nor ``ZSTREAM_SERVER`` is set."""
 
 
 def events_url(server: str, run_id: str) -> str:

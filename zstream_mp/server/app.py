@@ -32,6 +32,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from zstream_mp.server import run_api, ui
 from zstream_mp.server.auth import TokenAuth
 from zstream_mp.server.broadcaster import Broadcaster, ShuttingDownError, StreamCapacityError
 from zstream_mp.server.brokers import StreamBroker, create_broker, stream_key
@@ -304,6 +305,7 @@ class App:
         try:
             ids = await self.state.broker.publish(self.state.key(run_id), payloads)
             result = {"count": len(ids), "last_id": ids[-1] if ids else None}
+            self.state.runs.touch(run_id)
         except Exception as exc:
             logger.warning("broker publish failed for run %s: %s", run_id, exc)
             return _unavailable("Broker publish failed.")
@@ -414,19 +416,6 @@ class App:
         runs.mark_ended(run_id)
         return JSONResponse({"id": str(run_id), "ended": True})
 
-    async def run_status(self, request: Request) -> Response:
-        run_id = self._run_of(request, "read", self._end_ctx)
-        if isinstance(run_id, Response):
-            return run_id
-        key = self.state.key(run_id)
-        return JSONResponse(
-            {
-                "id": str(run_id),
-                "ended": self.state.runs.ended(run_id),
-                "subscribers": self.state.broadcaster.subscriber_count(key),
-            }
-        )
-
 
 class SSEResponse(StreamingResponse):
     """A streaming response that stops its generator as soon as the client goes away.
@@ -514,6 +503,7 @@ class _ZenMLHeaders:
 def create_app(state: ServerState) -> Starlette:
     """The Starlette app; its lifespan shuts subscribers down and closes the broker."""
     handlers = App(state)
+    runs = run_api.RunAPI(state, handlers._gate)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -533,10 +523,10 @@ def create_app(state: ServerState) -> Starlette:
             _guarded(handlers.stream_run_events),
             methods=["GET"],
         ),
-        Route("/api/v1/zstream/runs", _guarded(handlers.create_run), methods=["POST"]),
-        Route("/api/v1/zstream/runs/{run_id}", _guarded(handlers.run_status), methods=["GET"]),
+        *runs.routes(_guarded, handlers.create_run),
         Route("/api/v1/zstream/runs/{run_id}/end", _guarded(handlers.end_run), methods=["POST"]),
     ]
+    routes += ui.routes(state, _guarded(handlers.stream_run_events), runs, _guarded)
     app = Starlette(routes=routes, lifespan=lifespan)
     app.add_middleware(_ZenMLHeaders, max_body=state.config.max_request_body)
     return app

@@ -124,10 +124,12 @@ function renderProgress() {
   const rows = [...view.progress.entries()].sort((a, b) => a[0].localeCompare(b[0], undefined, { numeric: true }));
   box.replaceChildren(...rows.map(([worker, f]) => {
     const label = f.done !== null ? `${f.done}/${f.total} · ${Math.round(f.pct)}%` : `${Math.round(f.pct)}%`;
+    const fill = zs.el("span", {});
+    fill.style.width = f.pct + "%"; // CSSOM, not a style attribute: the page's CSP forbids those
     return zs.el("div", { class: "bar-row" + (f.pct >= 100 ? " done" : ""), "data-worker": worker,
       "data-pct": String(Math.round(f.pct)) },
       zs.el("span", {}, worker),
-      zs.el("div", { class: "bar" }, zs.el("span", { style: `width:${f.pct}%` })),
+      zs.el("div", { class: "bar" }, fill),
       zs.el("span", { class: "bar-label" }, label));
   }));
 }

@@ -28,6 +28,7 @@ from zstream_mp.errors import (
     SubscribeError,
     ZStreamError,
 )
+from zstream_mp.logs import LogHandler
 
 __all__ = [
     "AuthenticationError",
@@ -38,6 +39,7 @@ __all__ = [
     "InvalidContextError",
     "InvalidEventError",
     "InvalidRequestError",
+    "LogHandler",
     "PayloadTooLargeError",
     "PermissionDeniedError",
     "PublisherStats",

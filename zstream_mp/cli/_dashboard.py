@@ -185,7 +185,9 @@ class Dashboard:
             for name, row in sorted(tally.rows.items()):
                 total = row.total or 0
                 done = row.done or 0
-                bar = ProgressBar(total=float(total or 1), completed=float(done if total else 0))
+                bar = ProgressBar(
+                    total=float(total or 1), completed=float(done if total else 0), width=30
+                )
                 where = f"{done}/{total}" if row.done is not None else "-"
                 table.add_row(
                     name,

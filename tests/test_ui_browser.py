@@ -188,3 +188,41 @@ def test_page_reads_with_a_token_that_never_appears_in_a_url(browser: Any) -> No
         assert not any(token in url for url in urls), "the token appeared in a URL"
         end_run(srv.url, run_id, token=token)
         page.wait_for_function("() => document.body.dataset.state === 'ended'", timeout=20_000)
+
+
+def test_filters_by_kind_step_and_correlation_id(browser: Any, server: RunningServer) -> None:
+    run_id = create_run(server.url)
+    page = browser.new_page()
+    page.goto(f"{server.url}/runs/{run_id}")
+    page.wait_for_function("() => document.body.dataset.state === 'live'", timeout=20_000)
+    for step in ("train", "eval"):
+        with zstream_mp.bind(run_id, server=server.url, step_name=step):
+            for i in range(5):
+                for corr in ("a", "b"):
+                    zstream_mp.publish({"text": corr}, kind="token", correlation_id=corr, index=i)
+            zstream_mp.publish({"state": step}, kind="status")
+            assert zstream_mp.flush(10)
+    _wait_count(page, 22)
+
+    def shown() -> list[list[str]]:
+        return list(
+            page.eval_on_selector_all(
+                "#events tr[data-id]",
+                "rows => rows.map(r => [...r.children].slice(1, 4).map(c => c.textContent))",
+            )
+        )
+
+    assert len(shown()) == 22
+    page.select_option("#f-kind", "status")
+    assert [r[0] for r in shown()] == ["status", "status"]
+    page.select_option("#f-kind", "")
+    page.select_option("#f-step", "eval")
+    assert len(shown()) == 11 and {r[1] for r in shown()} == {"eval"}
+    page.fill("#f-corr", "a")
+    assert len(shown()) == 5 and {(r[1], r[2]) for r in shown()} == {("eval", "a")}
+    assert "showing 5 of 22" in page.inner_text("#shown")
+    page.fill("#f-corr", "")
+    page.select_option("#f-step", "")
+    assert len(shown()) == 22
+    joined = page.inner_text(".token-stream[data-correlation='a']")
+    assert "aaaaaaaaaa" in joined  # ten tokens of "a", joined in index order per stream

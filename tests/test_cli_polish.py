@@ -219,3 +219,17 @@ def test_serve_on_all_interfaces_without_a_token_warns() -> None:
         port = holder.getsockname()[1]
         quiet = cli("serve", "--host", "0.0.0.0", "--port", str(port), "--token", "t0ken-123456")
     assert "warning" not in quiet.stderr
+
+
+def test_tail_live_prints_plain_summary_lines_when_not_a_terminal(server: RunningServer) -> None:
+    run_id = create_run(server.url)
+    with zstream_mp.bind(run_id, server=server.url):
+        for i in range(30):
+            zstream_mp.publish({"worker": "w1", "done": i + 1, "total": 30}, kind="progress")
+        assert zstream_mp.flush(10)
+    zstream_mp.runs.end_run(server.url, run_id)
+    done = cli("tail", run_id, "--server", server.url, "--live")
+    assert done.returncode == 0, done.stderr
+    last = done.stdout.strip().splitlines()[-1]
+    assert last.startswith("progress: w1 30/30 (30 events) | events 30") and "run ended" in last
+    assert "\x1b[" not in done.stdout  # no terminal control sequences in a pipe

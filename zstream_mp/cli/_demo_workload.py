@@ -127,7 +127,8 @@ def run(
         run_id = create_run(server)
         out.write(
             f"zstream-mp demo\n  server: {server}\n  run:    {run_id}\n"
-            f"  follow it elsewhere: zstream-mp tail {run_id} --server {server}\n\n"
+            f"  follow it elsewhere: zstream-mp tail {run_id} --server {server} --live\n"
+            f"  or in a browser:     {server}/runs/{run_id}\n\n"
         )
         zstream_mp.bind(run_id, server=server, step_name="demo_step")
         zstream_mp.publish({"pid": os.getpid(), "state": "fan-out starting"}, kind="status")

@@ -141,6 +141,9 @@ def routes(
             response = Response(status_code=204)
             response.delete_cookie(COOKIE, path=API_PREFIX)
             return response
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            # a cross-site form cannot send this type without a CORS preflight
+            return JSONResponse({"detail": "Send application/json."}, status_code=415)
         try:
             body = json.loads(await request.body() or b"null")
         except ValueError:

@@ -39,7 +39,6 @@ __all__ = [
     "StreamingDisabledError",
     "SubscribeError",
     "ZStreamError",
-    "error_for_status",
 ]
 
 
@@ -103,20 +102,3 @@ class StreamingDisabledError(SubscribeError):
 
 class ServerUnavailableError(SubscribeError):
     """The server could not be reached (or kept answering 5xx) for ``retry_for`` seconds."""
-
-
-_BY_STATUS: dict[int, type[SubscribeError]] = {
-    400: InvalidRequestError,
-    401: AuthenticationError,
-    403: PermissionDeniedError,
-    404: RunNotFoundError,
-    422: InvalidRequestError,
-    501: StreamingDisabledError,
-}
-
-
-def error_for_status(status: int) -> type[SubscribeError]:
-    """The error class for a refusal with this HTTP status (5xx: ``ServerUnavailableError``)."""
-    if status >= 500 and status != 501:
-        return ServerUnavailableError
-    return _BY_STATUS.get(status, SubscribeError)

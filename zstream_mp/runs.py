@@ -28,15 +28,34 @@ from zstream_mp._wire import (
     runs_url,
 )
 from zstream_mp.errors import (
+    AuthenticationError,
     InvalidContextError,
+    InvalidRequestError,
+    PermissionDeniedError,
+    RunNotFoundError,
     ServerUnavailableError,
+    StreamingDisabledError,
     SubscribeError,
-    error_for_status,
 )
 
 __all__ = ["RunInfo", "create_run", "end_run", "list_runs", "run_status"]
 
 DEFAULT_TIMEOUT = 30.0
+_BY_STATUS: dict[int, type[SubscribeError]] = {
+    400: InvalidRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: RunNotFoundError,
+    422: InvalidRequestError,
+    501: StreamingDisabledError,
+}
+
+
+def _error_for(status: int) -> type[SubscribeError]:
+    """The error of a refusal with this status; other 5xx mean the server is unwell."""
+    if status >= 500 and status != 501:
+        return ServerUnavailableError
+    return _BY_STATUS.get(status, SubscribeError)
 
 
 @dataclass(frozen=True)
@@ -97,7 +116,7 @@ def _request(method: str, url: str, token: str | None, timeout: float, body: Any
         raise ServerUnavailableError(f"cannot reach {url}: {reason}") from exc
     if response.status_code >= 300:
         detail = _detail_of(response)
-        error = error_for_status(response.status_code)
+        error = _error_for(response.status_code)
         raise error(
             f"server answered {response.status_code}: {describe_detail(detail)}",
             response.status_code,

@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Any
 
-from zstream_mp._wire import DEFAULT_PORT, ENV_SERVE_TOKEN
+from zstream_mp._wire import DEFAULT_PORT, ENV_SERVE_TOKEN, EVENTS_PATH, RUNS_PATH, STREAM_PATH
 from zstream_mp.cli._common import EXIT_REFUSED, EXIT_USAGE, Formatter
 
 _FIRST_LINE = "zstream-mp serving on {url}"
@@ -17,8 +17,8 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "serve",
         help="run a streaming server (ZenML-compatible endpoints) with a live page",
-        description="Serve POST /api/v1/runs/{id}/events and GET .../events/stream, the run "
-        "API under /api/v1/zstream/runs and a live page at / . Without --token/--tokens-file "
+        description=f"Serve POST {EVENTS_PATH} and GET {STREAM_PATH} as ZenML does, the "
+        f"run API under {RUNS_PATH} and a live page at / . Without --token/--tokens-file "
         "the server is open (no auth).",
         formatter_class=Formatter,
     )

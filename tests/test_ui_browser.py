@@ -99,6 +99,13 @@ def test_page_shows_every_event_once_across_server_restarts(
     try:
         run_id = create_run(srv.url)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
+        streams: list[dict[str, str]] = []
+        page.on(
+            "request",
+            lambda r: (
+                streams.append({"url": r.url, **r.all_headers()}) if "/stream" in r.url else None
+            ),
+        )
         page.goto(f"{srv.url}/runs/{run_id}")
         page.wait_for_function("() => document.body.dataset.state === 'live'", timeout=20_000)
 
@@ -139,6 +146,10 @@ def test_page_shows_every_event_once_across_server_restarts(
         )
         assert sorted(bars) == [[f"worker-{w}", "100"] for w in range(WORKERS)]
         assert page.is_hidden("#login")  # an open server asks for no token
+        # the browser's own reconnect after the SIGKILL resumed with Last-Event-ID; the page
+        # reopened after the graceful stop's `end` with ?since= (a new EventSource)
+        assert any("last-event-id" in h for h in streams), streams
+        assert any("since=" in h["url"] for h in streams), streams
         reconnects = int(page.inner_text("#reconnects"))
         assert reconnects >= 2, reconnects
         assert page.inner_text("#gaps") == "1"  # the graceful stop's `gap: shutdown`

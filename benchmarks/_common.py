@@ -1,11 +1,14 @@
-"""Shared pieces of the benchmark scripts: a server subprocess, the ingest ceiling, tables."""
+"""Shared pieces of the benchmark scripts: a server subprocess, the ingest ceiling, tables.
+
+Nothing from the package (nor httpx) is imported at module level: the ZenML comparison runs
+these scripts in the ZenML peer's interpreter, which has neither.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -14,29 +17,18 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-import httpx
-
-_BANNER = re.compile(r"zstream-mp serving on (http://\S+)")
-
 
 @contextlib.contextmanager
 def server(*extra: str) -> Iterator[str]:
-    """``zstream-mp serve`` on a free loopback port, for the duration of the block."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "zstream_mp", "serve", "--port", "0", *extra],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        match = _BANNER.search(proc.stdout.readline())
-        if not match:
-            raise RuntimeError("the server did not start")
-        yield match.group(1)
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    """``zstream-mp serve`` on a free loopback port, for the duration of the block.
+
+    Started as the demo and the tests start it (``zstream_mp.cli._serve_process``), in its
+    own process so that it never shares the measured publisher's GIL.
+    """
+    from zstream_mp.cli._serve_process import start_serve
+
+    with start_serve(extra) as served:
+        yield served.url
 
 
 def run_child(
@@ -62,7 +54,11 @@ def run_child(
 
 
 def new_run(url: str) -> str:
-    return str(httpx.post(f"{url}/api/v1/zstream/runs", json={}).json()["id"])
+    import httpx
+
+    from zstream_mp._wire import runs_url
+
+    return str(httpx.post(runs_url(url), json={}).json()["id"])
 
 
 def event_bytes(run_id: str, i: int) -> bytes:
@@ -79,10 +75,14 @@ def ingest_ceiling(
     url: str, batch: int, events: int, repeats: int = 3, token: str | None = None
 ) -> float:
     """Events/s one keep-alive client achieves posting pre-encoded batches back to back."""
+    import httpx
+
+    from zstream_mp._wire import AUTHORIZATION, bearer, events_url
+
     rates = []
     headers = {"Content-Type": "application/json"}
     if token:
-        headers["Authorization"] = f"Bearer {token}"
+        headers[AUTHORIZATION] = bearer(token)
     with httpx.Client(headers=headers, timeout=30) as client:
         for _ in range(repeats):
             run_id = new_run(url)
@@ -90,7 +90,7 @@ def ingest_ceiling(
                 b'{"events":[' + b",".join(event_bytes(run_id, i + j) for j in range(batch)) + b"]}"
                 for i in range(0, events, batch)
             ]
-            target = f"{url}/api/v1/runs/{run_id}/events"
+            target = events_url(url, run_id)
             started = time.perf_counter()
             for body in bodies:
                 client.post(target, content=body).raise_for_status()

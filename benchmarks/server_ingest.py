@@ -26,8 +26,11 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-import _zenml_peer as zpeer  # noqa: E402
-from _servers import start_redis, start_server  # noqa: E402
+from helpers import zenml_peer as zpeer  # noqa: E402
+from helpers.redis import start_redis  # noqa: E402
+from helpers.servers import start_server  # noqa: E402
+
+from zstream_mp._wire import AUTHORIZATION, EVENTS_PATH, bearer  # noqa: E402
 
 BATCH_SIZES = (1, 64, 1000)
 REQUESTS = {1: 100, 64: 40, 1000: 10}  # events per cell = batch size x requests
@@ -62,13 +65,13 @@ class Cell:
     def __init__(self, url: str, token: str | None, run_id: str, step_run_id: str | None):
         headers = {"Content-Type": "application/json"}
         if token:
-            headers["Authorization"] = f"Bearer {token}"
+            headers[AUTHORIZATION] = bearer(token)
         transport = httpx.HTTPTransport(
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
         )
         self.client = httpx.Client(base_url=url, headers=headers, transport=transport, timeout=60)
         self.run_id, self.step_run_id = run_id, step_run_id
-        self.path = f"/api/v1/runs/{run_id}/events"
+        self.path = EVENTS_PATH.format(run_id=run_id)
         self.client.post(self.path, content=b'{"events":[]}')  # connect outside the clock
 
     def once(self, batch: int) -> float:
@@ -88,14 +91,7 @@ def ours(broker: str) -> Iterator[tuple[str, str | None, str]]:
         if broker == "redis":
             url = stack.enter_context(start_redis()).url
         srv = stack.enter_context(start_server(broker=url, token=TOKEN))
-        r = httpx.post(
-            f"{srv.url}/api/v1/zstream/runs",
-            json={},
-            headers={"Authorization": f"Bearer {TOKEN}"},
-            timeout=10,
-        )
-        r.raise_for_status()
-        yield srv.url, TOKEN, str(r.json()["id"])
+        yield srv.url, TOKEN, srv.create_run()
 
 
 def main() -> int:

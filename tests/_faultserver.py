@@ -15,6 +15,7 @@ forever). When the script is exhausted, requests are accepted. Rules:
     {"action": "reset", "count": 1}                  read the body, close with RST (SO_LINGER 0)
     {"action": "accept_drop", "count": 1}            store the events, then drop without answering
     {"action": "stall", "count": 1}                  read the body, never answer
+    {"action": "trickle", "interval": 1.0}           answer one byte per interval, never ending
     {"action": "accept", "delay": 0.5, "count": 2}   accept after a delay
 
 The script comes from ``--script JSON`` and can be replaced at run time with
@@ -32,6 +33,7 @@ so it runs under any interpreter the tests use.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import socket
@@ -205,6 +207,17 @@ class Handler(BaseHTTPRequestHandler):
         if action in ("drop", "reset"):
             st.log_request(entry)
             self._drop(reset=action == "reset")
+            return
+        if action == "trickle":  # a response that never ends, one byte at a time
+            st.log_request(entry)
+            interval = float(rule.get("interval", 1.0))
+            with contextlib.suppress(OSError):
+                for byte in b"HTTP/1.1 200 OK\r\nX-Trickle: " + b"z" * 10_000:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    if st.stop.wait(interval):
+                        break
+            self.close_connection = True
             return
         if action == "stall":
             st.log_request(entry)

@@ -363,6 +363,9 @@ def client_env(peer: Peer, workdir: Path) -> dict[str, str]:
     """Environment for a ZenML client process (own config dir) talking to ``peer``."""
     return {
         "PATH": f"{VENV}/bin:/usr/local/bin:/usr/bin:/bin",
+        # This checkout first: the peer venv is shared by every checkout on the machine,
+        # whichever one installed itself there last.
+        "PYTHONPATH": str(REPO_ROOT),
         "HOME": str(workdir / "home"),
         "LANG": "C.UTF-8",
         "ZENML_CONFIG_PATH": str(workdir / "client-config"),

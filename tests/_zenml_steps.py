@@ -48,7 +48,31 @@ def _installed_here(python: str) -> bool:
         cwd="/",
         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
     )
-    return out.returncode == 0 and Path(out.stdout.strip()) == REPO_ROOT
+    # Any checkout will do: the pipelines run with PYTHONPATH=REPO_ROOT (``client_env``), so
+    # the venv only has to provide zstream_mp's dependencies.
+    return out.returncode == 0
+
+
+def ensure_peer_packages(python: str, *packages: str) -> None:
+    """``pip install`` what a pipeline imports (joblib, distributed) into the peer venv."""
+    missing = [
+        p
+        for p in packages
+        if subprocess.run([python, "-c", f"import {p}"], capture_output=True).returncode
+    ]
+    if not missing:
+        return
+    venv = Path(python).parent.parent
+    with FileLock(str(venv / ".zstream-install.lock")).acquire(timeout=PIP_TIMEOUT):
+        out = subprocess.run(
+            [python, "-m", "pip", "install", "-q", "--disable-pip-version-check", *missing],
+            capture_output=True,
+            text=True,
+            timeout=PIP_TIMEOUT,
+        )
+    if out.returncode != 0:
+        tail = " | ".join((out.stdout + out.stderr).strip().splitlines()[-5:])
+        raise ZStreamNotInstallable(f"pip install {missing} into {venv} failed: {tail}")
 
 
 def ensure_zstream_in_peer(python: str) -> None:
@@ -103,6 +127,25 @@ class PipelineResult:
         assert self.returncode == 0, f"pipeline {self.mode} failed:\n{self.log[-4000:]}"
 
 
+def _prepare(
+    peer: Peer,
+    script: Path,
+    workdir: Path,
+    env: dict[str, str] | None,
+    local_store: bool,
+) -> tuple[Path, Path, dict[str, str]]:
+    repo, out, home = workdir / "repo", workdir / "out", workdir / "home"
+    for d in (repo, out, home):
+        d.mkdir(parents=True, exist_ok=True)
+    shutil.copy(script, repo / script.name)  # must sit in the source root
+    full_env = client_env(peer, workdir)
+    if local_store:
+        full_env.pop("ZENML_STORE_URL")
+        full_env.pop("ZENML_STORE_API_KEY")
+    full_env.update(env or {})
+    return repo, out, full_env
+
+
 def run_pipeline(
     peer: Peer,
     mode: str,
@@ -111,23 +154,17 @@ def run_pipeline(
     env: dict[str, str] | None = None,
     local_store: bool = False,
     timeout: float = 300.0,
+    script: Path = PIPELINE_SCRIPT,
+    args: tuple[str, ...] = (),
 ) -> PipelineResult:
-    """Run one pipeline of ``streaming_pipeline.py`` in a new ZenML repo under ``workdir``.
+    """Run one pipeline of ``script`` (``streaming_pipeline.py``) in a new ZenML repo.
 
     ``local_store``: the client uses its own local SQLite store instead of the peer server
     (only the peer's venv is used).
     """
-    repo, out, home = workdir / "repo", workdir / "out", workdir / "home"
-    for d in (repo, out, home):
-        d.mkdir(parents=True, exist_ok=True)
-    shutil.copy(PIPELINE_SCRIPT, repo / PIPELINE_SCRIPT.name)  # must sit in the source root
-    full_env = client_env(peer, workdir)
-    if local_store:
-        full_env.pop("ZENML_STORE_URL")
-        full_env.pop("ZENML_STORE_API_KEY")
-    full_env.update(env or {})
+    repo, out, full_env = _prepare(peer, script, workdir, env, local_store)
     proc = subprocess.run(
-        [peer.python, PIPELINE_SCRIPT.name, mode, str(out)],
+        [peer.python, script.name, mode, str(out), *args],
         cwd=repo,
         env=full_env,
         stdout=subprocess.PIPE,
@@ -138,6 +175,86 @@ def run_pipeline(
     (workdir / "pipeline.log").write_text(proc.stdout)
     steps = {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json"))}
     return PipelineResult(mode, proc.returncode, proc.stdout, steps, workdir)
+
+
+@dataclasses.dataclass
+class LiveRun:
+    """A pipeline run whose stream was read live from its first second to ``end``."""
+
+    result: PipelineResult
+    events: list[Any]
+    """``zstream_mp.Event`` items in arrival order (duplicates kept: ids differ)."""
+    gaps: list[str]
+
+
+def run_pipeline_live(
+    peer: Peer,
+    script: Path,
+    mode: str,
+    workdir: Path,
+    *,
+    args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+    timeout: float = 600.0,
+) -> LiveRun:
+    """Run a pipeline whose step writes ``out/run.json`` first, and subscribe at once.
+
+    ZenML trims a run's stream to its newest 10,000 entries; a subscriber that starts with
+    the run and keeps up sees every event, where a replay after the run would not.
+    """
+    import threading
+
+    import zstream_mp
+
+    repo, out, full_env = _prepare(peer, script, workdir, env, False)
+    log_path = workdir / "pipeline.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [peer.python, script.name, mode, str(out), *args],
+            cwd=repo,
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    events: list[Any] = []
+    gaps: list[str] = []
+    failure: list[BaseException] = []
+
+    def read(run_id: str) -> None:
+        try:
+            for item in zstream_mp.subscribe(peer.url, run_id, token=peer.token, timeout=120):
+                if isinstance(item, zstream_mp.Gap):
+                    gaps.append(item.reason)
+                else:
+                    events.append(item)
+        except BaseException as exc:
+            failure.append(exc)
+
+    reader: threading.Thread | None = None
+    deadline = time.monotonic() + timeout
+    try:
+        run_file = out / "run.json"
+        while not run_file.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        if run_file.exists():
+            run_id = json.loads(run_file.read_text())["run_id"]
+            reader = threading.Thread(target=read, args=(run_id,), daemon=True)
+            reader.start()
+        proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if reader is not None:
+        reader.join(timeout=120)
+        assert not reader.is_alive(), "the run's stream never sent end"
+    if failure:
+        raise failure[0]
+    text = log_path.read_text(errors="replace")
+    steps = {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json"))}
+    return LiveRun(PipelineResult(mode, proc.returncode, text, steps, workdir), events, gaps)
 
 
 @dataclasses.dataclass(frozen=True)

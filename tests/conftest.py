@@ -1,4 +1,4 @@
-"""Shared fixtures: real server processes on loopback (see tests/_servers.py)."""
+"""Shared fixtures: real server processes on loopback (see tests/helpers/)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _servers import (
-    TEST_TOKEN,
-    RunningRedis,
-    RunningServer,
-    redis_binary,
-    start_redis,
-    start_server,
-)
+from helpers.redis import RunningRedis, redis_binary, start_redis
+from helpers.servers import TEST_TOKEN, RunningServer, start_server
 
 
 @pytest.fixture(scope="session")

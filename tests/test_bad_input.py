@@ -19,7 +19,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _faultserver import FaultProcess
+from helpers.faultserver import FaultProcess
 
 from zstream_mp import bind, flush, publish, stats
 from zstream_mp.errors import (

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from _servers import PREFIX
+from helpers.servers import PREFIX, start_server
 
 CLI = [sys.executable, "-m", "zstream_mp"]
 TOKEN = "s3cret-" + uuid.uuid4().hex[:8]
@@ -22,23 +22,10 @@ def cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def served() -> Iterator[tuple[str, list[str]]]:
-    proc = subprocess.Popen(
-        [*CLI, "serve", "--port", "0", "--token", TOKEN],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    first = proc.stdout.readline()
-    assert first.startswith(PREFIX), first
-    banner = [first]
-    url = first[len(PREFIX) :].strip()
-    banner += [proc.stdout.readline() for _ in range(2)]  # auth, broker
-    try:
-        yield url, banner
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with start_server(token=TOKEN) as srv:
+        banner = srv.served.read_banner(3)  # url, auth, broker
+        assert banner[0].startswith(PREFIX), banner
+        yield srv.url, [line + "\n" for line in banner]
 
 
 def test_serve_prints_url_and_how_to_authenticate(served: tuple[str, list[str]]) -> None:

@@ -8,7 +8,7 @@ import threading
 import uuid
 
 import httpx
-from _servers import RunningServer
+from helpers.servers import RunningServer
 
 from zstream_mp.consumer import Event, subscribe
 
@@ -92,3 +92,33 @@ def test_reconnects_resume_without_loss_or_duplicates(server: RunningServer) -> 
     seqs = [e.payload["seq"] for e in got if isinstance(e, Event)]
     assert seqs == [i for i in range(n) if i % 3]  # exact set, in order, once each
     assert len({e.id for e in got if isinstance(e, Event)}) == len(got)
+
+
+def test_a_stream_longer_than_retry_for_survives_its_drops(server: RunningServer) -> None:
+    """`retry_for` bounds consecutive failure, not the stream's age: a connection that lived
+    longer than it is resumed when it drops, as often as it drops."""
+    import threading
+    import time
+
+    run = str(uuid.uuid4())
+    n = 40
+    url = f"{server.url}/api/v1/runs/{run}/events"
+
+    def publish_slowly() -> None:
+        for i in range(n):
+            event = {"pipeline_run_id": run, "kind": "k", "payload": {"seq": i}}
+            assert httpx.post(url, json={"events": [event]}).status_code == 200
+            time.sleep(0.1)
+        assert httpx.post(f"{server.url}/api/v1/zstream/runs/{run}/end").status_code == 200
+
+    port = int(server.url.rsplit(":", 1)[1])
+    proxy = DroppingProxy(port, budget=2_500)  # ~10 frames, about a second, per connection
+    publisher = threading.Thread(target=publish_slowly, daemon=True)
+    publisher.start()
+    try:
+        got = list(subscribe(f"http://127.0.0.1:{proxy.port}", run, timeout=10, retry_for=0.5))
+    finally:
+        proxy.close()
+        publisher.join(timeout=30)
+    assert proxy.connections >= 3
+    assert [e.payload["seq"] for e in got if isinstance(e, Event)] == list(range(n))

@@ -1,7 +1,7 @@
 """Faults injected for real by a server process: nothing lost beyond the documented policy.
 
 Every scenario runs a publisher in its own process (tests/fork_cases/fault_client.py) against
-tests/_faultserver.py, which answers with real status codes, drops or resets real
+tests/helpers/faultserver.py, which answers with real status codes, drops or resets real
 connections, stalls, or is killed and started again on the same port. Every event carries its
 ``seq``; the server records every request and every accepted event, so the test counts
 exactly and checks that each batch kept one Idempotency-Key across its retries.
@@ -36,8 +36,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "fork_cases"))
 sys.path.insert(0, str(HERE))
 
-from _faultserver import FaultProcess  # noqa: E402
 from _targets import child_env  # noqa: E402
+from helpers.faultserver import FaultProcess  # noqa: E402
 
 CLIENT = HERE / "fork_cases" / "fault_client.py"
 MARKER = "SECRET-PAYLOAD-7f3a"
@@ -315,10 +315,11 @@ def test_unsupported_server_mutes_with_one_warning(
 
 
 def test_reauthentication_after_401(tmp_path: Path, run_id: str) -> None:
-    """A 401 makes the transport take a fresh token (ZSTREAM_TOKEN) and resend the batch."""
+    """A 401 makes the transport take a fresh token and resend the batch: ZSTREAM_TOKEN,
+    because ZSTREAM_SERVER names this very server (it is that server's credential)."""
     with FaultProcess(tmp_path, token="fresh-token") as fp:
         steps = [
-            {"setenv": {"ZSTREAM_TOKEN": "fresh-token"}},
+            {"setenv": {"ZSTREAM_TOKEN": "fresh-token", "ZSTREAM_SERVER": fp.url}},
             {"publish": 150},
             {"flush": 10},
             {"publish": 50},

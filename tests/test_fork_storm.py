@@ -36,7 +36,7 @@ DEADLINE = 420.0
 
 @pytest.fixture(scope="module")
 def our_server() -> Iterator[Any]:
-    from _servers import start_server
+    from helpers.servers import start_server
 
     with start_server(
         token="fork-token-" + os.urandom(6).hex(), max_stream_length=10_000_000

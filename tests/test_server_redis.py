@@ -9,15 +9,9 @@ import uuid
 
 import httpx
 import pytest
-from _servers import (
-    RunningRedis,
-    RunningServer,
-    frames_of,
-    redis_binary,
-    sse_body,
-    start_redis,
-    start_server,
-)
+from helpers.redis import RunningRedis, redis_binary, start_redis
+from helpers.servers import RunningServer, start_server
+from helpers.sse import frames_of, sse_body
 
 pytestmark = [
     pytest.mark.redis,

@@ -10,7 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
-from _servers import RunningServer, frames_of, sse_body, start_server
+from helpers.servers import RunningServer, start_server
+from helpers.sse import frames_of, sse_body
 
 from zstream_mp.consumer import Event, Gap, subscribe
 
@@ -55,8 +56,12 @@ def test_replay_filters_and_resume(server: RunningServer) -> None:
             "payload": {"n": 2, "s": "ü"},
         },
         {"pipeline_run_id": run, "kind": "other", "correlation_id": "corr-1"},
-        {"pipeline_run_id": run, "kind": "bad\nkind"},
+        {"pipeline_run_id": run, "kind": "fourth"},
     ]
+    # a kind an SSE event name cannot carry is refused, not stored and shown as `cursor`
+    bad = {"pipeline_run_id": run, "kind": "bad\nkind"}
+    refused = httpx.post(_stream(server, run)[: -len("/stream")], json={"events": [bad]})
+    assert refused.status_code == 400 and refused.json()["detail"][0] == "ValueError"
     _post(server, run, events)
     _end(server, run)
     status, headers, body = sse_body(_stream(server, run))
@@ -68,7 +73,7 @@ def test_replay_filters_and_resume(server: RunningServer) -> None:
         f'id: 1\nevent: direct\ndata: {{"pipeline_run_id":"{run}","step_run_id":null,"step_name":"probe","kind":"direct","correlation_id":"corr-1","index":0,"payload":{{"n":1}}}}\n\n'
     )
     assert '"payload":{"n":2,"s":"ü"}' in text
-    assert "id: 4\nevent: cursor\ndata: {}\n\n" in text  # SSE-unsafe kind
+    assert "id: 4\nevent: fourth\n" in text
     assert text.endswith("event: end\ndata: {}\n\n")
     _, _, body = sse_body(
         _stream(server, run), params=[("kinds", "direct"), ("correlation_ids", "corr-1")]

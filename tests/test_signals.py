@@ -22,8 +22,8 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "fork_cases"))
 
-from _faultserver import FaultProcess  # noqa: E402
 from _signal_child import publish_then_wait, report_masks  # noqa: E402
+from helpers.faultserver import FaultProcess  # noqa: E402
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc, POSIX signals")
 CTX = multiprocessing.get_context("spawn")

@@ -20,7 +20,8 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from _servers import RunningRedis, RunningServer, start_server
+from helpers.redis import RunningRedis
+from helpers.servers import RunningServer, start_server
 
 SUBSCRIBERS = 50
 EVENTS = 10_000

@@ -25,9 +25,9 @@ import pytest
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import _zenml_peer  # noqa: E402
-import _zenml_steps  # noqa: E402
-from _zenml_steps import Frame, PipelineResult, events_by, read_stream, run_pipeline  # noqa: E402
+from helpers import zenml_peer, zenml_steps  # noqa: E402
+from helpers.servers import start_server  # noqa: E402
+from helpers.zenml_steps import Frame, PipelineResult, events_by, read_stream, run_pipeline  # noqa: E402
 
 pytestmark = [pytest.mark.timeout(900)]
 needs_peer = pytest.mark.zenml
@@ -42,20 +42,20 @@ def _sha(token: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def peer() -> _zenml_peer.Peer:
+def peer() -> zenml_peer.Peer:
     try:
-        found = _zenml_peer.ensure_peer()
-    except _zenml_peer.PeerUnavailable as exc:
+        found = zenml_peer.ensure_peer()
+    except zenml_peer.PeerUnavailable as exc:
         pytest.skip(f"ZenML peer unavailable, zenml step tests NOT run: {exc}")
     try:
-        _zenml_steps.ensure_zstream_in_peer(found.python)
-    except _zenml_steps.ZStreamNotInstallable as exc:
+        zenml_steps.ensure_zstream_in_peer(found.python)
+    except zenml_steps.ZStreamNotInstallable as exc:
         pytest.skip(f"zstream_mp not installable in the ZenML peer venv, NOT run: {exc}")
     return found
 
 
 def _run(
-    peer: _zenml_peer.Peer, mode: str, tmp: Path, env: dict[str, str] | None = None
+    peer: zenml_peer.Peer, mode: str, tmp: Path, env: dict[str, str] | None = None
 ) -> PipelineResult:
     result = run_pipeline(peer, mode, tmp, env=env)
     result.check()
@@ -64,7 +64,7 @@ def _run(
 
 @pytest.fixture(scope="module")
 def compare(
-    peer: _zenml_peer.Peer, tmp_path_factory: pytest.TempPathFactory
+    peer: zenml_peer.Peer, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[PipelineResult, list[Frame]]:
     result = _run(peer, "compare", tmp_path_factory.mktemp("zenml-compare"))
     return result, read_stream(peer.url, result.run_id, peer.token)
@@ -115,7 +115,7 @@ def assert_unique_ids(frames: list[Frame]) -> None:
 
 @needs_peer
 def test_context_matches_zenml_step(
-    compare: tuple[PipelineResult, list[Frame]], peer: _zenml_peer.Peer
+    compare: tuple[PipelineResult, list[Frame]], peer: zenml_peer.Peer
 ) -> None:
     result, _frames = compare
     assert set(result.steps) == {"emit", "emit_2"}
@@ -165,11 +165,11 @@ def test_context_resolution_cost(
 
 @pytest.fixture(scope="module")
 def redirected(
-    peer: _zenml_peer.Peer, tmp_path_factory: pytest.TempPathFactory
+    peer: zenml_peer.Peer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[PipelineResult, list[Frame], list[Frame], str, str]]:
     """The compare pipeline with ZSTREAM_SERVER/ZSTREAM_TOKEN naming our server."""
     token = "zsz-" + os.urandom(8).hex()
-    with _zenml_steps.start_zstream_server(token=token) as server:
+    with start_server(token=token) as server:
         result = _run(
             peer,
             "compare",
@@ -204,11 +204,11 @@ def test_zstream_server_env_redirects_with_zenml_ids(
 
 
 @needs_peer
-def test_local_sql_store_with_zstream_server(peer: _zenml_peer.Peer, tmp_path: Path) -> None:
+def test_local_sql_store_with_zstream_server(peer: zenml_peer.Peer, tmp_path: Path) -> None:
     """A ZenML client on its local SQL store (no ZenML server): ids from ZenML, events
     to ZSTREAM_SERVER. ``zenml.streaming`` mutes itself there (the SQL store refuses)."""
     token = "zsz-" + os.urandom(8).hex()
-    with _zenml_steps.start_zstream_server(token=token) as server:
+    with start_server(token=token) as server:
         result = run_pipeline(
             peer,
             "compare",
@@ -241,7 +241,7 @@ def test_local_sql_store_with_zstream_server(peer: _zenml_peer.Peer, tmp_path: P
 
 
 @needs_peer
-def test_dynamic_pipeline_body_and_step(peer: _zenml_peer.Peer, tmp_path: Path) -> None:
+def test_dynamic_pipeline_body_and_step(peer: zenml_peer.Peer, tmp_path: Path) -> None:
     result = run_pipeline(peer, "dynamic", tmp_path)
     if result.returncode != 0 and "dynamic" in result.log.lower() and not result.steps:
         pytest.skip(
@@ -272,7 +272,7 @@ def test_dynamic_pipeline_body_and_step(peer: _zenml_peer.Peer, tmp_path: Path) 
 
 
 @needs_peer
-def test_pool_workers_inherit_step_context(peer: _zenml_peer.Peer, tmp_path: Path) -> None:
+def test_pool_workers_inherit_step_context(peer: zenml_peer.Peer, tmp_path: Path) -> None:
     result = _run(peer, "pool", tmp_path)
     rec = result.steps["fan_out"]
     ids = (rec["run_id"], rec["step_run_id"], rec["step_name"])
@@ -300,7 +300,7 @@ def test_pool_workers_inherit_step_context(peer: _zenml_peer.Peer, tmp_path: Pat
 
 
 @needs_peer
-def test_forkserver_workers_follow_the_current_step(peer: _zenml_peer.Peer, tmp_path: Path) -> None:
+def test_forkserver_workers_follow_the_current_step(peer: zenml_peer.Peer, tmp_path: Path) -> None:
     """Two steps in one process, a forkserver Pool in each.
 
     The forkserver process is started during the first step and reused by the second,
@@ -330,7 +330,7 @@ def test_forkserver_workers_follow_the_current_step(peer: _zenml_peer.Peer, tmp_
 
 
 @needs_peer
-def test_401_reauthenticates_through_zenml_store(peer: _zenml_peer.Peer, tmp_path: Path) -> None:
+def test_401_reauthenticates_through_zenml_store(peer: zenml_peer.Peer, tmp_path: Path) -> None:
     result = _run(peer, "reauth", tmp_path)
     rec = result.steps["reauth"]
     assert rec["poisoned"]["context"]["token_sha"] == rec["bad_token_sha"]

@@ -7,9 +7,10 @@ that deliver from pool workers, forked children and spawned interpreters alike.
 
 from __future__ import annotations
 
-from zstream_mp._api import flush, publish, stats
+from zstream_mp import _zenml
+from zstream_mp._api import flush, flush_tree, publish, stats
 from zstream_mp._context import Binding, bind, current_context, unbind
-from zstream_mp._stats import PublisherStats
+from zstream_mp._stats import ProcessRow, PublisherStats, TreeStats
 from zstream_mp._stream_context import StreamContext
 from zstream_mp._version import __version__
 from zstream_mp.consumer import Event, Gap, subscribe
@@ -19,6 +20,7 @@ from zstream_mp.errors import (
     InvalidContextError,
     InvalidEventError,
     InvalidRequestError,
+    MissingExtraError,
     PayloadTooLargeError,
     PermissionDeniedError,
     ReservedKindError,
@@ -30,6 +32,8 @@ from zstream_mp.errors import (
 )
 from zstream_mp.logs import LogHandler
 
+_zenml.watch()  # hand a ZenML step's context to its children from the step's start
+
 __all__ = [
     "AuthenticationError",
     "Binding",
@@ -40,8 +44,10 @@ __all__ = [
     "InvalidEventError",
     "InvalidRequestError",
     "LogHandler",
+    "MissingExtraError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
+    "ProcessRow",
     "PublisherStats",
     "ReservedKindError",
     "RunNotFoundError",
@@ -49,11 +55,13 @@ __all__ = [
     "StreamContext",
     "StreamingDisabledError",
     "SubscribeError",
+    "TreeStats",
     "ZStreamError",
     "__version__",
     "bind",
     "current_context",
     "flush",
+    "flush_tree",
     "publish",
     "stats",
     "subscribe",

@@ -1,4 +1,4 @@
-"""``publish()``, ``flush()`` and ``stats()``: the caller's side, cheap and never blocking."""
+"""``publish()``, ``flush()``, ``flush_tree()`` and ``stats()``: the caller's side."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import logging
 import math
 import os
 import time
-from typing import Any
+from typing import Any, Literal, overload
 
 from zstream_mp import _context, _event, _process
-from zstream_mp._stats import Counters, PublisherStats
+from zstream_mp._stats import Counters, PublisherStats, TreeStats
 from zstream_mp.errors import PayloadTooLargeError
 
 logger = logging.getLogger("zstream_mp")
@@ -53,18 +53,62 @@ def flush(timeout: float | None = 2.0) -> bool:
     st = _process.existing_state()
     if st is None:
         return True
+    if st.flush_until(_deadline(timeout)):
+        return True
+    pending = st.queue.pending()
+    if pending:
+        logger.warning(
+            "flush() gave up after %gs with %d events still queued%s",
+            timeout,
+            pending,
+            f" (last failure: {st.health.last_failure})" if st.health.last_failure else "",
+        )
+    return pending == 0
+
+
+def _deadline(timeout: float | None) -> float:
     if timeout is None:
-        deadline = math.inf
-    else:
-        if timeout < 0 or math.isnan(timeout):
-            raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
-        deadline = time.monotonic() + timeout
-    return st.flush_until(deadline)
+        return math.inf
+    if timeout < 0 or math.isnan(timeout):
+        raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
+    return time.monotonic() + timeout
 
 
-def stats() -> PublisherStats:
-    """A snapshot of this process's counters (zeros before its first publish)."""
-    st = _process.existing_state()
-    if st is None:
-        return Counters().snapshot(os.getpid(), 0, False)
-    return st.snapshot()
+def flush_tree(timeout: float | None = 10.0, *, run_id: str | None = None) -> bool:
+    """Wait until this process and every registered descendant have delivered their events.
+
+    Descendants that died leave spools: this call adopts and delivers them. With ``run_id``
+    the scope is every process on this host that published to that run instead (workers
+    of Ray or Dask are not our descendants). True once everything published in scope is on
+    the server or dropped by policy; False when ``timeout`` passes first (a hung process)
+    or when a process was killed with events that no spool kept.
+    """
+    from zstream_mp import _tree
+
+    return _tree.flush_tree(
+        _deadline(timeout),
+        None if run_id is None else str(run_id),
+        own=_process.existing_state(),
+        token_for=_process.own_token_for,
+    )
+
+
+@overload
+def stats(scope: Literal["process"] = "process", run_id: None = None) -> PublisherStats: ...
+@overload
+def stats(scope: Literal["tree", "run"], run_id: str | None = None) -> TreeStats: ...
+def stats(scope: str = "process", run_id: str | None = None) -> PublisherStats | TreeStats:
+    """Counters: of this process (``PublisherStats``, zeros before its first publish), or
+    ``TreeStats`` of this process and its descendants (``"tree"``) or of every process on
+    this host that published to ``run_id`` (``"run"``), with a row per process.
+    """
+    if scope == "process":
+        st = _process.existing_state()
+        if st is None:
+            return Counters().snapshot(os.getpid(), 0, False)
+        return st.snapshot()
+    if scope not in ("tree", "run"):
+        raise ValueError(f"scope must be 'process', 'tree' or 'run', got {scope!r}")
+    from zstream_mp import _tree
+
+    return _tree.tree_stats(scope, None if run_id is None else str(run_id))

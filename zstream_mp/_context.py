@@ -24,9 +24,9 @@ from typing import Any
 
 from zstream_mp import _handoff
 from zstream_mp._forksafe import on_fork_in_child
-from zstream_mp._stream_context import Destination, StreamContext, server_url
-from zstream_mp._wire import ENV_SERVER, ENV_TOKEN
-from zstream_mp.errors import ConfigurationError, InvalidContextError
+from zstream_mp._settings import env_server
+from zstream_mp._stream_context import Destination, StreamContext
+from zstream_mp._wire import ENV_DURABLE, ENV_TOKEN
 
 _lock = threading.Lock()
 _bound: tuple[StreamContext, Destination] | None = None
@@ -36,17 +36,6 @@ _inherited_last: tuple[StreamContext, Destination] | None = None
 
 def _json_str(value: str | None) -> str:
     return "null" if value is None else str(encode_basestring(value))
-
-
-def env_server() -> str | None:
-    """``ZSTREAM_SERVER`` as a base URL; a malformed value is a ``ConfigurationError``."""
-    raw = os.environ.get(ENV_SERVER)
-    if not raw:
-        return None
-    try:
-        return server_url(raw.strip(), source=ENV_SERVER)
-    except InvalidContextError as exc:
-        raise ConfigurationError(str(exc)) from None
 
 
 def destination(ctx: StreamContext) -> Destination:
@@ -102,8 +91,12 @@ def bind(
     step_name: str | None = None,
     server: str | None = None,
     token: str | None = None,
+    durable: bool = False,
 ) -> Binding:
     """Attribute this process's events (all threads) to a run, and hand it to children.
+
+    ``durable=True`` turns on durable mode (every event spooled in ``publish()``) for this
+    process from its first publish, and for the children it starts (``ZSTREAM_DURABLE``).
 
     Works as a plain call and as a context manager that restores what was bound before.
     """
@@ -129,10 +122,27 @@ def bind(
             server=server,
             token=token,
         )
+    if durable:
+        _durable_from_now()
     previous = _bound[0] if _bound else None
     previous_export = _handoff.exported()
     _set_bound(ctx)
     return Binding(ctx, previous, previous_export)
+
+
+def _durable_from_now() -> None:
+    import logging
+
+    from zstream_mp import _process
+
+    os.environ[ENV_DURABLE] = "1"
+    st = _process.existing_state()
+    if st is not None and not st.queue.durable:
+        logging.getLogger("zstream_mp").warning(
+            "bind(durable=True) after this process's first publish: its children are "
+            "durable, this process is not (set %s=1 before it publishes)",
+            ENV_DURABLE,
+        )
 
 
 def _set_bound(ctx: StreamContext | None) -> None:

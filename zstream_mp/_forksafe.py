@@ -1,7 +1,9 @@
 """The one ``os.register_at_fork`` hook of the package, and the order its parts run in.
 
 Modules join the dispatcher instead of registering hooks of their own, so the order in
-which the child resets its state is written down here rather than left to import order:
+which the child resets its state is written down here rather than left to import order
+(before a fork, in the parent, the same order: only ``zenml`` has a hook there, exporting
+the forking thread's step so the child inherits it):
 
 1. ``handoff``  forgets the parent's handoff files (they are the parent's to remove);
 2. ``context``  drops the parent's binding and caches;
@@ -34,11 +36,20 @@ BARRIER_WAIT = 2.0
 """Seconds a fork waits for a guarded section to end before going ahead anyway."""
 
 _child_hooks: dict[str, Callable[[], None]] = {}
+_before_hooks: dict[str, Callable[[], None]] = {}
 failures: list[tuple[str, BaseException]] = []
 """Child hooks that raised, as (component, exception), in this process."""
 
 _barrier = threading.Lock()
 _barrier_held_for_fork = False
+
+
+def before_fork(component: str, hook: Callable[[], None]) -> None:
+    """Run ``hook`` in the parent right before every fork, in ``ORDER``. It may do I/O but
+    must be quick and must not fork or wait on another thread."""
+    if component not in ORDER:
+        raise ValueError(f"unknown fork-hook component {component!r}; add it to ORDER")
+    _before_hooks[component] = hook
 
 
 def on_fork_in_child(component: str, hook: Callable[[], None]) -> None:
@@ -57,6 +68,13 @@ def fork_barrier() -> Iterator[None]:
 
 def _before() -> None:
     global _barrier_held_for_fork
+    for component in ORDER:
+        hook = _before_hooks.get(component)
+        if hook is not None:
+            try:
+                hook()
+            except Exception as exc:  # the fork must succeed whatever a hook does
+                failures.append((component, exc))
     _barrier_held_for_fork = _barrier.acquire(timeout=BARRIER_WAIT)
 
 

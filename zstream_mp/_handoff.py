@@ -17,7 +17,10 @@ loky's reusable workers) follow it. When the file is gone (the origin exited or 
 a child keeps what the variable itself said.
 
 Every file is written to a temporary name and renamed into place, mode 0600, inside the
-state directory (``_statedir``). The origin removes its own files at exit.
+state directory (``_statedir``), and read only when it is a private file of this user in a
+private directory of this user. A file lives while any process may still need it: at exit
+the origin removes its own files only when it has no live descendant left; otherwise the
+registry's sweep removes them once no live process references them (``sweep()``).
 
 The environment variable reaches spawn, forkserver, loky, Ray and Dask workers because
 they copy ``os.environ``; a forked child has it already.
@@ -31,13 +34,13 @@ import hashlib
 import json
 import logging
 import os
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from zstream_mp import _liveness
 from zstream_mp._forksafe import on_fork_in_child
-from zstream_mp._statedir import state_dir
+from zstream_mp._statedir import in_trusted_dir, read_private, state_dir, write_private
 from zstream_mp._stream_context import StreamContext
 from zstream_mp._wire import ENV_CONTEXT, ENV_TOKEN
 
@@ -62,8 +65,9 @@ def export(ctx: StreamContext) -> None:
     try:
         if ctx.token:
             data["token_file"] = _token_file(ctx.token)
-        pid = os.getpid()
+        pid, start = _liveness.own_identity()
         data["origin"] = pid
+        data["origin_start"] = start
         value = json.dumps(data, separators=(",", ":"))
         if os.environ.get(ENV_CONTEXT) == value:
             return
@@ -142,8 +146,8 @@ def inherited() -> StreamContext | None:
             cached.stamp = stamp
             fresh = None
             if stamp is not None:
-                with contextlib.suppress(OSError), open(cached.origin_path, encoding="utf-8") as fh:
-                    fresh = parse(fh.read())
+                with contextlib.suppress(OSError, UnicodeDecodeError):
+                    fresh = parse(read_private(cached.origin_path).decode("utf-8"))
             cached.current = fresh or cached.handed_down
     _inherited = cached
     return cached.current
@@ -162,8 +166,9 @@ def parse(raw: str) -> StreamContext | None:
         token = None
         token_file = data.get("token_file")
         if token_file:
-            with open(token_file, encoding="utf-8") as fh:
-                token = fh.read().strip() or None
+            if not in_trusted_dir(token_file):
+                return None
+            token = read_private(token_file).decode("utf-8").strip() or None
         return StreamContext(
             run_id=data["run_id"],
             step_run_id=data.get("step_run_id"),
@@ -171,7 +176,7 @@ def parse(raw: str) -> StreamContext | None:
             server=data.get("server"),
             token=token,
         )
-    except (ValueError, KeyError, TypeError, OSError, AttributeError):
+    except (ValueError, KeyError, TypeError, OSError, AttributeError, UnicodeDecodeError):
         return None
 
 
@@ -204,34 +209,140 @@ def _token_file(token: str) -> str:
     path = os.path.join(state_dir(), f"token-{name}")
     if not os.path.exists(path):
         _write_private(path, token)
-        _remove_at_exit(path)  # only the creator removes it, at its own exit
+        _remove_at_exit(path)
     _token_files[token] = path
     return path
 
 
+def token_file_of(token: str) -> str | None:
+    """The existing handoff file that holds ``token``, if there is one (never creates one)."""
+    path = _token_files.get(token) or os.path.join(
+        state_dir(), "token-" + hashlib.sha256(token.encode()).hexdigest()[:24]
+    )
+    return path if os.path.exists(path) else None
+
+
 def _write_private(path: str, text: str) -> None:
-    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    write_private(path, text)
 
 
 _cleanup: set[str] = set()
 
 
 def _remove_at_exit(path: str) -> None:
+    """At exit, remove ``path`` unless a live descendant may still read it (then the sweep does)."""
     if path in _cleanup:
         return
+    if not _cleanup:
+        atexit.register(_remove_own_files, os.getpid())
     _cleanup.add(path)
-    owner = os.getpid()
 
-    def remove() -> None:
-        if os.getpid() == owner:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
 
-    atexit.register(remove)
+def _remove_own_files(owner: int) -> None:
+    if os.getpid() != owner or _has_live_descendants():
+        return
+    for path in list(_cleanup):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def _has_live_descendants() -> bool:
+    import psutil
+
+    try:
+        children = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return True  # cannot tell: keep the files (fail-closed), the sweep removes them
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            if child.status() != psutil.STATUS_ZOMBIE:
+                return True
+    return False
+
+
+# --------------------------------------------------------------------------- sweep
+
+
+def sweep(directory: str, referenced: set[str]) -> int:
+    """Remove ctx and token files that no live process needs; returns how many were removed.
+
+    A ctx file lives while its origin is alive or any live process descends from it; a token
+    file while a live ctx file, a live registry entry (``referenced``) or the environment of
+    a live process of this user names it.
+    """
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return 0
+    live_lineage, environ_refs = _live_processes()
+    removed = 0
+    keep_tokens = set(referenced) | environ_refs
+    for name in names:
+        if not (name.startswith("ctx-") and name.endswith(".json")):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            data = json.loads(read_private(path))
+            origin = int(data.get("origin") or name[4:-5])
+            start = data.get("origin_start")
+        except (OSError, ValueError, TypeError, AttributeError):
+            continue
+        key = (origin, start if isinstance(start, int) else None)
+        if _liveness.is_alive(origin, key[1]) or _lineage_includes(live_lineage, key):
+            token_file = data.get("token_file")
+            if isinstance(token_file, str):
+                keep_tokens.add(token_file)
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+            removed += 1
+    for name in names:
+        if not name.startswith("token-") or name.endswith(".tmp"):
+            continue
+        path = os.path.join(directory, name)
+        if path in keep_tokens:
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+            removed += 1
+    return removed
+
+
+def _lineage_includes(lineage: set[tuple[int, int | None]], key: tuple[int, int | None]) -> bool:
+    return key in lineage or (key[0], None) in lineage
+
+
+def _live_processes() -> tuple[set[tuple[int, int | None]], set[str]]:
+    """Every (pid, start) that is an ancestor of a live process of this user, and every
+    handoff file path the environments of those processes name."""
+    import psutil
+
+    lineage: set[tuple[int, int | None]] = set()
+    refs: set[str] = set()
+    uid = os.getuid()
+    for proc in psutil.process_iter(["pid", "ppid", "uids", "status"]):
+        info = proc.info
+        if info.get("status") == psutil.STATUS_ZOMBIE or not info.get("uids"):
+            continue
+        if info["uids"].real != uid:
+            continue
+        pid = info["pid"]
+        lineage.add((pid, _liveness.start_of(pid)))
+        ppid = info.get("ppid") or 0
+        while ppid > 1:
+            lineage.add((ppid, _liveness.start_of(ppid)))
+            try:
+                ppid = psutil.Process(ppid).ppid()
+            except psutil.Error:
+                break
+        with contextlib.suppress(psutil.Error, OSError):
+            raw = proc.environ().get(ENV_CONTEXT)
+            if raw:
+                with contextlib.suppress(ValueError, AttributeError):
+                    token_file = json.loads(raw).get("token_file")
+                    if isinstance(token_file, str):
+                        refs.add(token_file)
+    return lineage, refs
 
 
 def _after_fork_in_child() -> None:

@@ -7,16 +7,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from zstream_mp._stream_context import server_url
 from zstream_mp._wire import (
     DEFAULT_BATCH_SIZE,
     ENV_BATCH_SIZE,
+    ENV_DURABLE,
     ENV_EXIT_TIMEOUT,
     ENV_IDLE_EXIT,
+    ENV_REGISTRY,
     ENV_REQUEST_TIMEOUT,
     ENV_RETRY_DEADLINE,
+    ENV_SERVER,
+    ENV_SPOOL_MAX_BYTES,
     MAX_BATCH_SIZE,
 )
-from zstream_mp.errors import ConfigurationError
+from zstream_mp.errors import ConfigurationError, InvalidContextError
 
 _N = TypeVar("_N", int, float)
 
@@ -28,6 +33,9 @@ class Settings:
     idle_exit: float = 1.0
     retry_deadline: float = 30.0
     request_timeout: float = 10.0
+    durable: bool = False
+    spool_max_bytes: int = 64 << 20
+    registry: bool = True
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -37,6 +45,9 @@ class Settings:
             idle_exit=_float_env(ENV_IDLE_EXIT, 1.0, 0.01, 3600.0),
             retry_deadline=_float_env(ENV_RETRY_DEADLINE, 30.0, 0.0, 86400.0),
             request_timeout=_float_env(ENV_REQUEST_TIMEOUT, 10.0, 0.1, 600.0),
+            durable=_bool_env(ENV_DURABLE, False),
+            spool_max_bytes=_int_env(ENV_SPOOL_MAX_BYTES, 64 << 20, 1 << 20, 1 << 40),
+            registry=_bool_env(ENV_REGISTRY, True),
         )
 
 
@@ -45,6 +56,18 @@ def _raw(name: str) -> str | None:
     if value is None or not value.strip():
         return None
     return value.strip()
+
+
+def _bool_env(name: str, default: bool) -> bool:
+    raw = _raw(name)
+    if raw is None:
+        return default
+    value = raw.lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigurationError(f"{name}={raw!r} is not a switch; use 1 or 0")
 
 
 def _int_env(name: str, default: int, low: int, high: int) -> int:
@@ -70,3 +93,14 @@ def _number_env(
     if not low <= value <= high:
         raise ConfigurationError(f"{name}={value:g} is out of range; use {low:g}..{high:g}")
     return value
+
+
+def env_server() -> str | None:
+    """``ZSTREAM_SERVER`` as a base URL; a malformed value is a ``ConfigurationError``."""
+    raw = os.environ.get(ENV_SERVER)
+    if not raw:
+        return None
+    try:
+        return server_url(raw.strip(), source=ENV_SERVER)
+    except InvalidContextError as exc:
+        raise ConfigurationError(str(exc)) from None

@@ -38,6 +38,9 @@ class StreamContext:
             object.__setattr__(self, "server", server_url(self.server))
         if self.token is not None and (not isinstance(self.token, str) or not self.token):
             raise InvalidContextError("token must be a non-empty str")
+        if self.token is not None and not (self.token.isascii() and self.token.isprintable()):
+            # An HTTP header carries it: anything else fails later, in the sender, per batch.
+            raise InvalidContextError("token must be printable ASCII (it is sent in a header)")
 
 
 @dataclass(frozen=True)

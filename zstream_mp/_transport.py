@@ -10,25 +10,44 @@ What each status means for the batch (the caller accounts for it):
 * 501, 405: the server has no streaming; the process mutes itself.
 * 400, 403, 404, 413, 422 and other 4xx: rejected, one warning naming the reason.
 * other 5xx: failed.
+
+Deadlines hold whatever the server sends. httpx's timeouts apply to each socket operation,
+so a server that trickles a byte a second would hold a request for ever; here every connect,
+read and write of an attempt is clamped to the attempt's deadline (``_deadline``), which is
+itself within the batch's.
+
+The HTTP client is built in the sender thread, once per process, inside the fork barrier
+(``_forksafe.fork_barrier``): building a TLS context initialises OpenSSL, and a child forked
+while another thread holds OpenSSL's locks would block on its own first TLS context for
+ever. Plain-HTTP servers get a client that needs no TLS context at all.
+
+Nothing here logs per request: httpx's ``HTTP Request: …`` line (INFO) and httpcore's trace
+lines (DEBUG) are filtered out for the sender's own requests, so a ZenML step's captured log
+holds the lines that matter (failures, muting) and none per batch.
 """
 
 from __future__ import annotations
 
-# encodings.idna and httpcore are what the sender thread would otherwise import on its first
-# request; a fork while it is half-way through an import leaves the child a partially
-# initialised module ("unknown encoding: idna"). So they are imported here, by the importer.
+# encodings.idna, httpcore and certifi are what the sender thread would otherwise import on
+# its first request; a fork while it is half-way through an import leaves the child a
+# partially initialised module ("unknown encoding: idna"). So the importer imports them.
 import encodings.idna  # noqa: F401
 import enum
 import logging
 import random
+import ssl
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
-import httpcore  # noqa: F401
+import certifi  # noqa: F401  (httpx.create_ssl_context() imports it on first use)
+import httpcore
 import httpx
 
+from zstream_mp import _deadline, _quiet
+from zstream_mp._forksafe import fork_barrier
 from zstream_mp._version import __version__
 from zstream_mp._wire import (
     AUTHORIZATION,
@@ -48,6 +67,7 @@ BACKOFF_BASE = 0.1
 BACKOFF_CAP = 5.0
 RETRY_AFTER_CAP = 30.0
 MIN_RETRY_WAIT = 0.05
+CONNECT_TIMEOUT_CAP = 3.0
 _LIMITS = httpx.Limits(max_connections=4, max_keepalive_connections=2)
 
 
@@ -66,43 +86,68 @@ class Result:
     reason: str = ""
 
 
+class Observer(Protocol):
+    """Told about each attempt as it happens, so counters and warnings never lag."""
+
+    def attempt_failed(self, server: str, reason: str, will_retry: bool) -> None: ...
+
+    def delivered(self, server: str) -> None: ...
+
+
+class _SenderTransport(httpx.HTTPTransport):
+    """httpx's transport with the pool built here: no TLS context unless one is given,
+    and the attempt deadline enforced on every socket operation."""
+
+    def __init__(self, ssl_context: ssl.SSLContext | None) -> None:
+        # Not super().__init__(): it builds a TLS context even with verify=False
+        # (~30 ms for the first in a process, ~3 MB, and OpenSSL locks a fork can inherit).
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=ssl_context,
+            max_connections=_LIMITS.max_connections,
+            max_keepalive_connections=_LIMITS.max_keepalive_connections,
+            keepalive_expiry=_LIMITS.keepalive_expiry,
+            network_backend=_deadline.DeadlineBackend(),
+        )
+
+
 class Transport:
-    """One process's HTTP client; never shared across a fork (the owner drops it)."""
+    """One process's HTTP clients; never shared across a fork (the owner drops them)."""
 
     def __init__(
         self,
         request_timeout: float,
         retry_deadline: float,
         refresh_token: Callable[[str], str | None] | None = None,
+        observer: Observer | None = None,
     ) -> None:
-        self._timeout = httpx.Timeout(request_timeout, connect=min(request_timeout, 3.0))
+        self._request_timeout = request_timeout
+        self._timeout = httpx.Timeout(
+            request_timeout, connect=min(request_timeout, CONNECT_TIMEOUT_CAP)
+        )
         self._retry_deadline = retry_deadline
         self._refresh_token = refresh_token
+        self._observer = observer
         self._clients: dict[bool, httpx.Client] = {}
         self._tokens: dict[tuple[str, str | None], str] = {}
         """Tokens refreshed after a 401, by (server, the token the context gave)."""
 
     def _http(self, server: str) -> httpx.Client:
-        """The client for ``server``'s scheme, created on first use in this process.
-
-        Plain-HTTP servers get a client without a TLS context: building one loads the CA
-        bundle (~50 ms and ~3 MB per process), which every short-lived pool worker would
-        pay and every fork would copy.
-        """
+        """The client for ``server``'s scheme, created on first use in this process."""
         secure = server.startswith("https://")
         client = self._clients.get(secure)
         if client is None:
-            transport = None if secure else httpx.HTTPTransport(verify=False, limits=_LIMITS)
-            client = httpx.Client(
-                timeout=self._timeout,
-                headers={
-                    "User-Agent": f"zstream-mp/{__version__}",
-                    "Content-Type": "application/json",
-                },
-                limits=_LIMITS,
-                transport=transport,
-            )
+            with fork_barrier():
+                ssl_context = httpx.create_ssl_context() if secure else None
+                client = httpx.Client(
+                    timeout=self._timeout,
+                    headers={
+                        "User-Agent": f"zstream-mp/{__version__}",
+                        "Content-Type": "application/json",
+                    },
+                    transport=_SenderTransport(ssl_context),
+                )
             self._clients[secure] = client
+            _quiet.install()
         return client
 
     def post(
@@ -112,29 +157,39 @@ class Transport:
         token: str | None,
         body: bytes,
         give_up_at: Callable[[], float],
+        idempotency_key: str | None = None,
     ) -> Result:
-        """Send ``body`` until it is delivered, refused, or the time is up."""
+        """Send ``body`` until it is delivered, refused, or the time is up.
+
+        ``idempotency_key`` is the caller's stable key for this batch (a spooled batch keeps
+        its key across processes); without one, a fresh key is used for all its retries.
+        """
         url = events_url(server, run_id)
-        headers = {IDEMPOTENCY_KEY: str(uuid.uuid4())}
+        headers = {IDEMPOTENCY_KEY: idempotency_key or str(uuid.uuid4())}
         given = token
         token = self._tokens.get((server, given), token)
         refreshed = False
-        started = time.monotonic()
+        batch_deadline = time.monotonic() + self._retry_deadline
         attempt = 0
         while True:
             attempt += 1
             if token:
                 headers[AUTHORIZATION] = bearer(token)
+            deadline = min(batch_deadline, give_up_at())
             retry_after: float | None = None
+            status: int | None = None
             try:
-                response = self._http(server).post(url, content=body, headers=headers)
+                client = self._http(server)
+                attempt_deadline = min(deadline, time.monotonic() + self._request_timeout)
+                with _quiet.requests(), _deadline.within(attempt_deadline):
+                    response = client.post(url, content=body, headers=headers)
             except httpx.HTTPError as exc:
-                status: int | None = None
-                reason = f"{type(exc).__name__}"
+                reason = _describe_error(exc)
             else:
                 status = response.status_code
                 reason = _reason(response)
                 if status < 300:
+                    self._tell_delivered(server)
                     return Result(Outcome.DELIVERED, attempt, status)
                 if status in MUTE_STATUSES:
                     return Result(Outcome.MUTED, attempt, status, reason)
@@ -153,10 +208,25 @@ class Transport:
                 delay = max(delay, min(retry_after, RETRY_AFTER_CAP))
             # Wait what the server asked for, but never past the deadline: the last try is
             # made at the deadline rather than given up in advance.
-            remaining = min(started + self._retry_deadline, give_up_at()) - time.monotonic()
-            if remaining <= MIN_RETRY_WAIT:
+            remaining = min(batch_deadline, give_up_at()) - time.monotonic()
+            will_retry = remaining > MIN_RETRY_WAIT
+            self._tell_failed(server, reason, will_retry)
+            if not will_retry:
                 return Result(Outcome.FAILED, attempt, status, reason)
             time.sleep(min(delay, remaining - MIN_RETRY_WAIT / 2))
+
+    def _tell_failed(self, server: str, reason: str, will_retry: bool) -> None:
+        if self._observer is not None:
+            self._observer.attempt_failed(server, reason, will_retry)
+
+    def _tell_delivered(self, server: str) -> None:
+        if self._observer is not None:
+            self._observer.delivered(server)
+
+
+def _describe_error(exc: httpx.HTTPError) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _retry_after(response: httpx.Response) -> float | None:

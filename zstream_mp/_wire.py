@@ -33,6 +33,12 @@ RESERVED_KINDS = frozenset({"end", "gap", "error", "cursor", "system"})
 BATCH_BODY_MAX = 1 + MAX_BATCH_SIZE * (ENVELOPE_BYTES_MAX + 1) + 4096
 """The largest request body a valid batch can need: 1,000 events at the envelope limit,
 their separators and the ``{"events":[...]}`` framing, with room for whitespace."""
+RUN_BODY_MAX = 64 * 1024
+"""Our server only: the body of ``POST /api/v1/zstream/runs`` (``{"id": ...}``)."""
+IDEMPOTENCY_KEY_MAX = 255
+"""Our server only: longest ``Idempotency-Key`` accepted (the publisher sends a UUID)."""
+CURSOR_MAX = 41
+"""Longest cursor any broker accepts (Redis ``<20 digits>-<20 digits>``)."""
 
 # --------------------------------------------------------------------------- paths
 
@@ -47,6 +53,9 @@ RUN_PATH = "/api/v1/zstream/runs/{run_id}"
 RUN_END_PATH = "/api/v1/zstream/runs/{run_id}/end"
 """Our server only: end a run's stream."""
 HEALTH_PATH = "/health"
+"""Liveness: 200 while the process answers."""
+READY_PATH = "/ready"
+"""Our server only: readiness, 200 when the broker answers, else 503 (for load balancers)."""
 DEFAULT_PORT = 8237
 """The port ``zstream-mp serve`` listens on by default (ZenML's local server port)."""
 DEFAULT_SERVER = f"http://127.0.0.1:{DEFAULT_PORT}"
@@ -130,4 +139,6 @@ ENV_RETRY_DEADLINE = "ZSTREAM_RETRY_DEADLINE"
 ENV_REQUEST_TIMEOUT = "ZSTREAM_REQUEST_TIMEOUT"
 ENV_STATE_DIR = "ZSTREAM_STATE_DIR"
 ENV_DURABLE = "ZSTREAM_DURABLE"
+ENV_SPOOL_MAX_BYTES = "ZSTREAM_SPOOL_MAX_BYTES"
+ENV_REGISTRY = "ZSTREAM_REGISTRY"
 ENV_SERVE_TOKEN = "ZSTREAM_SERVE_TOKEN"

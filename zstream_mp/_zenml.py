@@ -1,9 +1,20 @@
-"""Run, step and server identity taken from ZenML itself.
+"""Run, step and server identity taken from ZenML itself, and handed to a step's children.
 
-The only module that touches ZenML. ``zstream_mp._context`` imports it lazily and
-only when ``"zenml"`` is already in ``sys.modules``, so a plain process never pays
-for (or triggers) a ZenML import. The identity lookup imports nothing: a step or a
-dynamic pipeline can only be active if its module is already loaded.
+The only module that touches ZenML, and it never imports ZenML itself: a plain process
+never pays for (or triggers) a ZenML import. The identity lookup imports nothing: a step
+or a dynamic pipeline can only be active if its module is already loaded.
+
+A step's context reaches every child process and thread the step starts, whether or not
+the step has published yet. ZenML offers no hook for "a step starts" that a library can
+join (step hooks are the user's configuration), so ``watch()`` asks to be told when
+ZenML's context modules are imported and wraps ``StepContext.__enter__``/``__exit__``
+(and the dynamic-pipeline context's): the least invasive point in ZenML's source
+(``zenml/orchestrators/step_runner.py`` enters ``with step_context:`` right before the
+user's function runs). On enter the step's context is exported through ``_handoff``
+(the environment variable spawn, forkserver, loky and Dask workers copy, and which
+threads without a copied ``contextvars`` context fall back to); on exit the previous
+export is restored. A before-fork hook exports the forking thread's step, for steps that
+run concurrently in threads. The wrappers call ZenML's own methods first and never raise.
 
 Identity is re-read from ZenML's context variables on every call, because the
 local orchestrator runs several steps one after another in one process; while the
@@ -25,10 +36,11 @@ import os
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from zstream_mp._forksafe import on_fork_in_child
+from zstream_mp import _handoff, _import_hook
+from zstream_mp._forksafe import before_fork, on_fork_in_child
 from zstream_mp._stream_context import StreamContext
 from zstream_mp._wire import ENV_SERVER, ENV_TOKEN
 
@@ -47,8 +59,8 @@ class _Credentials:
     """The ZenML store's URL and bearer token (both None for a local SQL store)."""
 
     server: str | None
-    token: str | None
-    checked_at: float
+    token: str | None = field(repr=False)
+    checked_at: float = 0.0
 
 
 class _ProcessState:
@@ -73,6 +85,7 @@ def _after_fork_in_child() -> None:
 
 
 on_fork_in_child("zenml", _after_fork_in_child)
+before_fork("zenml", lambda: _export_active())
 
 
 def _process_state() -> _ProcessState:
@@ -302,3 +315,75 @@ def refresh_token(server: str) -> str | None:
     except Exception as exc:
         _log.debug("ZenML re-authentication failed: %s", exc, exc_info=True)
         return None
+
+
+# --------------------------------------------------------------------------- step watching
+
+_CONTEXT_CLASSES = {_STEP_MODULE: "StepContext", _DYNAMIC_MODULE: "DynamicPipelineRunContext"}
+_MISSING = object()
+_previous_exports: dict[int, str | None] = {}
+"""What was exported before a step (by id of its context object) entered."""
+
+
+def watch() -> None:
+    """Export each ZenML step's context from the moment it starts (see the module doc)."""
+    for module_name in _CONTEXT_CLASSES:
+        _import_hook.when_imported(module_name, _instrument)
+
+
+def _instrument(module: Any) -> None:
+    cls = getattr(module, _CONTEXT_CLASSES.get(module.__name__, ""), None)
+    if cls is None or cls.__dict__.get("_zstream_watched"):
+        return
+    enter, exit_ = cls.__enter__, cls.__exit__
+
+    def __enter__(self: Any) -> Any:
+        entered = enter(self)
+        _entered(self)
+        return entered
+
+    def __exit__(self: Any, *exc_info: Any) -> Any:
+        try:
+            _exited(self)
+        finally:
+            result = exit_(self, *exc_info)
+        return result
+
+    cls.__enter__ = __enter__
+    cls.__exit__ = __exit__
+    cls._zstream_watched = True
+    if _active_owner() is not None:  # imported from inside a running step
+        _export_active()
+
+
+def _entered(owner: object) -> None:
+    try:
+        context = zenml_context()
+        if context is None:
+            return
+        _previous_exports[id(owner)] = _handoff.exported()
+        _handoff.export(context)
+    except Exception as exc:  # never in ZenML's way
+        _log.debug("could not export the step's context: %s", exc, exc_info=True)
+
+
+def _exited(owner: object) -> None:
+    previous = _previous_exports.pop(id(owner), _MISSING)
+    if previous is _MISSING:
+        return
+    try:
+        _handoff.restore(previous)  # type: ignore[arg-type]
+    except Exception as exc:
+        _log.debug("could not restore the handoff after a step: %s", exc, exc_info=True)
+
+
+def _export_active() -> None:
+    """Export the calling thread's active step, if any (cheap when already exported)."""
+    if "zenml" not in sys.modules:
+        return
+    try:
+        context = zenml_context()
+        if context is not None:
+            _handoff.export(context)
+    except Exception as exc:
+        _log.debug("could not export the step's context: %s", exc, exc_info=True)

@@ -27,6 +27,7 @@ from zstream_mp._wire import (
     ENV_SERVER,
     ENV_TOKEN,
     LAST_EVENT_ID,
+    RESERVED_KINDS,
     RETRY_AFTER,
     bearer,
     describe_detail,
@@ -200,7 +201,8 @@ def subscribe(
     `server`/`token` default to ZSTREAM_SERVER/ZSTREAM_TOKEN. `since` resumes after an id.
     `timeout` is the longest silence (heartbeats count) before the connection is treated
     as dead. With `reconnect`, drops are retried with capped backoff for up to `retry_for`
-    seconds without a successful connection; then `ServerUnavailableError` is raised.
+    seconds of consecutive failure (any frame received ends a failure), however long the
+    stream has lived; then `ServerUnavailableError` is raised.
     Refusals (401/403/404/400/422/501) raise the matching `SubscribeError` at once.
     """
     base = (server or os.environ.get(ENV_SERVER) or "").rstrip("/")
@@ -229,7 +231,8 @@ def _iterate(
 ) -> Iterator[Event | Gap]:
     seen: OrderedDict[str, None] = OrderedDict()
     backoff = _BACKOFF_MIN
-    last_ok = time.monotonic()
+    failing_since: float | None = None
+    """When the current run of consecutive failures began; None while the stream is healthy."""
     connected = False
     with httpx.Client(timeout=timeouts, follow_redirects=False) as client:
         while True:
@@ -251,10 +254,10 @@ def _iterate(
                             )
                         retry_after = _retry_after(resp)
                         raise _Dropped(f"server answered {resp.status_code}")
-                    last_ok = time.monotonic()
                     connected = True
                     for frame in _frames(_lines(resp.iter_bytes())):
                         backoff = _BACKOFF_MIN
+                        failing_since = None  # a frame arrived: the stream is healthy
                         if frame.id:
                             cursor = frame.id
                         if frame.event == "end":
@@ -263,7 +266,7 @@ def _iterate(
                             yield Gap(_gap_reason(frame))
                         elif frame.event == "error":
                             raise _Dropped("server reported a stream failure")
-                        elif frame.event not in ("cursor", "system") and frame.id:
+                        elif frame.event not in RESERVED_KINDS and frame.id:  # cursor, system
                             if frame.id in seen:
                                 continue
                             event = _event_from(frame)
@@ -282,7 +285,10 @@ def _iterate(
                     raise ServerUnavailableError(f"cannot reach {url}: {failure}") from exc
             if not reconnect:
                 raise ServerUnavailableError(f"connection to {url} lost: {failure}")
-            if time.monotonic() - last_ok > retry_for:
+            now = time.monotonic()
+            if failing_since is None:
+                failing_since = now
+            if now - failing_since > retry_for:
                 raise ServerUnavailableError(
                     f"could not (re)connect to {url} for {retry_for:g}s: {failure}"
                 )

@@ -8,6 +8,7 @@
      ├── PayloadTooLargeError     (ValueError)             publish(): over 65,536 / 69,632 bytes
      ├── ConfigurationError       (ValueError)             a setting or environment variable
      ├── InvalidContextError      (ValueError)             bind(): run id, step or server
+     ├── MissingExtraError        (ImportError)            an integration without its framework
      └── SubscribeError                                    subscribe() / the run helpers
           ├── AuthenticationError                          401
           ├── PermissionDeniedError                        403
@@ -31,6 +32,7 @@ __all__ = [
     "InvalidContextError",
     "InvalidEventError",
     "InvalidRequestError",
+    "MissingExtraError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
     "ReservedKindError",
@@ -69,6 +71,11 @@ class ConfigurationError(ZStreamError, ValueError):
 
 class InvalidContextError(ZStreamError, ValueError):
     """``bind()`` was given a run id, step run id or server that cannot be used."""
+
+
+class MissingExtraError(ZStreamError, ImportError):
+    """An integration was used without its framework installed: the message names the extra
+    to install (``pip install 'zstream-mp[ray]'``)."""
 
 
 class SubscribeError(ZStreamError):

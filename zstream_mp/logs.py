@@ -9,8 +9,8 @@ child into the child's own queue.
 It can never feed itself. Records are skipped when they come from
 
 - the library itself (loggers ``zstream_mp`` and below: its drop and retry warnings),
-- the library's own threads (``zstream-mp-sender`` and friends, where ``httpx`` and
-  ``httpcore`` log every request the sender makes),
+- the library's own threads (names starting with ``_sender.THREAD_PREFIX``: the sender
+  and friends, where ``httpx`` and ``httpcore`` log every request the sender makes),
 - a ``publish()`` this handler is already making in the same thread (re-entrancy guard),
 
 so a warning about a failed send does not become an event whose send fails again.
@@ -23,13 +23,12 @@ import threading
 from typing import Any
 
 from zstream_mp._api import publish
+from zstream_mp._sender import THREAD_PREFIX
 from zstream_mp.errors import PayloadTooLargeError
 
 __all__ = ["LogHandler"]
 
 LIBRARY_LOGGER = "zstream_mp"
-LIBRARY_THREAD_PREFIX = "zstream-mp-"
-"""Names of the threads the package starts (sender, SIGTERM watcher) begin with this."""
 MESSAGE_CHARS_MAX = 16_384
 """Longer messages and tracebacks are cut (keeping their ends) to stay well under the limit."""
 
@@ -70,7 +69,7 @@ class LogHandler(logging.Handler):
         if name == LIBRARY_LOGGER or name.startswith(LIBRARY_LOGGER + "."):
             return True
         thread = record.threadName or ""
-        return thread.startswith(LIBRARY_THREAD_PREFIX) or getattr(_local, "active", False)
+        return thread.startswith(THREAD_PREFIX) or getattr(_local, "active", False)
 
     def payload(self, record: logging.LogRecord) -> dict[str, Any]:
         message = self.format(record) if self.formatter is not None else record.getMessage()

@@ -178,10 +178,8 @@ BATCHES: list[tuple[str, str]] = [
     ),
     ("duplicate_keys", _raw('"kind":"dup","payload":{"a":1,"b":2,"a":3}')),
     (
-        "unsafe_kinds",
+        "unsafe_kinds",  # CR/LF kinds are refused by our server (400): see test_contract_status
         _body(
-            _ev(kind="bad\nkind"),
-            _ev(kind="a\rb"),
             _ev(kind=""),
             _ev(kind="a: b"),
             _ev(kind="End"),

@@ -24,9 +24,10 @@ for p in (HERE, HERE.parent):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-import _contract_procs as procs  # noqa: E402
-import _zenml_peer as zpeer  # noqa: E402
 from _contract_sse import capture  # noqa: E402
+from helpers import zenml_peer as zpeer  # noqa: E402
+from helpers.redis import start_redis  # noqa: E402
+from helpers.servers import NotRunnable, start_server  # noqa: E402
 
 TARGETS = ("zenml", "ours-memory", "ours-redis")
 OUR_TOKEN = "contract-token-0123456789"
@@ -92,7 +93,7 @@ class Registry:
         if key not in self._cache:
             try:
                 self._cache[key] = make()
-            except (zpeer.PeerUnavailable, procs.NotRunnable) as exc:
+            except (zpeer.PeerUnavailable, NotRunnable) as exc:
                 self._errors[key] = note(f"[{name}/{flavour}] cannot run: {exc}")
                 pytest.skip(self._errors[key])
         return self._cache[key]
@@ -120,10 +121,10 @@ class Registry:
     def _ours(self, name: str, **opts: object) -> Target:
         broker = "memory"
         if name == "ours-redis":
-            redis = procs.start_redis()
+            redis = start_redis()
             self._stack.callback(redis.stop)
             broker = redis.url
-        server = procs.start_ours(broker=broker, token=OUR_TOKEN, **opts)  # type: ignore[arg-type]
+        server = start_server(broker=broker, token=OUR_TOKEN, **opts)
         self._stack.callback(server.stop)
         run_id = str(uuid.uuid4())
         if not opts.get("disabled"):
@@ -149,7 +150,7 @@ class Registry:
         """An instance that answers 404 for unknown runs (ZenML always does)."""
         if name == "zenml":
             return self.main(name)
-        return self._get(name, "strict", lambda: self._ours(name, strict=True))
+        return self._get(name, "strict", lambda: self._ours(name, strict_runs=True))
 
     def disabled(self, name: str) -> Target:
         """An instance with streaming disabled (ZenML: a second peer with broker off)."""
@@ -176,13 +177,13 @@ class Registry:
                     _wait_broker_back(tgt)
             return
         try:
-            redis = procs.start_redis()
-        except procs.NotRunnable as exc:
+            redis = start_redis()
+        except NotRunnable as exc:
             pytest.skip(note(f"[{name}/down] cannot run: {exc}"))
         try:
             try:
-                server = procs.start_ours(broker=redis.url, token=OUR_TOKEN)
-            except procs.NotRunnable as exc:
+                server = start_server(broker=redis.url, token=OUR_TOKEN)
+            except NotRunnable as exc:
                 pytest.skip(note(f"[{name}/down] cannot run: {exc}"))
             try:
                 run_id = server.create_run()

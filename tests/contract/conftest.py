@@ -17,8 +17,8 @@ for p in (HERE, HERE.parent):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-import _zenml_peer as zpeer  # noqa: E402
 from _contract_targets import _SUMMARY, TARGETS, Registry, Target  # noqa: E402
+from helpers import zenml_peer as zpeer  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -14,11 +14,11 @@ import json
 import os
 from pathlib import Path
 
-import _zenml_peer as zpeer
 import pytest
 from _contract_scenarios import SUBS, Recording, exercise, scenario_hash
 from _contract_sse import frame_fields, id_key, normalise
 from _contract_targets import TARGETS, Registry, note
+from helpers import zenml_peer as zpeer
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 UPDATE = os.environ.get("ZSTREAM_UPDATE_GOLDEN") == "1"

@@ -3,12 +3,12 @@
 A target owns one run on one server. ``collect()`` returns every payload the server holds for
 the run, in arrival order, so a test can assert the exact multiset of identities.
 
-- ``FaultTarget``: tests/_faultserver.py in pass-through mode with a slow start (the first
+- ``FaultTarget``: tests/helpers/faultserver.py in pass-through mode with a slow start (the first
   requests are answered late, so the parent's queue is certainly not empty when it forks);
   counts from its JSONL record, which also shows the Idempotency-Key of every copy.
 - ``ServerTarget``: our server (memory broker); counts by ending the run and replaying it
   with ``subscribe()``.
-- ``ZenmlTarget``: the real ZenML 0.98.0 peer through tests/_zenml_peer.py ``held_run()``.
+- ``ZenmlTarget``: the real ZenML 0.98.0 peer through tests/helpers/zenml_peer.py ``held_run()``.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class FaultTarget(Target):
     name = "fault"
 
     def __init__(self, record: Path, slow_start: float = 0.3) -> None:
-        from _faultserver import FaultProcess
+        from helpers.faultserver import FaultProcess
 
         script = [{"action": "accept", "delay": slow_start, "count": 2}] if slow_start else []
         self.server = FaultProcess(record, script=script)

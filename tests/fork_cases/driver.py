@@ -134,6 +134,9 @@ def case_threads() -> None:
 CASES: dict[str, Callable[[], None]] = {
     "osfork_sysexit": case_osfork_sysexit,
     "osfork_flush_exit": case_osfork_flush_exit,
+    # Forks at once after a short first burst: the parent's sender is still building its
+    # first HTTP client (about 30 ms where TLS initialises) when the children start.
+    "osfork_after_burst": case_osfork_flush_exit,
     "pool_fork": lambda: _pool("fork"),
     "pool_forkserver": lambda: _pool("forkserver"),
     "pool_spawn": lambda: _pool("spawn"),
@@ -149,6 +152,9 @@ CASES: dict[str, Callable[[], None]] = {
     "nested_process": case_nested_process,
     "threads": case_threads,
 }
+
+PARENT_EVENTS = {"osfork_after_burst": 50}
+"""Events the parent publishes before (and again after) the fan-out, where not the default."""
 
 # Identities each case publishes besides the parent's: worker tag -> number of events.
 NESTED = {"nested_osfork", "nested_process"}

@@ -13,6 +13,9 @@ Steps, in order:
     {"stats": "label"}          record stats() under a label
     {"exit": "os._exit"}        leave at once, without exit hooks (default: return normally)
 
+The report's ``warned_at`` lists, in seconds since the client started, when each WARNING
+record was logged.
+
 Every log record at WARNING or above, and every ``warnings.warn``, is printed to stderr as
 one line ``ZSLOG|LEVEL|logger|message`` so the test can count them. The last stdout line is a
 JSON report: published seqs, flush results, stats snapshots.
@@ -55,6 +58,7 @@ def snapshot() -> dict[str, Any]:
         "retries": st.retries,
         "muted": st.muted,
         "dropped": dict(st.dropped),
+        "last_failure": st.last_failure,
     }
 
 
@@ -69,6 +73,11 @@ def main() -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(OneLine("%(message)s"))
     logging.getLogger().addHandler(handler)
+    started, started_wall = time.monotonic(), time.time()
+    warned_at: list[float] = []
+    timer = logging.Handler(logging.WARNING)
+    timer.emit = lambda record: warned_at.append(record.created - started_wall)
+    logging.getLogger().addHandler(timer)
     logging.getLogger().setLevel(logging.WARNING)
     logging.captureWarnings(True)
 
@@ -104,6 +113,8 @@ def main() -> None:
         elif "exit" in step:
             exit_mode = step["exit"]
     report["stats"]["final"] = snapshot()
+    report["warned_at"] = warned_at
+    report["seconds"] = time.monotonic() - started
     print(json.dumps(report), flush=True)
     if exit_mode == "os._exit":
         os._exit(0)

@@ -1,30 +1,27 @@
 """The demo: a step-like workload that fans out, watched live through the SSE stream.
 
-It starts ``zstream-mp serve`` on a free loopback port, binds a new run, fans work out over
-a ``multiprocessing.Pool`` and joblib, and draws one progress bar per worker from what the
-server streams back (not from local state). It ends with a tally per process: what each
-one published, what the server delivered, and what was dropped and why.
+It starts ``zstream-mp serve`` on a free loopback port (through ``_serve_process``), binds
+a new run, fans work out over a ``multiprocessing.Pool`` and joblib, and draws one progress
+bar per worker from what the server streams back (not from local state). It ends with a
+tally per process: what each one published, what the server delivered, and what was
+dropped and why.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import re
-import subprocess
 import sys
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 import zstream_mp
 from zstream_mp.cli._dashboard import Dashboard, Tally
+from zstream_mp.cli._serve_process import start_serve
 from zstream_mp.runs import create_run, end_run
 
-_BANNER = re.compile(r"zstream-mp serving on (http://\S+)")
 _WORDS = ("stream", "every", "token", "from", "every", "worker", "exactly", "once")
 
 
@@ -87,29 +84,6 @@ def _watch(server: str, run_id: str, view: _View, tally: Tally) -> None:
     tally.state = "run ended"
 
 
-@contextlib.contextmanager
-def _server() -> Iterator[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "zstream_mp", "serve", "--port", "0", "--heartbeat", "1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        match = _BANNER.search(line)
-        if not match:
-            raise RuntimeError(f"the embedded server did not start: {line.strip()!r}")
-        yield match.group(1)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
 def run(
     *,
     pool_workers: int = 4,
@@ -123,7 +97,8 @@ def run(
 
     ``plain`` forces summary lines (True) or bars (False); None draws bars on a terminal.
     """
-    with _server() as server:
+    with start_serve(["--heartbeat", "1"]) as served:
+        server = served.url
         run_id = create_run(server)
         out.write(
             f"zstream-mp demo\n  server: {server}\n  run:    {run_id}\n"

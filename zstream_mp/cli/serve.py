@@ -7,10 +7,22 @@ import os
 import sys
 from typing import Any
 
-from zstream_mp._wire import DEFAULT_PORT, ENV_SERVE_TOKEN, EVENTS_PATH, RUNS_PATH, STREAM_PATH
+from zstream_mp._wire import (
+    AUTHORIZATION,
+    BATCH_BODY_MAX,
+    DEFAULT_PORT,
+    ENV_SERVE_TOKEN,
+    ENV_TOKEN,
+    EVENTS_PATH,
+    IDEMPOTENCY_KEY,
+    RUNS_PATH,
+    STREAM_PATH,
+    bearer,
+)
 from zstream_mp.cli._common import EXIT_REFUSED, EXIT_USAGE, Formatter
+from zstream_mp.cli._serve_process import banner
 
-_FIRST_LINE = "zstream-mp serving on {url}"
+_CLIENT_AUTH = f"clients use {ENV_TOKEN}=<token> or '{AUTHORIZATION}: {bearer('<token>')}'"
 
 
 def register(subparsers: Any) -> None:
@@ -22,13 +34,14 @@ def register(subparsers: Any) -> None:
         "the server is open (no auth).",
         formatter_class=Formatter,
     )
-    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    defaults = _defaults()
+    parser.add_argument("--host", default=defaults.host, help="interface to listen on")
     parser.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help="port to listen on; 0 picks a free one"
+        "--port", type=int, default=defaults.port, help="port to listen on; 0 picks a free one"
     )
     parser.add_argument(
         "--broker",
-        default="memory",
+        default=defaults.broker,
         metavar="URL",
         help="'memory' or redis://host:port/db (needs the redis extra)",
     )
@@ -49,39 +62,115 @@ def register(subparsers: Any) -> None:
         help="404 for runs not created with `zstream-mp runs create` or the API",
     )
     parser.add_argument(
-        "--heartbeat", type=float, default=30.0, metavar="S", help="SSE ': ping' interval, seconds"
+        "--heartbeat",
+        type=float,
+        default=defaults.heartbeat,
+        metavar="S",
+        help="SSE ': ping' interval, seconds",
     )
     parser.add_argument(
         "--max-stream-length",
         type=int,
-        default=10_000,
+        default=defaults.max_stream_length,
         metavar="N",
         help="events kept per run (older ones are trimmed)",
     )
     parser.add_argument(
         "--stream-ttl",
         type=float,
-        default=3600.0,
+        default=defaults.stream_ttl,
         metavar="S",
-        help="seconds a run's stream is kept after its last publish",
+        help="seconds a run's stream (and its run record) is kept after its last use",
     )
     parser.add_argument(
-        "--max-subscribers", type=int, default=100, metavar="N", help="SSE subscribers per run"
+        "--max-subscribers",
+        type=int,
+        default=defaults.max_subscribers,
+        metavar="N",
+        help="SSE subscribers per run",
+    )
+    parser.add_argument(
+        "--max-subscribers-total",
+        type=int,
+        default=defaults.max_subscribers_total,
+        metavar="N",
+        help="SSE subscribers per server process, all runs",
+    )
+    parser.add_argument(
+        "--sse-write-timeout",
+        type=float,
+        default=defaults.sse_write_timeout,
+        metavar="S",
+        help="seconds an SSE client may stop reading before it is cut off",
     )
     parser.add_argument(
         "--deployment-id",
-        default="zstream-mp",
+        default=defaults.deployment_id,
         help="Redis key segment; equal to a ZenML server's to share its streams",
     )
     parser.add_argument(
         "--max-request-body",
         type=int,
-        default=256 * 1024 * 1024,
+        default=defaults.max_request_body,
         metavar="BYTES",
-        help="larger request bodies get a bare 413",
+        help="bytes of one POST body (1,000 events at the envelope limit); larger ones get "
+        "a bare 413",
+    )
+    parser.add_argument(
+        "--memory-max-bytes",
+        type=int,
+        default=defaults.memory_max_bytes,
+        metavar="BYTES",
+        help="memory broker: frame bytes held over all runs (503 above)",
+    )
+    parser.add_argument(
+        "--max-runs",
+        type=int,
+        default=defaults.max_runs,
+        metavar="N",
+        help="runs remembered as created, ended or seen (oldest forgotten)",
+    )
+    parser.add_argument(
+        "--idempotency-keys",
+        type=int,
+        default=defaults.idempotency_keys,
+        metavar="N",
+        help=f"{IDEMPOTENCY_KEY} records kept (memory broker; Redis keeps them with a TTL)",
+    )
+    parser.add_argument(
+        "--idempotency-ttl",
+        type=float,
+        default=defaults.idempotency_ttl,
+        metavar="S",
+        help=f"seconds an {IDEMPOTENCY_KEY} record is kept",
     )
     parser.add_argument("--access-log", action="store_true", help="log requests (paths only)")
     parser.set_defaults(func=_run)
+
+
+def _defaults() -> Any:
+    """The server's defaults, so --help shows them; plain values when the extra is missing."""
+    try:
+        from zstream_mp.server.config import ServerConfig
+    except ImportError:
+        return argparse.Namespace(
+            host="127.0.0.1",
+            port=DEFAULT_PORT,
+            broker="memory",
+            heartbeat=30.0,
+            max_stream_length=10_000,
+            stream_ttl=3600.0,
+            max_subscribers=100,
+            max_subscribers_total=10_000,
+            sse_write_timeout=30.0,
+            deployment_id="zstream-mp",
+            max_request_body=BATCH_BODY_MAX,
+            memory_max_bytes=256 * 1024 * 1024,
+            max_runs=100_000,
+            idempotency_keys=100_000,
+            idempotency_ttl=3600.0,
+        )
+    return ServerConfig()
 
 
 _LOOPBACK = ("127.", "::1", "localhost", "[::1]")
@@ -95,15 +184,9 @@ def _auth_help(args: argparse.Namespace, token: str | None, count: int) -> str:
     from zstream_mp.server.auth import mask
 
     if token:
-        return (
-            f"auth: bearer token {mask(token)} (read,write); clients use "
-            "ZSTREAM_TOKEN=<token> or 'Authorization: Bearer <token>'"
-        )
+        return f"auth: bearer token {mask(token)} (read,write); {_CLIENT_AUTH}"
     if count:
-        return (
-            f"auth: {count} bearer token(s) from {args.tokens_file}; clients use "
-            "ZSTREAM_TOKEN=<token> or 'Authorization: Bearer <token>'"
-        )
+        return f"auth: {count} bearer token(s) from {args.tokens_file}; {_CLIENT_AUTH}"
     return "auth: none (open server); pass --token or --tokens-file to require bearer tokens"
 
 
@@ -128,6 +211,7 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_REFUSED
     import asyncio
 
+    from zstream_mp.server.config import redact_url
     from zstream_mp.server.runner import serve
 
     token = args.token or os.environ.get(ENV_SERVE_TOKEN) or None
@@ -146,11 +230,17 @@ def _run(args: argparse.Namespace) -> int:
             strict_runs=args.strict_runs,
             heartbeat=args.heartbeat,
             max_subscribers=args.max_subscribers,
+            max_subscribers_total=args.max_subscribers_total,
+            sse_write_timeout=args.sse_write_timeout,
             max_stream_length=args.max_stream_length,
             stream_ttl=args.stream_ttl,
             deployment_id=args.deployment_id,
-            max_request_body=args.max_request_body,
             access_log=args.access_log,
+            memory_max_bytes=args.memory_max_bytes,
+            max_runs=args.max_runs,
+            idempotency_keys=args.idempotency_keys,
+            idempotency_ttl=args.idempotency_ttl,
+            **({"max_request_body": args.max_request_body} if args.max_request_body else {}),
         )
     except (OSError, ValueError) as exc:
         print(f"zstream-mp serve: {exc}", file=sys.stderr)
@@ -164,11 +254,11 @@ def _run(args: argparse.Namespace) -> int:
         )
 
     def ready(url: str) -> None:
-        print(_FIRST_LINE.format(url=url), flush=True)
+        print(banner(url), flush=True)
         file_count = len(tokens) - (1 if token else 0)
         print(_auth_help(args, token, file_count), flush=True)
         print(
-            f"broker: {_redact(config.broker)}; streaming "
+            f"broker: {redact_url(config.broker)}; streaming "
             f"{'DISABLED (501)' if config.disabled else 'enabled'}",
             flush=True,
         )
@@ -194,13 +284,3 @@ def _has(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
         return False
-
-
-def _redact(url: str) -> str:
-    """Hide a password in a broker URL."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://{user}@{host}"
-    return url

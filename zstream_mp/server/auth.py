@@ -1,4 +1,4 @@
-"""Bearer tokens with `read` and/or `write` rights; compared in constant time, never logged.
+"""Auth parsing: bearer tokens with `read`/`write` rights, compared in constant time, never logged.
 
 Tokens file format (one token per line, `#` starts a comment, blank lines ignored):
 
@@ -10,6 +10,7 @@ Tokens file format (one token per line, `#` starts a comment, blank lines ignore
 
 from __future__ import annotations
 
+import enum
 import hmac
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -56,6 +57,22 @@ def mask(token: str) -> str:
     return token[:4] + "…" if len(token) > 8 else "…"
 
 
+class AuthFailure(enum.Enum):
+    """Why a request is refused: no bearer token, an unknown one, or one without the right."""
+
+    MISSING = "missing"
+    INVALID = "invalid"
+    FORBIDDEN = "forbidden"
+
+
+def bearer_token(header: str) -> str | None:
+    """The token of an `Authorization: Bearer <token>` value, or None for any other value."""
+    scheme, _, token = header.partition(" ")
+    if not header or scheme.lower() != "bearer":
+        return None
+    return token.strip()
+
+
 class TokenAuth:
     """Checks a bearer token against the configured ones; open when none are configured."""
 
@@ -74,3 +91,18 @@ class TokenAuth:
             if hmac.compare_digest(candidate, known):
                 found = rights
         return found
+
+    def check(self, header: str, right: str) -> AuthFailure | None:
+        """None when the `Authorization` header value grants `right` (or auth is off)."""
+        if not self.enabled:
+            return None
+        token = bearer_token(header)
+        if token is None:
+            return AuthFailure.MISSING
+        rights = self.rights(token)
+        if rights is None:
+            return AuthFailure.INVALID
+        return None if right in rights else AuthFailure.FORBIDDEN
+
+    def __repr__(self) -> str:
+        return f"TokenAuth(<{len(self._tokens)} token(s)>)"

@@ -1,4 +1,8 @@
-"""Fan-out: one broker reader per run stream, any number of subscribers, nothing lost to races.
+"""Fan-out: one broker reader per server process, any number of subscribers, nothing lost to races.
+
+The reader reads every subscribed run's stream in one blocking call (`read_many`), so
+subscribed runs share one broker connection instead of holding one each, and hands each
+entry to that run's session, which offers it to its subscribers.
 
 Each subscriber registers its queue *before* it replays history from the broker, then
 switches to the live queue and skips ids it already delivered (ids are ordered, so the
@@ -11,7 +15,6 @@ does it see `gap: overflow`, so a slow reader loses nothing the broker still has
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections import deque
@@ -23,7 +26,8 @@ from zstream_mp.server.models import DecodedFrame, EndFrame, EventFrame, decode_
 logger = logging.getLogger("zstream_mp.server")
 
 _READ_COUNT = 256
-_READER_BLOCK_MS = 1000
+_READER_BLOCK_MS = 250
+"""The reader re-reads the set of subscribed streams at least this often."""
 _GAP_RATE_LIMIT_S = 5.0
 _BACKOFF_MIN_S = 0.25
 _BACKOFF_MAX_S = 5.0
@@ -31,7 +35,12 @@ _INITIAL_CURSOR_ATTEMPTS = 5
 
 
 class StreamCapacityError(Exception):
-    """The run already has the maximum number of subscribers."""
+    """The run (or the whole server) already has the maximum number of subscribers."""
+
+    def __init__(self, scope: str, cap: int) -> None:
+        super().__init__(f"{scope} subscriber cap {cap} reached")
+        self.scope = scope
+        self.cap = cap
 
 
 class ShuttingDownError(Exception):
@@ -205,7 +214,7 @@ class Subscriber:
 
 
 class Session:
-    """All subscribers of one stream key on this server, fed by a single reader task."""
+    """All subscribers of one stream key on this server, fed by the broadcaster's reader."""
 
     def __init__(self, broadcaster: Broadcaster, key: str, cursor: str | None) -> None:
         self.broadcaster = broadcaster
@@ -214,7 +223,6 @@ class Session:
         self.cursor = cursor
         self.subscribers: list[Subscriber] = []
         self.ended = False
-        self._reader: asyncio.Task[None] | None = None
         self._idle: asyncio.TimerHandle | None = None
 
     def add(self, sub: Subscriber) -> None:
@@ -222,12 +230,19 @@ class Session:
             self._idle.cancel()
             self._idle = None
         self.subscribers.append(sub)
-        if self._reader is None and not self.ended:
-            self._reader = asyncio.get_running_loop().create_task(self._read_loop())
+        self.broadcaster.subscribers_total += 1
+        self.broadcaster.wake_reader()
 
     def remove(self, sub: Subscriber) -> None:
-        with contextlib.suppress(ValueError):
+        try:
             self.subscribers.remove(sub)
+        except ValueError:
+            return
+        self.broadcaster.subscribers_total -= 1
+        self.forget_when_idle()
+
+    def forget_when_idle(self) -> None:
+        """Without subscribers, the session is forgotten after the idle grace."""
         if not self.subscribers and self._idle is None:
             loop = asyncio.get_running_loop()
             self._idle = loop.call_later(self.broadcaster.idle_grace, self.stop)
@@ -236,46 +251,26 @@ class Session:
         self._idle = None
         if self.subscribers:
             return
-        if self._reader is not None:
-            self._reader.cancel()
-            self._reader = None
         self.broadcaster.forget(self)
 
-    async def _read_loop(self) -> None:
-        backoff = _BACKOFF_MIN_S
-        last_gap = float("-inf")
-        loop = asyncio.get_running_loop()
-        while not self.ended:
-            try:
-                raws = await self.broker.read(self.key, self.cursor, _READ_COUNT, _READER_BLOCK_MS)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                logger.warning("broker read failed for %s: %s", self.key, exc)
-                if loop.time() - last_gap >= _GAP_RATE_LIMIT_S:
-                    last_gap = loop.time()
-                    for sub in self.subscribers:
-                        sub.note_outage()
-                await asyncio.sleep(random.uniform(_BACKOFF_MIN_S / 2, backoff))
-                backoff = min(backoff * 2, _BACKOFF_MAX_S)
-                continue
-            backoff = _BACKOFF_MIN_S
-            for raw in raws:
-                entry = Entry.decode(raw)
-                self.cursor = entry.id
-                for sub in self.subscribers:
-                    sub.offer(entry)
-                if entry.is_end:
-                    self.ended = True
-                    break
-        self._reader = None
+    def deliver(self, raws: list[BrokerEntry]) -> None:
+        """Offer entries the reader fetched to every subscriber (never blocks)."""
+        for raw in raws:
+            entry = Entry.decode(raw)
+            self.cursor = entry.id
+            for sub in self.subscribers:
+                sub.offer(entry)
+            if entry.is_end:
+                self.ended = True
+                return
+
+    def note_outage(self) -> None:
+        for sub in self.subscribers:
+            sub.note_outage()
 
     def shut_down(self) -> None:
         for sub in self.subscribers:
             sub.shut_down()
-        if self._reader is not None:
-            self._reader.cancel()
-            self._reader = None
 
 
 class Broadcaster:
@@ -286,20 +281,65 @@ class Broadcaster:
         broker: StreamBroker,
         *,
         max_subscribers: int = 100,
+        max_total: int = 10_000,
         queue_size: int = 1024,
         idle_grace: float = 5.0,
     ) -> None:
         self.broker = broker
         self.max_subscribers = max_subscribers
+        self.max_total = max_total
+        self.subscribers_total = 0
         self.queue_size = queue_size
         self.idle_grace = idle_grace
         self._sessions: dict[str, Session] = {}
         self._closing = False
+        self._reader: asyncio.Task[None] | None = None
+        self._work = asyncio.Event()
+
+    def wake_reader(self) -> None:
+        """Start the reader if needed and let it pick up a new session."""
+        self._work.set()
+        if self._reader is None and not self._closing:
+            self._reader = asyncio.get_running_loop().create_task(self._read_loop())
+
+    async def _read_loop(self) -> None:
+        backoff = _BACKOFF_MIN_S
+        last_gap = float("-inf")
+        loop = asyncio.get_running_loop()
+        while not self._closing:
+            cursors = {k: s.cursor for k, s in self._sessions.items() if not s.ended}
+            if not cursors:
+                self._work.clear()
+                await self._work.wait()
+                continue
+            try:
+                found = await self.broker.read_many(cursors, _READ_COUNT, _READER_BLOCK_MS)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("broker read failed for %d stream(s): %s", len(cursors), exc)
+                if loop.time() - last_gap >= _GAP_RATE_LIMIT_S:
+                    last_gap = loop.time()
+                    for key in cursors:
+                        session = self._sessions.get(key)
+                        if session is not None:
+                            session.note_outage()
+                await asyncio.sleep(random.uniform(_BACKOFF_MIN_S / 2, backoff))
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+                continue
+            backoff = _BACKOFF_MIN_S
+            for key, raws in found.items():
+                session = self._sessions.get(key)
+                # a session forgotten and recreated meanwhile starts from its own cursor
+                if session is not None and session.cursor == cursors[key]:
+                    session.deliver(raws)
 
     async def subscribe(self, key: str, from_id: str | None) -> Subscriber:
         """Register a subscriber; raises on shutdown, the per-run cap or a broker outage."""
         if self._closing:
             raise ShuttingDownError()
+        if self.subscribers_total >= self.max_total:
+            raise StreamCapacityError("per-server", self.max_total)
         session = self._sessions.get(key)
         if session is None:
             cursor = await self._initial_cursor(key)
@@ -309,7 +349,10 @@ class Broadcaster:
             if session is None:
                 session = self._sessions[key] = Session(self, key, cursor)
         if len(session.subscribers) >= self.max_subscribers:
-            raise StreamCapacityError()
+            raise StreamCapacityError("per-run", self.max_subscribers)
+        if self.subscribers_total >= self.max_total:
+            session.forget_when_idle()
+            raise StreamCapacityError("per-server", self.max_total)
         sub = Subscriber(session, from_id, self.queue_size)
         session.add(sub)
         return sub
@@ -339,6 +382,9 @@ class Broadcaster:
         self._closing = True
         for session in list(self._sessions.values()):
             session.shut_down()
+        if self._reader is not None:
+            self._reader.cancel()
+            self._reader = None
 
     @property
     def closing(self) -> bool:

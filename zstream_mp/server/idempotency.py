@@ -2,55 +2,193 @@
 
 The publisher sends one key per batch and reuses it on every retry. If the server stored a
 batch but the response was lost, the retry gets the stored answer instead of appending the
-events again. Keys are remembered per run (the last `per_run` keys, for the last `runs`
-runs). A retry that arrives while the first attempt is still publishing waits for it.
+events again. As the IETF `Idempotency-Key` draft asks:
+
+* a record is scoped to the caller (a digest of its bearer token) and the run, so two
+  tokens using the same key never see each other's answers;
+* it holds a fingerprint of the batch (a digest of its encoded frames): the same key with
+  a different batch is refused (`Mismatch`, answered 422), never answered with the stored
+  result;
+* a retry that arrives while the first attempt is still publishing waits for it.
+
+Two stores. `MemoryIdempotency` (memory broker) keeps at most `max_keys` records for
+`ttl` seconds in this process. `RedisIdempotency` (Redis broker) keeps them in Redis beside
+the streams (`SET NX` with a TTL, keys under `zstream:idem:<deployment id>:`), so a retry
+that lands on another replica is not appended twice. While an attempt is in flight its
+record lives `PENDING_TTL` seconds, so a replica that dies mid-publish blocks the key only
+that long.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
+import time
+from abc import ABC, abstractmethod
 from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 Result = dict[str, Any]
 
+PENDING_TTL = 30.0
+"""Seconds an in-flight record blocks its key (Redis store), and the longest a retry waits."""
+_POLL_S = 0.05
 
-class IdempotencyCache:
-    """Bounded map (run, key) -> stored 200 body, plus in-flight attempts."""
 
-    def __init__(self, per_run: int = 10_000, runs: int = 1_000) -> None:
-        self._per_run = per_run
-        self._runs = runs
-        self._done: OrderedDict[str, OrderedDict[str, Result]] = OrderedDict()
-        self._pending: dict[tuple[str, str], asyncio.Future[Result | None]] = {}
+@dataclass(frozen=True)
+class Replay:
+    """The key was used for the same batch: answer with the stored result."""
 
-    async def claim(self, run: str, key: str) -> Result | None:
-        """A stored result for this key, or None after claiming it (then call `finish`)."""
+    result: Result
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """The key was used for a different batch."""
+
+
+@dataclass(frozen=True)
+class Busy:
+    """The first attempt with this key is still in flight after `PENDING_TTL`."""
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """This attempt owns the key: publish, then call `finish`."""
+
+
+Outcome = Replay | Mismatch | Busy | Claimed
+
+
+def caller_scope(token: str | None, run: str) -> str:
+    """Who the key belongs to: a digest of the token (never the token) and the run."""
+    digest = hashlib.sha256((token or "").encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    return f"{digest}:{run}"
+
+
+def fingerprint(payloads: Iterable[bytes]) -> str:
+    """A digest of the batch as it would be stored, so equal batches match however sent."""
+    h = hashlib.sha256()
+    for payload in payloads:
+        h.update(len(payload).to_bytes(8, "big"))
+        h.update(payload)
+    return h.hexdigest()
+
+
+class IdempotencyStore(ABC):
+    """Claim a key before publishing; finish it with the result (or None on failure)."""
+
+    @abstractmethod
+    async def claim(self, scope: str, key: str, fp: str) -> Outcome: ...
+
+    @abstractmethod
+    async def finish(self, scope: str, key: str, fp: str, result: Result | None) -> None: ...
+
+
+class MemoryIdempotency(IdempotencyStore):
+    """Records in this process: at most `max_keys`, each for `ttl` seconds, oldest first out."""
+
+    def __init__(self, max_keys: int = 100_000, ttl: float = 3600.0) -> None:
+        self._max_keys = max_keys
+        self._ttl = ttl
+        self._done: OrderedDict[tuple[str, str], tuple[str, Result, float]] = OrderedDict()
+        self._pending: dict[tuple[str, str], tuple[str, asyncio.Future[Result | None]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._done) + len(self._pending)
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        while self._done:
+            first = next(iter(self._done.values()))
+            if len(self._done) <= self._max_keys and now - first[2] <= self._ttl:
+                return
+            self._done.popitem(last=False)
+
+    async def claim(self, scope: str, key: str, fp: str) -> Outcome:
+        slot = (scope, key)
         while True:
-            stored = self._done.get(run)
-            if stored is not None and key in stored:
-                return stored[key]
-            waiter = self._pending.get((run, key))
-            if waiter is None:
-                self._pending[(run, key)] = asyncio.get_running_loop().create_future()
-                return None
-            result = await asyncio.shield(waiter)
-            if result is not None:
-                return result
+            self._expire()
+            stored = self._done.get(slot)
+            if stored is not None:
+                return Replay(stored[1]) if stored[0] == fp else Mismatch()
+            pending = self._pending.get(slot)
+            if pending is None:
+                self._pending[slot] = (fp, asyncio.get_running_loop().create_future())
+                return Claimed()
+            if pending[0] != fp:
+                return Mismatch()
+            try:
+                await asyncio.wait_for(asyncio.shield(pending[1]), PENDING_TTL)
+            except asyncio.TimeoutError:
+                return Busy()
 
-    def finish(self, run: str, key: str, result: Result | None) -> None:
-        """Store a successful result (None: the attempt failed, a retry may try again)."""
-        waiter = self._pending.pop((run, key), None)
+    async def finish(self, scope: str, key: str, fp: str, result: Result | None) -> None:
+        slot = (scope, key)
+        pending = self._pending.pop(slot, None)
         if result is not None:
-            stored = self._done.get(run)
-            if stored is None:
-                stored = self._done[run] = OrderedDict()
-                while len(self._done) > self._runs:
-                    self._done.popitem(last=False)
+            self._done[slot] = (fp, result, time.monotonic())
+            self._done.move_to_end(slot)
+            self._expire()
+        if pending is not None and not pending[1].done():
+            pending[1].set_result(result)
+
+
+class RedisIdempotency(IdempotencyStore):
+    """Records in Redis, shared by every replica using the same Redis and deployment id."""
+
+    def __init__(self, client: Any, deployment_id: str, ttl: float = 3600.0) -> None:
+        self._client = client
+        self._prefix = f"zstream:idem:{deployment_id}:"
+        self._ttl_ms = max(1, int(ttl * 1000))
+        self._pending_ms = int(PENDING_TTL * 1000)
+
+    def _key(self, scope: str, key: str) -> str:
+        digest = hashlib.sha256(f"{scope}\0{key}".encode("utf-8", "surrogateescape"))
+        return self._prefix + digest.hexdigest()
+
+    async def claim(self, scope: str, key: str, fp: str) -> Outcome:
+        from zstream_mp.server.brokers import BrokerConnectionError
+
+        name = self._key(scope, key)
+        pending = json.dumps({"fp": fp, "result": None})
+        deadline = time.monotonic() + PENDING_TTL
+        try:
+            while True:
+                if await self._client.set(name, pending, nx=True, px=self._pending_ms):
+                    return Claimed()
+                raw = await self._client.get(name)
+                if raw is None:  # expired or finished with a failure meanwhile: claim again
+                    continue
+                record = json.loads(raw)
+                if record.get("fp") != fp:
+                    return Mismatch()
+                if record.get("result") is not None:
+                    return Replay(record["result"])
+                if time.monotonic() > deadline:
+                    return Busy()
+                await asyncio.sleep(_POLL_S)
+        except (ValueError, TypeError) as exc:  # a record this version cannot read
+            raise BrokerConnectionError(f"bad idempotency record: {exc}") from exc
+        except BrokerConnectionError:
+            raise
+        except Exception as exc:
+            raise BrokerConnectionError(str(exc)) from exc
+
+    async def finish(self, scope: str, key: str, fp: str, result: Result | None) -> None:
+        name = self._key(scope, key)
+        try:
+            if result is None:
+                await self._client.delete(name)
             else:
-                self._done.move_to_end(run)
-            stored[key] = result
-            while len(stored) > self._per_run:
-                stored.popitem(last=False)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(result)
+                record = json.dumps({"fp": fp, "result": result})
+                await self._client.set(name, record, px=self._ttl_ms)
+        except Exception:  # the batch is stored; a lost record only risks a duplicate
+            import logging
+
+            logging.getLogger("zstream_mp.server").warning(
+                "could not store the idempotency record for a published batch"
+            )

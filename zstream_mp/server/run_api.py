@@ -1,8 +1,9 @@
 """Listing runs and a run's status (not in ZenML): what `zstream-mp runs` and the page read.
 
-A run is known when this server created it, received events for it or ended it, or when
-its broker still holds a stream for it (a Redis-backed server keeps streams across
-restarts). Any other id answers 404, so a typo never looks like a quiet live run.
+A run is known when this server created it, received events for it or ended it, when
+someone is subscribed to it, or when its broker still holds a stream for it (a
+Redis-backed server keeps streams across restarts). Any other id answers 404, so a typo
+never looks like a quiet live run.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from zstream_mp.server.models import parse_uuid
 from zstream_mp.server.runs import not_found_message
 
 if TYPE_CHECKING:
-    from zstream_mp.server.app import ServerState
+    from zstream_mp.server.state import ServerState
 
 Gate = Callable[[Request, str], "Response | None"]
 Handler = Callable[[Request], Awaitable[Response]]
@@ -33,12 +34,13 @@ async def run_info(state: ServerState, run_id: UUID) -> dict[str, Any] | None:
         latest = await state.broker.latest_id(key)
     except Exception:  # broker down: answer from the registry alone
         latest = None
-    if latest is None and not state.runs.seen(run_id):
+    subscribers = state.broadcaster.subscriber_count(key)
+    if latest is None and not subscribers and not state.runs.seen(run_id):
         return None
     return {
         "id": str(run_id),
         "ended": state.runs.ended(run_id),
-        "subscribers": state.broadcaster.subscriber_count(key),
+        "subscribers": subscribers,
         "last_event_id": latest,
     }
 

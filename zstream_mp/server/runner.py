@@ -15,8 +15,10 @@ from types import FrameType, TracebackType
 
 import uvicorn
 
-from zstream_mp.server.app import ServerState, create_app, open_state
+from zstream_mp._sender import THREAD_PREFIX
+from zstream_mp.server.app import create_app
 from zstream_mp.server.config import ServerConfig
+from zstream_mp.server.state import ServerState, open_state
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -61,8 +63,11 @@ class _Server(uvicorn.Server):
 
 
 def _uvicorn_config(state: ServerState) -> uvicorn.Config:
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
     return uvicorn.Config(
         create_app(state),
+        http=state.connections.protocol_class(AutoHTTPProtocol),
         lifespan="on",
         access_log=state.config.access_log,
         log_level="warning",
@@ -124,7 +129,9 @@ class EmbeddedServer:
             self._ready.set()
 
     def start(self) -> EmbeddedServer:
-        self._thread = threading.Thread(target=self._main, name="zstream-mp-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self._main, name=f"{THREAD_PREFIX}server", daemon=True
+        )
         self._thread.start()
         if not self._ready.wait(self._timeout):
             raise TimeoutError("embedded server did not start in time")
@@ -134,6 +141,13 @@ class EmbeddedServer:
         while server is not None and not server.started and self._thread.is_alive():
             threading.Event().wait(0.01)
         return self
+
+    @property
+    def state(self) -> ServerState:
+        """The running server's shared objects (for inspection; use from the loop's thread)."""
+        if self._server is None:
+            raise RuntimeError("embedded server is not running")
+        return self._server.state
 
     def stop(self, timeout: float = 10.0) -> None:
         if self._server is not None:

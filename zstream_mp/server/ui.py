@@ -34,8 +34,8 @@ from starlette.routing import Route
 from zstream_mp._wire import RESERVED_KINDS, bearer
 
 if TYPE_CHECKING:
-    from zstream_mp.server.app import ServerState
     from zstream_mp.server.run_api import RunAPI
+    from zstream_mp.server.state import ServerState
 
 Handler = Callable[[Request], Awaitable[Response]]
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from zstream_mp.server.brokers.base import BrokerConnectionError, BrokerEntry, StreamBroker
+from zstream_mp.server.brokers.base import (
+    BrokerConnectionError,
+    BrokerEntry,
+    BrokerFullError,
+    StreamBroker,
+)
 
 
 def stream_key(deployment_id: str, run_id: str) -> str:
@@ -10,12 +15,18 @@ def stream_key(deployment_id: str, run_id: str) -> str:
     return f"zenml:stream:server:{deployment_id}:run:{run_id}"
 
 
-def create_broker(spec: str, *, max_len: int = 10_000, ttl_seconds: float = 3600.0) -> StreamBroker:
+def create_broker(
+    spec: str,
+    *,
+    max_len: int = 10_000,
+    ttl_seconds: float = 3600.0,
+    memory_max_bytes: int = 256 * 1024 * 1024,
+) -> StreamBroker:
     """`memory` or a `redis://` / `rediss://` / `unix://` URL."""
     if spec == "memory":
         from zstream_mp.server.brokers.memory import InMemoryBroker
 
-        return InMemoryBroker(max_len=max_len, ttl_seconds=ttl_seconds)
+        return InMemoryBroker(max_len=max_len, ttl_seconds=ttl_seconds, max_bytes=memory_max_bytes)
     if spec.startswith(("redis://", "rediss://", "unix://")):
         from zstream_mp.server.brokers.redis_streams import RedisStreamsBroker
 
@@ -23,4 +34,11 @@ def create_broker(spec: str, *, max_len: int = 10_000, ttl_seconds: float = 3600
     raise ValueError(f"unknown broker {spec!r}: use 'memory' or a redis:// URL")
 
 
-__all__ = ["BrokerConnectionError", "BrokerEntry", "StreamBroker", "create_broker", "stream_key"]
+__all__ = [
+    "BrokerConnectionError",
+    "BrokerEntry",
+    "BrokerFullError",
+    "StreamBroker",
+    "create_broker",
+    "stream_key",
+]

@@ -17,6 +17,15 @@ class BrokerConnectionError(Exception):
     """Transient broker failure; callers answer 503 or emit `gap: outage` and retry."""
 
 
+class BrokerFullError(BrokerConnectionError):
+    """The broker refuses to hold more (the memory broker's byte cap); the server answers 503."""
+
+
+def shown_cursor(cursor: str) -> str:
+    """A cursor as ZenML's message quotes it (`repr`), cut short when it is long."""
+    return repr(cursor) if len(cursor) <= 64 else repr(cursor[:64]) + "…"
+
+
 class StreamBroker(ABC):
     """Append-only per-run streams with broker-assigned, ordered ids."""
 
@@ -29,6 +38,14 @@ class StreamBroker(ABC):
         self, stream_key: str, from_id: str | None, max_count: int = 256, block_ms: int = 1000
     ) -> list[BrokerEntry]:
         """Entries strictly after `from_id` (None: from the start); `block_ms=0` never waits."""
+
+    @abstractmethod
+    async def read_many(
+        self, cursors: dict[str, str | None], max_count: int = 256, block_ms: int = 1000
+    ) -> dict[str, list[BrokerEntry]]:
+        """Entries after each key's cursor, for many streams in one call (keys with none are
+        left out); blocks up to `block_ms` until any of them has one. One server-wide reader
+        uses it, so subscribed runs share one broker connection instead of holding one each."""
 
     @abstractmethod
     async def latest_id(self, stream_key: str) -> str | None:

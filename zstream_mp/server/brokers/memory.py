@@ -1,7 +1,14 @@
 """In-process broker: integer ids from 1 per stream, bounded length, TTL since last publish.
 
 Good for one server process (development, tests, the demo). Unlike ZenML's in-memory broker
-it also expires idle streams, so a long-lived dev server does not grow without bound.
+it bounds what clients can make it hold:
+
+* a stream exists only once something was published to it (reading never creates one);
+* idle streams expire `ttl_seconds` after their last publish (swept at most once a minute);
+* all streams together hold at most `max_bytes` of frames (plus a fixed charge per stream);
+  a publish that would pass it raises `BrokerFullError` (the server answers 503);
+* the next id of an expired stream is remembered for the last `_ID_MEMORY` streams, so a
+  live reader's cursor does not point past a recreated stream's ids.
 """
 
 from __future__ import annotations
@@ -10,34 +17,77 @@ import asyncio
 import itertools
 import re
 import time
-from collections import deque
+from collections import OrderedDict, deque
 
-from zstream_mp.server.brokers.base import BrokerEntry, StreamBroker
+from zstream_mp.server.brokers.base import (
+    BrokerEntry,
+    BrokerFullError,
+    StreamBroker,
+    shown_cursor,
+)
 
-_CURSOR = re.compile(r"^\d+$")
+_CURSOR = re.compile(r"^\d{1,20}$")
+_STREAM_CHARGE = 512
+"""Bytes charged per stream against `max_bytes` for its bookkeeping."""
+_ID_MEMORY = 100_000
 
 
 class _Stream:
     def __init__(self, max_len: int) -> None:
-        self.entries: deque[tuple[int, bytes]] = deque(maxlen=max_len)
+        self.entries: deque[tuple[int, bytes]] = deque()
+        self.max_len = max_len
+        self.bytes = _STREAM_CHARGE
         self.next_id = 1
         self.touched = time.monotonic()
-        self.changed = asyncio.Event()
+
+    def append(self, payload: bytes) -> tuple[str, int]:
+        """Append; returns the id and the bytes freed by trimming to `max_len`."""
+        entry_id = self.next_id
+        self.next_id += 1
+        self.entries.append((entry_id, payload))
+        freed = 0
+        while len(self.entries) > self.max_len:
+            freed += len(self.entries.popleft()[1])
+        self.bytes += len(payload) - freed
+        return str(entry_id), freed
 
 
 class InMemoryBroker(StreamBroker):
     """Streams kept in this process; `max_len` entries each, dropped `ttl_seconds` after use."""
 
-    def __init__(self, max_len: int = 10_000, ttl_seconds: float = 3600.0) -> None:
-        if max_len < 1 or ttl_seconds <= 0:
-            raise ValueError("max_len must be >= 1 and ttl_seconds > 0")
+    def __init__(
+        self,
+        max_len: int = 10_000,
+        ttl_seconds: float = 3600.0,
+        max_bytes: int = 256 * 1024 * 1024,
+    ) -> None:
+        if max_len < 1 or ttl_seconds <= 0 or max_bytes < 1:
+            raise ValueError("max_len and max_bytes must be >= 1 and ttl_seconds > 0")
         self._max_len = max_len
         self._ttl = ttl_seconds
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self._streams: dict[str, _Stream] = {}
-        # Next id per key survives expiry, so a live reader's cursor never points past a
-        # recreated stream's ids.
-        self._next_ids: dict[str, int] = {}
+        self._next_ids: OrderedDict[str, int] = OrderedDict()
         self._last_sweep = time.monotonic()
+        self._changed = asyncio.Event()
+
+    # -- bookkeeping ---------------------------------------------------------------------
+    @property
+    def stream_count(self) -> int:
+        return len(self._streams)
+
+    @property
+    def bytes_held(self) -> int:
+        return self._bytes
+
+    def _drop(self, key: str, stream: _Stream) -> None:
+        del self._streams[key]
+        self._bytes -= stream.bytes
+        self._next_ids[key] = stream.next_id
+        self._next_ids.move_to_end(key)
+        while len(self._next_ids) > _ID_MEMORY:
+            self._next_ids.popitem(last=False)
 
     def _sweep(self) -> None:
         now = time.monotonic()
@@ -46,41 +96,45 @@ class InMemoryBroker(StreamBroker):
         self._last_sweep = now
         for key, stream in list(self._streams.items()):
             if now - stream.touched > self._ttl:
-                self._next_ids[key] = stream.next_id
-                del self._streams[key]
-                stream.changed.set()
-
-    def _create(self, key: str) -> _Stream:
-        stream = self._streams[key] = _Stream(self._max_len)
-        stream.next_id = self._next_ids.pop(key, 1)
-        return stream
+                self._drop(key, stream)
 
     def _get(self, key: str) -> _Stream | None:
         stream = self._streams.get(key)
         if stream is not None and time.monotonic() - stream.touched > self._ttl:
-            self._next_ids[key] = stream.next_id
-            del self._streams[key]
-            stream.changed.set()
+            self._drop(key, stream)
             return None
         return stream
 
+    def _notify(self) -> None:
+        event, self._changed = self._changed, asyncio.Event()
+        event.set()
+
+    # -- StreamBroker ----------------------------------------------------------------------
     async def publish(self, stream_key: str, payloads: list[bytes]) -> list[str]:
         self._sweep()
         stream = self._get(stream_key)
+        adding = sum(len(p) for p in payloads) + (_STREAM_CHARGE if stream is None else 0)
+        if self._bytes + adding > self._max_bytes:
+            raise BrokerFullError(
+                f"memory broker holds {self._bytes} of {self._max_bytes} bytes; "
+                f"this batch needs {adding} more"
+            )
         if stream is None:
-            stream = self._create(stream_key)
+            stream = self._streams[stream_key] = _Stream(self._max_len)
+            stream.next_id = self._next_ids.pop(stream_key, 1)
+            self._bytes += _STREAM_CHARGE
         ids: list[str] = []
         for payload in payloads:
-            stream.entries.append((stream.next_id, payload))
-            ids.append(str(stream.next_id))
-            stream.next_id += 1
+            entry_id, freed = stream.append(payload)
+            self._bytes += len(payload) - freed
+            ids.append(entry_id)
         stream.touched = time.monotonic()
-        event, stream.changed = stream.changed, asyncio.Event()
-        event.set()
+        self._notify()
         return ids
 
-    def _slice(self, stream: _Stream, after: int, max_count: int) -> list[BrokerEntry]:
-        if not stream.entries:
+    def _slice(self, key: str, after: int, max_count: int) -> list[BrokerEntry]:
+        stream = self._get(key)
+        if stream is None or not stream.entries:
             return []
         first = stream.entries[0][0]
         start = max(0, after - first + 1)
@@ -92,20 +146,29 @@ class InMemoryBroker(StreamBroker):
     async def read(
         self, stream_key: str, from_id: str | None, max_count: int = 256, block_ms: int = 1000
     ) -> list[BrokerEntry]:
-        after = int(from_id) if from_id is not None else 0
-        stream = self._get(stream_key)
-        if stream is None:
-            stream = self._create(stream_key)
-        found = self._slice(stream, after, max_count)
+        found = await self.read_many({stream_key: from_id}, max_count, block_ms)
+        return found.get(stream_key, [])
+
+    async def read_many(
+        self, cursors: dict[str, str | None], max_count: int = 256, block_ms: int = 1000
+    ) -> dict[str, list[BrokerEntry]]:
+        def scan() -> dict[str, list[BrokerEntry]]:
+            found: dict[str, list[BrokerEntry]] = {}
+            for key, cursor in cursors.items():
+                entries = self._slice(key, int(cursor) if cursor is not None else 0, max_count)
+                if entries:
+                    found[key] = entries
+            return found
+
+        found = scan()
         if found or block_ms <= 0:
             return found
-        changed = stream.changed
+        changed = self._changed
         try:
             await asyncio.wait_for(changed.wait(), timeout=block_ms / 1000.0)
         except asyncio.TimeoutError:
-            return []
-        current = self._streams.get(stream_key)
-        return self._slice(current, after, max_count) if current is not None else []
+            return {}
+        return scan()
 
     async def latest_id(self, stream_key: str) -> str | None:
         stream = self._get(stream_key)
@@ -116,19 +179,19 @@ class InMemoryBroker(StreamBroker):
         return str(stream.entries[0][0]) if stream is not None and stream.entries else None
 
     async def delete_stream(self, stream_key: str) -> None:
-        stream = self._streams.pop(stream_key, None)
+        stream = self._streams.get(stream_key)
         if stream is not None:
-            stream.changed.set()
+            self._drop(stream_key, stream)
+            self._notify()
 
     async def close(self) -> None:
-        streams = list(self._streams.values())
         self._streams.clear()
-        for stream in streams:
-            stream.changed.set()
+        self._bytes = 0
+        self._notify()
 
     def validate_cursor(self, cursor: str) -> None:
         if not _CURSOR.match(cursor):
-            raise ValueError(f"cursor {cursor!r} is not a non-negative integer")
+            raise ValueError(f"cursor {shown_cursor(cursor)} is not a non-negative integer")
 
     def order_key(self, entry_id: str) -> tuple[int, int]:
         return (int(entry_id), 0)

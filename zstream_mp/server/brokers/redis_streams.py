@@ -2,6 +2,14 @@
 
 Same key layout, field name `p`, `XADD MAXLEN ~ N` and an `EXPIRE` refreshed per publish,
 so a ZenML server and this one can share a Redis and each other's streams.
+
+Connections come from three separate places, so readers can never starve ingest:
+
+* writes (publish, idempotency records): their own pool of `write_connections`;
+* short reads (a subscriber's catch-up, the newest/oldest id): a pool of `read_connections`
+  whose callers wait for a free connection instead of failing;
+* the one blocking `XREAD` of all subscribed streams (`read_many`, used by the server-wide
+  reader): one dedicated connection.
 """
 
 from __future__ import annotations
@@ -11,10 +19,16 @@ import contextlib
 import re
 from typing import Any
 
-from zstream_mp.server.brokers.base import BrokerConnectionError, BrokerEntry, StreamBroker
+from zstream_mp.server.brokers.base import (
+    BrokerConnectionError,
+    BrokerEntry,
+    StreamBroker,
+    shown_cursor,
+)
 
 _FIELD = b"p"
 _CURSOR = re.compile(r"^\d{1,20}-\d{1,20}$")
+_POOL_WAIT_S = 5.0
 
 
 def _text(value: Any) -> str:
@@ -31,6 +45,8 @@ class RedisStreamsBroker(StreamBroker):
         ttl_seconds: int = 3600,
         connect_timeout: float = 2.0,
         socket_timeout: float = 5.0,
+        write_connections: int = 64,
+        read_connections: int = 32,
     ) -> None:
         if max_len < 1 or ttl_seconds < 1:
             raise ValueError("max_len and ttl_seconds must be >= 1")
@@ -39,31 +55,43 @@ class RedisStreamsBroker(StreamBroker):
         self._ttl = int(ttl_seconds)
         self._connect_timeout = connect_timeout
         self._socket_timeout = socket_timeout
-        self._client: Any = None
+        self._sizes = {"write": write_connections, "read": read_connections, "tail": 1}
+        self._clients: dict[str, Any] = {}
         self._lock = asyncio.Lock()
         self._closed = False
 
-    async def _get_client(self) -> Any:
+    def __repr__(self) -> str:
+        return f"RedisStreamsBroker(max_len={self._max_len}, ttl_seconds={self._ttl})"
+
+    async def _client(self, role: str) -> Any:
         if self._closed:
             raise BrokerConnectionError("Broker is closed.")
-        if self._client is None:
+        client = self._clients.get(role)
+        if client is None:
             async with self._lock:
-                if self._client is None:
+                client = self._clients.get(role)
+                if client is None:
                     import redis.asyncio as aioredis
 
-                    self._client = aioredis.Redis.from_url(
+                    pool = aioredis.BlockingConnectionPool.from_url(
                         self._url,
+                        max_connections=self._sizes[role],
+                        timeout=_POOL_WAIT_S,
                         socket_connect_timeout=self._connect_timeout,
                         socket_timeout=self._socket_timeout,
                         health_check_interval=30,
-                        max_connections=200,
                     )
-        return self._client
+                    client = self._clients[role] = aioredis.Redis(connection_pool=pool)
+        return client
+
+    async def writer(self) -> Any:
+        """The client of the write pool (for idempotency records beside the streams)."""
+        return await self._client("write")
 
     async def publish(self, stream_key: str, payloads: list[bytes]) -> list[str]:
         if not payloads:
             return []
-        client = await self._get_client()
+        client = await self._client("write")
         try:
             pipe = client.pipeline(transaction=False)
             for payload in payloads:
@@ -74,26 +102,44 @@ class RedisStreamsBroker(StreamBroker):
             raise BrokerConnectionError(str(exc)) from exc
         return [_text(r) for r in results[:-1]]
 
-    async def read(
-        self, stream_key: str, from_id: str | None, max_count: int = 256, block_ms: int = 1000
-    ) -> list[BrokerEntry]:
-        client = await self._get_client()
+    async def _xread(
+        self, role: str, cursors: dict[str, str | None], max_count: int, block_ms: int
+    ) -> dict[str, list[BrokerEntry]]:
+        client = await self._client(role)
         block = block_ms if block_ms > 0 else None
         try:
             response = await client.xread(
-                {stream_key: from_id if from_id is not None else "0-0"},
+                {k: c if c is not None else "0-0" for k, c in cursors.items()},
                 count=max_count,
                 block=block,
             )
         except Exception as exc:
             raise BrokerConnectionError(str(exc)) from exc
-        if not response:
-            return []
-        messages = response[0][1]
-        return [BrokerEntry(_text(mid), bytes(fields.get(_FIELD, b""))) for mid, fields in messages]
+        found: dict[str, list[BrokerEntry]] = {}
+        for key, messages in response or ():
+            entries = [
+                BrokerEntry(_text(mid), bytes(fields.get(_FIELD, b""))) for mid, fields in messages
+            ]
+            if entries:
+                found[_text(key)] = entries
+        return found
+
+    async def read(
+        self, stream_key: str, from_id: str | None, max_count: int = 256, block_ms: int = 1000
+    ) -> list[BrokerEntry]:
+        role = "tail" if block_ms > 0 else "read"
+        found = await self._xread(role, {stream_key: from_id}, max_count, block_ms)
+        return found.get(stream_key, [])
+
+    async def read_many(
+        self, cursors: dict[str, str | None], max_count: int = 256, block_ms: int = 1000
+    ) -> dict[str, list[BrokerEntry]]:
+        if not cursors:
+            return {}
+        return await self._xread("tail" if block_ms > 0 else "read", cursors, max_count, block_ms)
 
     async def _edge_id(self, stream_key: str, newest: bool) -> str | None:
-        client = await self._get_client()
+        client = await self._client("read")
         try:
             if newest:
                 rows = await client.xrevrange(stream_key, "+", "-", count=1)
@@ -110,7 +156,7 @@ class RedisStreamsBroker(StreamBroker):
         return await self._edge_id(stream_key, newest=False)
 
     async def delete_stream(self, stream_key: str) -> None:
-        client = await self._get_client()
+        client = await self._client("write")
         try:
             await client.delete(stream_key)
         except Exception as exc:
@@ -118,15 +164,16 @@ class RedisStreamsBroker(StreamBroker):
 
     async def close(self) -> None:
         self._closed = True
-        if self._client is not None:
-            client, self._client = self._client, None
+        clients, self._clients = self._clients, {}
+        for client in clients.values():
             with contextlib.suppress(Exception):
-                await client.aclose()
+                await client.aclose(close_connection_pool=True)
 
     def validate_cursor(self, cursor: str) -> None:
         if not _CURSOR.match(cursor):
             raise ValueError(
-                f"cursor {cursor!r} is not a valid Redis stream id (expected `<ms>-<seq>`)"
+                f"cursor {shown_cursor(cursor)} is not a valid Redis stream id "
+                "(expected `<ms>-<seq>`)"
             )
 
     def order_key(self, entry_id: str) -> tuple[int, int]:

@@ -1,0 +1,156 @@
+"""The step ``benchmarks/zenml_step.py`` runs: ZenML's publisher and ours, same step, same run.
+
+Runs in the ZenML peer venv on the local orchestrator. Usage:
+``python _zenml_step_pipeline.py OUT_JSON``. Every measurement alternates the two
+publishers (ZenML's ``zenml.streaming.publish`` and ``zstream_mp.publish``), each real:
+its own context lookup, its own queue, its own sender thread, the real server.
+
+* ``call_ns``: ns per ``publish()`` in the caller's thread, calls in bursts of 2,000 with a
+  ``flush()`` between bursts (so neither queue overflows and both senders are sending);
+* ``events_per_s``: events delivered per second, 20,000 events in bursts of 4,000, each
+  burst flushed (the rate counts only what was delivered; drops are reported);
+* ``latency_ms``: publish → SSE arrival at 100 events/s, read by a subscriber of the same
+  run on ZenML's server (one kind per publisher);
+* ``ceiling``: one raw keep-alive client posting pre-encoded batches of 64 to the same server.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from zenml import pipeline, step
+from zenml import streaming as zenml_streaming
+from zenml.steps import get_step_context
+
+import zstream_mp
+
+OUT = Path(sys.argv[1] if len(sys.argv) > 1 else "zenml_step_bench.json")
+PAYLOAD = {"worker": "w0", "seq": 0, "text": "the quick brown fox jumps over the lazy dog"}
+PUBLISHERS = {"zenml": zenml_streaming, "zstream_mp": zstream_mp}
+
+
+def _call_cost(module: Any, kind: str, bursts: int = 5, burst: int = 2000) -> float:
+    publish = module.publish
+    per_call = []
+    for _ in range(bursts):
+        started = time.perf_counter_ns()
+        for _ in range(burst):
+            publish(PAYLOAD, kind=kind)
+        per_call.append((time.perf_counter_ns() - started) / burst)
+        module.flush(60.0)
+    return statistics.median(per_call)
+
+
+def _throughput(module: Any, kind: str, events: int = 20_000, burst: int = 4000) -> float:
+    publish = module.publish
+    started = time.perf_counter()
+    for start in range(0, events, burst):
+        for i in range(start, min(events, start + burst)):
+            publish({**PAYLOAD, "seq": i}, kind=kind)
+        if not module.flush(120.0):
+            raise RuntimeError(f"{kind}: flush timed out")
+    return events / (time.perf_counter() - started)
+
+
+class _Latency:
+    """A subscriber thread on the run's stream recording arrival times per kind."""
+
+    def __init__(self, server: str, token: str, run_id: str) -> None:
+        self.arrived: dict[str, list[float]] = {}
+        self._thread = threading.Thread(
+            target=self._read, args=(server, token, run_id), daemon=True
+        )
+        self._ready = threading.Event()
+        self._thread.start()
+        self._ready.wait(10)
+
+    def _read(self, server: str, token: str, run_id: str) -> None:
+        from zstream_mp.consumer import Event
+
+        stream = zstream_mp.subscribe(
+            server, run_id, token=token, kinds=["lat-zenml", "lat-zstream_mp"], timeout=300
+        )
+        self._ready.set()
+        for item in stream:
+            if isinstance(item, Event) and "sent" in item.payload:
+                now = time.time()
+                self.arrived.setdefault(item.kind, []).append(now - item.payload["sent"])
+
+
+def _latency(lat: _Latency, module: Any, kind: str, rate: float = 100.0, n: int = 500) -> None:
+    interval = 1.0 / rate
+    next_at = time.perf_counter()
+    for i in range(n):
+        module.publish({"seq": i, "sent": time.time()}, kind=kind)
+        next_at += interval
+        time.sleep(max(0.0, next_at - time.perf_counter()))
+    module.flush(30.0)
+
+
+def _ceiling(server: str, token: str, run_id: str, batch: int = 64, events: int = 20_000) -> float:
+    event = json.dumps(
+        {"pipeline_run_id": run_id, "kind": "ceiling", "payload": PAYLOAD}, separators=(",", ":")
+    ).encode()
+    body = b'{"events":[' + b",".join([event] * batch) + b"]}"
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    url = f"{server}/api/v1/runs/{run_id}/events"
+    with httpx.Client(headers=headers, timeout=30) as client:
+        client.post(url, content=body).raise_for_status()
+        started = time.perf_counter()
+        for _ in range(events // batch):
+            client.post(url, content=body).raise_for_status()
+        return (events // batch) * batch / (time.perf_counter() - started)
+
+
+@step(enable_cache=False)
+def bench() -> int:
+    run_id = str(get_step_context().pipeline_run.id)
+    context = zstream_mp.current_context()
+    assert context is not None and context.server and context.token
+    server, token = context.server, context.token
+    results: dict[str, Any] = {"python": sys.version.split()[0]}
+    for name, module in PUBLISHERS.items():  # warm both: threads, clients, caches
+        _call_cost(module, f"warm-{name}", bursts=1, burst=200)
+    costs: dict[str, list[float]] = {name: [] for name in PUBLISHERS}
+    for _ in range(3):
+        for name, module in PUBLISHERS.items():
+            costs[name].append(_call_cost(module, f"cost-{name}"))
+    results["call_ns"] = {k: statistics.median(v) for k, v in costs.items()}
+    rates: dict[str, list[float]] = {name: [] for name in PUBLISHERS}
+    for _ in range(2):
+        for name, module in PUBLISHERS.items():
+            rates[name].append(_throughput(module, f"tput-{name}"))
+    results["events_per_s"] = {k: max(v) for k, v in rates.items()}
+    results["dropped"] = {"zstream_mp": dict(zstream_mp.stats().dropped)}
+    results["ceiling"] = max(_ceiling(server, token, run_id) for _ in range(2))
+    lat = _Latency(server, token, run_id)
+    for name, module in PUBLISHERS.items():
+        _latency(lat, module, f"lat-{name}")
+    time.sleep(2.0)
+    results["latency_ms"] = {}
+    for name in PUBLISHERS:
+        got = sorted(1000 * x for x in lat.arrived.get(f"lat-{name}", []))
+        if got:
+            results["latency_ms"][name] = {
+                "n": len(got),
+                "p50": got[len(got) // 2],
+                "p99": got[min(len(got) - 1, int(len(got) * 0.99))],
+            }
+    OUT.write_text(json.dumps(results))
+    return 0
+
+
+@pipeline(enable_cache=False)
+def bench_pipeline() -> None:
+    bench()
+
+
+if __name__ == "__main__":
+    bench_pipeline()

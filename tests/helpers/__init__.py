@@ -1,0 +1,9 @@
+"""What the test suites share; ``tests/`` is on ``sys.path``, so ``from helpers.x import y``.
+
+* ``servers``     our server in a subprocess (``start_server``), ``free_port``, ``NotRunnable``
+* ``redis``       a private redis-server (``start_redis``)
+* ``sse``         raw SSE bodies and frames
+* ``faultserver`` a scriptable HTTP server that answers with faults (run as a subprocess)
+* ``zenml_peer``  the real ZenML 0.98.0 server (``ensure_peer()``, ``held_run()``)
+* ``zenml_steps`` real ZenML pipelines that publish through zstream_mp
+"""

@@ -1,0 +1,423 @@
+"""The package's shape, checked from its source: no import circle, one at-fork hook, the
+wire contract spelled out once, and a public surface that says what it exports.
+
+Everything here reads files with ``ast``; nothing is imported except for the
+exported-members checks, which import the public modules the way a user would.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import re
+import types
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import zstream_mp
+from zstream_mp import _wire
+
+PACKAGE = Path(zstream_mp.__file__).resolve().parent
+ROOT = PACKAGE.parent
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+MODULES: dict[str, Path] = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+PACKAGES = {name for name, path in MODULES.items() if path.name == "__init__.py"}
+
+
+def _tree(name: str) -> ast.Module:
+    return ast.parse(MODULES[name].read_text(encoding="utf-8"), str(MODULES[name]))
+
+
+def _rel(name: str) -> str:
+    return str(MODULES[name].relative_to(ROOT))
+
+
+# --------------------------------------------------------------------------- import graph
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _runtime_nodes(tree: ast.AST) -> Iterator[ast.AST]:
+    """Every node that can run, including function bodies; ``if TYPE_CHECKING:`` skipped."""
+    stack: list[ast.AST] = [tree]
+    while stack:
+        node = stack.pop()
+        yield node
+        if isinstance(node, ast.If) and _is_type_checking(node):
+            stack.extend(node.orelse)
+            continue
+        stack.extend(ast.iter_child_nodes(node))
+
+
+def _resolve_from(module: str, node: ast.ImportFrom) -> str | None:
+    if not node.level:
+        return node.module
+    base = module if module in PACKAGES else module.rpartition(".")[0]
+    for _ in range(node.level - 1):
+        base = base.rpartition(".")[0]
+    return f"{base}.{node.module}" if node.module else base
+
+
+def imports_of(module: str) -> set[str]:
+    """The package modules ``module`` imports, at top level or inside functions."""
+    found: set[str] = set()
+    for node in _runtime_nodes(_tree(module)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            target = _resolve_from(module, node)
+            if target is None:
+                continue
+            for alias in node.names:
+                sub = f"{target}.{alias.name}"
+                # ``from pkg import sub`` imports the submodule; ``from pkg import name``
+                # runs the package's ``__init__``.
+                found.add(sub if sub in MODULES else target)
+    return {name for name in found if name in MODULES and name != module}
+
+
+def import_graph() -> dict[str, set[str]]:
+    return {name: imports_of(name) for name in MODULES}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan), each as a circle."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(_circle(graph, set(component)))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def _circle(graph: dict[str, set[str]], component: set[str]) -> list[str]:
+    """One concrete circle through the component, as ``a -> b -> ... -> a``."""
+    start = min(component)
+    paths = {start: [start]}
+    frontier = [start]
+    while frontier:
+        nxt = []
+        for v in frontier:
+            for w in sorted(graph[v] & component):
+                if w == start:
+                    return [*paths[v], start]
+                if w not in paths:
+                    paths[w] = [*paths[v], w]
+                    nxt.append(w)
+        frontier = nxt
+    return sorted(component)  # unreachable for a real component
+
+
+def test_the_graph_sees_function_level_imports() -> None:
+    """The walker must see an import hidden in a function, or the next test proves nothing."""
+    graph = import_graph()
+    assert "zstream_mp._zenml" in graph["zstream_mp._context"]  # inside _resolve()
+    assert "zstream_mp._wire" in graph["zstream_mp._transport"]
+
+
+def test_no_import_circle() -> None:
+    found = cycles(import_graph())
+    assert not found, "import circles in zstream_mp:\n" + "\n".join(
+        "  " + " -> ".join(c) for c in found
+    )
+
+
+def test_cycle_finder_reports_a_circle() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert cycles(graph) == [["a", "b", "c", "a"]]
+
+
+def test_leaves_import_nothing_from_the_package() -> None:
+    for leaf in ("zstream_mp._wire", "zstream_mp._version", "zstream_mp._forksafe"):
+        assert imports_of(leaf) == set(), f"{leaf} must stay a leaf"
+
+
+# --------------------------------------------------------------------------- at-fork hook
+
+
+def test_exactly_one_register_at_fork_call() -> None:
+    calls = [
+        (_rel(name), node.lineno)
+        for name in MODULES
+        for node in _runtime_nodes(_tree(name))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "register_at_fork"
+    ]
+    assert [path for path, _ in calls] == ["zstream_mp/_forksafe.py"], calls
+
+
+def test_no_other_fork_hook_mechanism() -> None:
+    """Nor ``os.register_at_fork`` under another name (an alias, ``getattr(os, "...")``)."""
+    offenders = []
+    for name in MODULES:
+        if name == "zstream_mp._forksafe":
+            continue
+        tree = _tree(name)
+        docs = _doc_nodes(tree)
+        for node in _runtime_nodes(tree):
+            spelled = (
+                getattr(node, "id", None)
+                or getattr(node, "attr", None)
+                or (node.value if isinstance(node, ast.Constant) and id(node) not in docs else None)
+            )
+            if isinstance(spelled, str) and "register_at_fork" in spelled:
+                offenders.append(f"{_rel(name)}:{getattr(node, 'lineno', '?')}")
+    assert offenders == []
+
+
+# --------------------------------------------------------------------------- the contract
+
+_ENV_NAME = re.compile(r"\b(?:ZSTREAM|ZENML_STREAM)_[A-Z][A-Z_]*")
+_HEADERS = (_wire.IDEMPOTENCY_KEY, _wire.LAST_EVENT_ID, _wire.RETRY_AFTER)
+_PATHS = {
+    _wire.EVENTS_PATH,
+    _wire.STREAM_PATH,
+    _wire.RUNS_PATH,
+    _wire.RUN_PATH,
+    _wire.RUN_END_PATH,
+    _wire.HEALTH_PATH,
+}
+_LIMITS = {_wire.PAYLOAD_BYTES_MAX, _wire.ENVELOPE_BYTES_MAX, _wire.QUEUE_MAXSIZE}
+
+
+@dataclass(frozen=True)
+class Spelling:
+    path: str
+    line: int
+    what: str
+    """What the literal spells (``env ZSTREAM_SERVER``, ``path /api/v1/``, ...)."""
+
+
+def _doc_nodes(tree: ast.Module) -> set[int]:
+    """ids of string statements: docstrings and attribute docs, which may name the contract."""
+    return {
+        id(node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Expr)
+        and isinstance(node.value, ast.Constant)
+        and isinstance(node.value.value, str)
+    }
+
+
+def _int_value(node: ast.AST) -> int | None:
+    """An int literal, or a product of two (``64 * 1024``)."""
+    if isinstance(node, ast.Constant) and type(node.value) is int:
+        return node.value
+    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Mult, ast.Add)):
+        left, right = _int_value(node.left), _int_value(node.right)
+        if left is not None and right is not None:
+            return left * right if isinstance(node.op, ast.Mult) else left + right
+    return None
+
+
+def spellings(name: str) -> list[Spelling]:
+    """Contract literals written out in ``name``'s code (docstrings do not count)."""
+    return _spellings(_tree(name), _rel(name))
+
+
+def _spellings(tree: ast.Module, path: str) -> list[Spelling]:
+    docs = _doc_nodes(tree)
+    out: list[Spelling] = []
+    counted: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if id(node) in docs:
+                continue
+            text = node.value
+            out += [Spelling(path, node.lineno, f"env {m}") for m in _ENV_NAME.findall(text)]
+            if text in _PATHS:
+                out.append(Spelling(path, node.lineno, f"path {text}"))
+            elif "/api/v1/" in text:
+                out.append(Spelling(path, node.lineno, "path /api/v1/ in a longer string"))
+            lowered = text.lower()
+            out += [
+                Spelling(path, node.lineno, f"header {h}") for h in _HEADERS if h.lower() in lowered
+            ]
+            if text == _wire.AUTHORIZATION or text.startswith("Bearer "):
+                out.append(Spelling(path, node.lineno, f"header {text.split()[0]}"))
+        elif isinstance(node, ast.BinOp | ast.Constant) and id(node) not in counted:
+            value = _int_value(node)
+            if value in _LIMITS:
+                counted.update(id(n) for n in ast.walk(node))
+                out.append(Spelling(path, node.lineno, f"limit {value}"))
+        elif isinstance(node, ast.Set | ast.Tuple | ast.List):
+            kinds = {
+                e.value
+                for e in node.elts
+                if isinstance(e, ast.Constant) and e.value in _wire.RESERVED_KINDS
+            }
+            if len(kinds) >= 2:
+                out.append(Spelling(path, node.lineno, f"reserved kinds {sorted(kinds)}"))
+    return out
+
+
+ALLOWED: dict[tuple[str, str], str] = {
+    # Same value, another meaning.
+    ("zstream_mp/consumer.py", "limit 65536"): "the consumer's dedupe window, not a limit",
+    ("zstream_mp/_spool.py", "limit 4096"): "the size of a spool's state page",
+    ("zstream_mp/_stats.py", "limit 4096"): "the size of a counter page",
+    ("zstream_mp/_statedir.py", "limit 65536"): "a read's chunk size",
+    ("zstream_mp/cli/serve.py", "header Idempotency-Key"): "the --idempotency-keys option",
+}
+"""(module or package prefix, what): why it may stay. Keep it short; remove entries as the
+modules they name import from ``_wire``."""
+
+
+def _allowed(spelling: Spelling) -> bool:
+    return any(
+        spelling.path.startswith(prefix) and spelling.what == what for prefix, what in ALLOWED
+    )
+
+
+def test_wire_defines_what_the_contract_check_looks_for() -> None:
+    assert _wire.PAYLOAD_BYTES_MAX == 65_536
+    assert _wire.ENVELOPE_BYTES_MAX == 69_632
+    assert {"end", "gap", "error", "cursor", "system"} == _wire.RESERVED_KINDS
+    assert "/api/v1/" in _wire.EVENTS_PATH
+    env = [v for k, v in vars(_wire).items() if k.startswith("ENV_")]
+    assert env and all(_ENV_NAME.fullmatch(v) for v in env)
+
+
+def test_contract_literals_live_in_wire_only() -> None:
+    found = [
+        s
+        for name in MODULES
+        if name != "zstream_mp._wire"
+        for s in spellings(name)
+        if not _allowed(s)
+    ]
+    assert not found, "contract literals outside _wire.py (import them from _wire):\n" + "\n".join(
+        f"  {s.path}:{s.line}: {s.what}" for s in found
+    )
+
+
+def test_every_allowance_is_still_needed() -> None:
+    """An allowance whose literal is gone must go too, so the list only ever shrinks."""
+    every = [s for name in MODULES if name != "zstream_mp._wire" for s in spellings(name)]
+    stale = [
+        key
+        for key in ALLOWED
+        if not any(s.path.startswith(key[0]) and s.what == key[1] for s in every)
+    ]
+    assert not stale, f"remove these ALLOWED entries, nothing needs them now: {stale}"
+
+
+def test_the_contract_check_finds_literals() -> None:
+    source = (
+        'X = "ZSTREAM_SERVER"\nY = 64 * 1024\nZ = {"end", "gap"}\nH = {"Idempotency-Key": 1}\n'
+        'P = "/api/v1/runs/{run_id}/events"\nA = f"Bearer {X}"\n'
+        'def f():\n    """Mentions ZSTREAM_TOKEN, Retry-After and 65536 in a docstring."""\n'
+    )
+    found = sorted(s.what for s in _spellings(ast.parse(source), "x.py"))
+    assert found == [
+        "env ZSTREAM_SERVER",
+        "header Bearer",
+        "header Idempotency-Key",
+        "limit 65536",
+        "path /api/v1/runs/{run_id}/events",
+        "reserved kinds ['end', 'gap']",
+    ]
+
+
+# --------------------------------------------------------------------------- exported members
+
+PUBLIC_MODULES = ("zstream_mp", "zstream_mp.errors", "zstream_mp.consumer")
+
+
+def test_all_exports_exist_and_are_public() -> None:
+    for name in zstream_mp.__all__:
+        assert hasattr(zstream_mp, name), name
+        assert not name.startswith("_") or name == "__version__", name
+
+
+def test_public_members_are_exported() -> None:
+    """Every public name of the package root is in ``__all__`` (modules aside)."""
+    exported = set(zstream_mp.__all__)
+    public = {
+        name
+        for name, value in vars(zstream_mp).items()
+        if not name.startswith("_")
+        and not isinstance(value, types.ModuleType)
+        and name != "annotations"
+    }
+    assert public == exported - {"__version__"}
+
+
+@pytest.mark.parametrize("module_name", [*PUBLIC_MODULES, "zstream_mp.server"])
+def test_public_module_all_is_sorted_and_resolves(module_name: str) -> None:
+    if module_name == "zstream_mp.server":
+        pytest.importorskip("starlette", reason="the server extra is not installed")
+    module = importlib.import_module(module_name)
+    names = list(getattr(module, "__all__", []))
+    assert names, f"{module_name} has no __all__"
+    assert names == sorted(names), f"{module_name}.__all__ is not sorted"
+    assert len(set(names)) == len(names), f"{module_name}.__all__ has duplicates"
+    for name in names:
+        assert hasattr(module, name), f"{module_name}.__all__ names missing {name}"
+
+
+def test_every_public_error_lives_in_errors() -> None:
+    from zstream_mp import errors
+
+    for name in zstream_mp.__all__:
+        value = getattr(zstream_mp, name)
+        if isinstance(value, type) and issubclass(value, BaseException):
+            assert value.__module__ == "zstream_mp.errors", name
+            assert name in errors.__all__, name
+            assert issubclass(value, errors.ZStreamError), name
+
+
+def test_the_error_hierarchy_is_drawn_whole() -> None:
+    """Every error class is exported by ``errors`` and drawn in its docstring."""
+    from zstream_mp import errors
+
+    defined = {
+        name
+        for name, value in vars(errors).items()
+        if isinstance(value, type) and issubclass(value, errors.ZStreamError)
+    }
+    assert defined == set(errors.__all__)
+    drawing = errors.__doc__ or ""
+    assert [name for name in sorted(defined) if name not in drawing] == []

@@ -1,0 +1,275 @@
+"""The on-disk spool of one process: events it could not deliver itself, in seq order.
+
+Layout, ``<state dir>/spool/p<pid>-<iid>/``::
+
+    dests.json        [{"run_id", "server", "token_file"}, ...]  (index = dest number; no token)
+    state             one page of int64 slots: magic, resolved_below, in-flight range and key
+    seg-<first seq>   segments: a 32-byte header (magic, committed end, first seq) and records
+
+A record is ``u32 length | u16 dest | u16 reserved | u64 seq`` and the event's bytes exactly
+as queued. A segment's committed end is written last, so a writer killed half-way through a
+record leaves a tail that readers ignore. ``resolved_below`` says every seq below it is
+settled (delivered or refused); ``inflight`` is the seq range of the one batch being POSTed
+and the Idempotency-Key it carries, recorded before the POST, so whoever resumes the spool
+resends exactly that batch with exactly that key (our server answers it from its memory
+instead of appending it again).
+
+Two writers: the exit spill (one segment written with one ``write``, when an exit path runs
+out of budget) and the durable log (``_durable``), which appends in ``publish()`` through
+mmap'd segments. Exactly one process resumes a spool, after claiming it by an atomic rename
+(``claim``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import mmap
+import os
+import shutil
+import struct
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from zstream_mp import _liveness
+from zstream_mp._statedir import read_private, subdir, write_private
+
+SEG_MAGIC = b"ZSPSEG1\0"
+STATE_MAGIC = 0x31455441545350
+SEG_HEADER = 32
+RECORD = struct.Struct("<IHHQ")
+COMMIT = struct.Struct("<Q")
+STATE_SIZE = 4096
+# state slots
+T_MAGIC, T_RESOLVED, T_INFLIGHT_FIRST, T_INFLIGHT_LAST = range(4)
+KEY_OFFSET = 64
+CLAIM = ".claim-"
+KEY_NAMESPACE = uuid.UUID("5d0c1b7e-8a4e-4f0e-9c55-7a2a2b7f1e01")
+
+
+def spool_root() -> str:
+    return subdir("spool")
+
+
+def batch_key(iid: str, first: int, last: int) -> str:
+    """The Idempotency-Key of the spooled batch of seqs first..last: the same for everyone."""
+    return str(uuid.uuid5(KEY_NAMESPACE, f"{iid}:{first}:{last}"))
+
+
+def dest_record(run_id: str, server: str | None, token_file: str | None) -> dict[str, Any]:
+    return {"run_id": run_id, "server": server, "token_file": token_file}
+
+
+# --------------------------------------------------------------------------- state page
+
+
+class StatePage:
+    """The mmap'd state page of one spool directory."""
+
+    def __init__(self, path: str, create: bool) -> None:
+        flags = os.O_RDWR | os.O_NOFOLLOW | (os.O_CREAT if create else 0)
+        fd = os.open(path, flags, 0o600)
+        try:
+            if create:
+                os.ftruncate(fd, STATE_SIZE)
+            self._map = mmap.mmap(fd, STATE_SIZE)
+        finally:
+            os.close(fd)
+        self.slots = memoryview(self._map).cast("B").cast("q")
+        if create:
+            self.slots[T_MAGIC] = STATE_MAGIC
+            self.slots[T_INFLIGHT_FIRST] = -1
+
+    @property
+    def resolved_below(self) -> int:
+        return int(self.slots[T_RESOLVED])
+
+    def set_inflight(self, first: int, last: int, key: str) -> None:
+        """Record the batch about to be POSTed (first, then the range that makes it valid)."""
+        self._map[KEY_OFFSET : KEY_OFFSET + 16] = uuid.UUID(key).bytes
+        self.slots[T_INFLIGHT_LAST] = last
+        self.slots[T_INFLIGHT_FIRST] = first
+
+    def inflight(self) -> tuple[int, int, str] | None:
+        first = int(self.slots[T_INFLIGHT_FIRST])
+        if first < 0 or first < self.resolved_below:
+            return None
+        key = uuid.UUID(bytes=bytes(self._map[KEY_OFFSET : KEY_OFFSET + 16]))
+        return first, int(self.slots[T_INFLIGHT_LAST]), str(key)
+
+    def resolve(self, below: int) -> None:
+        """Everything below ``below`` is settled; no batch is in flight."""
+        self.slots[T_RESOLVED] = below
+        self.slots[T_INFLIGHT_FIRST] = -1
+
+    def close(self) -> None:
+        self.slots.release()
+        with contextlib.suppress(BufferError, ValueError):
+            self._map.close()
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def process_spool_dir(pid: int, iid: str) -> str:
+    return os.path.join(spool_root(), f"p{pid}-{iid}")
+
+
+def ensure_dir(path: str) -> None:
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+
+
+def write_dests(directory: str, dests: list[dict[str, Any]]) -> None:
+    write_private(os.path.join(directory, "dests.json"), json.dumps(dests))
+
+
+def encode_segment(first_seq: int, records: list[tuple[int, bytes]]) -> bytes:
+    """A whole segment holding ``records`` as (dest, event bytes), seqs from ``first_seq``."""
+    parts = [b""]
+    seq = first_seq
+    pack = RECORD.pack
+    for dest, event in records:
+        parts.append(pack(len(event), dest, 0, seq))
+        parts.append(event)
+        seq += 1
+    body_len = sum(len(p) for p in parts)
+    parts[0] = SEG_MAGIC + COMMIT.pack(SEG_HEADER + body_len) + COMMIT.pack(first_seq) + bytes(8)
+    return b"".join(parts)
+
+
+def segment_name(first_seq: int) -> str:
+    return f"seg-{first_seq:012d}"
+
+
+def write_segment(directory: str, first_seq: int, records: list[tuple[int, bytes]]) -> None:
+    """Write one complete segment with a single ``write`` (the exit spill)."""
+    path = os.path.join(directory, segment_name(first_seq))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        os.write(fd, encode_segment(first_seq, records))
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass
+class Spooled:
+    seq: int
+    dest: int
+    event: bytes
+
+
+def read_segment(path: str) -> Iterator[Spooled]:
+    """The committed records of one segment; a torn tail is ignored."""
+    data = read_private(path)
+    if len(data) < SEG_HEADER or data[:8] != SEG_MAGIC:
+        return
+    end = min(COMMIT.unpack_from(data, 8)[0], len(data))
+    off = SEG_HEADER
+    while off + RECORD.size <= end:
+        length, dest, _, seq = RECORD.unpack_from(data, off)
+        start = off + RECORD.size
+        if start + length > end:
+            return
+        yield Spooled(seq, dest, data[start : start + length])
+        off = start + length
+
+
+def segments(directory: str) -> list[str]:
+    try:
+        names = sorted(n for n in os.listdir(directory) if n.startswith("seg-"))
+    except OSError:
+        return []
+    return [os.path.join(directory, n) for n in names]
+
+
+def read_dests(directory: str) -> list[dict[str, Any]]:
+    try:
+        value = json.loads(read_private(os.path.join(directory, "dests.json")))
+    except (OSError, ValueError):
+        return []
+    return value if isinstance(value, list) else []
+
+
+def pending_records(directory: str, resolved_below: int) -> list[Spooled]:
+    out: list[Spooled] = []
+    for path in segments(directory):
+        with contextlib.suppress(OSError):
+            out.extend(r for r in read_segment(path) if r.seq >= resolved_below)
+    return out
+
+
+def count_pending(directory: str) -> int:
+    """Events in a spool directory not yet settled."""
+    try:
+        page = StatePage(os.path.join(directory, "state"), create=False)
+    except OSError:
+        resolved = 0
+    else:
+        resolved = page.resolved_below
+        page.close()
+    return len(pending_records(directory, resolved))
+
+
+# --------------------------------------------------------------------------- claiming
+
+
+@dataclass(frozen=True)
+class SpoolDir:
+    path: str
+    owner_pid: int
+    owner_iid: str
+    claimer: tuple[int, int] | None
+    """(pid, start) of the process that claimed it, if any."""
+
+    @property
+    def entry_name(self) -> str:
+        return f"p{self.owner_pid}-{self.owner_iid}"
+
+
+def parse_name(directory: str, name: str) -> SpoolDir | None:
+    base, _, claim = name.partition(CLAIM)
+    if not base.startswith("p") or "-" not in base or name.endswith(".tmp"):
+        return None
+    pid_s, _, iid = base[1:].partition("-")
+    try:
+        pid = int(pid_s)
+        claimer = None
+        if claim:
+            c_pid, _, c_start = claim.partition("-")
+            claimer = (int(c_pid), int(c_start))
+    except ValueError:
+        return None
+    return SpoolDir(os.path.join(directory, name), pid, iid, claimer)
+
+
+def list_spools() -> list[SpoolDir]:
+    root = spool_root()
+    out = []
+    for name in sorted(os.listdir(root)):
+        found = parse_name(root, name)
+        if found is not None:
+            out.append(found)
+    return out
+
+
+def claim(spool: SpoolDir) -> str | None:
+    """Claim ``spool`` for this process by an atomic rename; the new path, or None if lost."""
+    me = _liveness.own_identity()
+    if spool.claimer == me:
+        return spool.path
+    target = os.path.join(os.path.dirname(spool.path), f"{spool.entry_name}{CLAIM}{me[0]}-{me[1]}")
+    try:
+        os.rename(spool.path, target)
+    except OSError:
+        return None
+    return target
+
+
+def remove(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)

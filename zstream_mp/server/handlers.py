@@ -1,0 +1,362 @@
+"""The handlers of every endpoint: ZenML's publish and stream, and the run lifecycle API.
+
+Beyond ZenML: a repeated `Idempotency-Key` on POST .../events returns the stored answer
+instead of appending the batch again (see `idempotency.py`), and ending a run always
+appends the `end` frame, even to an empty stream, so no subscriber waits forever.
+
+Each handler checks auth (401/403) and streaming enabled (501) before it reads a body byte,
+then as ZenML: JSON decode and validation of path, query and body (422), then handler logic
+(404/400/413/503). (ZenML decodes the body before auth; here an unauthenticated client
+cannot make the server read, buffer or parse anything.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+from uuid import UUID, uuid4
+
+from pydantic import TypeAdapter, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+
+from zstream_mp._wire import (
+    AUTHORIZATION,
+    CURSOR_MAX,
+    ENVELOPE_BYTES_MAX,
+    EVENTS_PATH,
+    IDEMPOTENCY_KEY,
+    IDEMPOTENCY_KEY_MAX,
+    LAST_EVENT_ID,
+    RESERVED_KINDS,
+    RUN_BODY_MAX,
+    RUN_END_PATH,
+    RUNS_PATH,
+    STREAM_PATH,
+)
+from zstream_mp.server.auth import bearer_token
+from zstream_mp.server.body import json_body
+from zstream_mp.server.broadcaster import ShuttingDownError, StreamCapacityError
+from zstream_mp.server.brokers import BrokerFullError
+from zstream_mp.server.brokers.base import shown_cursor
+from zstream_mp.server.framing import END, PING, EventFilter, frame_for
+from zstream_mp.server.idempotency import (
+    Busy,
+    Claimed,
+    Mismatch,
+    Replay,
+    caller_scope,
+    fingerprint,
+)
+from zstream_mp.server.models import (
+    END_FRAME_BYTES,
+    EventFrame,
+    StreamBatchRequest,
+    encode_frame,
+    parse_uuid,
+)
+from zstream_mp.server.runs import not_found_message
+from zstream_mp.server.sse import SSEResponse, single_frame
+from zstream_mp.server.state import ServerState
+from zstream_mp.server.zenml_errors import (
+    DISABLED,
+    auth_refusal,
+    detail_response,
+    endpoint_context,
+    exception_response,
+    prefixed,
+    unavailable,
+    validation_error,
+)
+
+logger = logging.getLogger("zstream_mp.server")
+
+_READY_TIMEOUT_S = 2.0
+_batch_adapter: TypeAdapter[StreamBatchRequest] = TypeAdapter(StreamBatchRequest)
+
+
+def _zenml_route(method: str, path: str) -> str:
+    """The route as ZenML's traceback names it (its path parameter is `pipeline_run_id`)."""
+    return f"{method} {path.replace('{run_id}', '{pipeline_run_id}')}"
+
+
+def _bad_idempotency_key(key: str) -> str | None:
+    """Why a client's `Idempotency-Key` is refused (400), or None when it is usable."""
+    if len(key) > IDEMPOTENCY_KEY_MAX:
+        return f"{IDEMPOTENCY_KEY} is longer than {IDEMPOTENCY_KEY_MAX} characters."
+    if not (key.isascii() and key.isprintable()):
+        return f"{IDEMPOTENCY_KEY} must be printable ASCII."
+    return None
+
+
+def _path_run_id(request: Request) -> tuple[UUID | None, list[dict[str, Any]]]:
+    try:
+        return parse_uuid(request.path_params["run_id"]), []
+    except ValidationError as exc:
+        return None, prefixed(exc, "path", "pipeline_run_id")
+
+
+class Handlers:
+    """Request handlers bound to one `ServerState`."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self._publish_ctx = endpoint_context(
+            Handlers.publish_run_events, _zenml_route("POST", EVENTS_PATH)
+        )
+        self._stream_ctx = endpoint_context(
+            Handlers.stream_run_events, _zenml_route("GET", STREAM_PATH)
+        )
+        self._create_ctx = endpoint_context(Handlers.create_run, f"POST {RUNS_PATH}")
+        self._end_ctx = endpoint_context(Handlers.end_run, f"POST {RUN_END_PATH}")
+
+    # -- shared checks -----------------------------------------------------------------
+    def _gate(self, request: Request, right: str) -> Response | None:
+        """Auth (401/403), then streaming enabled (501)."""
+        failure = self.state.auth.check(request.headers.get(AUTHORIZATION, ""), right)
+        if failure is not None:
+            return auth_refusal(failure, right)
+        if self.state.config.disabled:
+            return detail_response(501, DISABLED)
+        return None
+
+    def _unknown_run(self, run_id: UUID) -> Response | None:
+        if self.state.runs.known(run_id):
+            return None
+        return exception_response(404, "KeyError", not_found_message(run_id))
+
+    def _run_of(self, request: Request, right: str, context: str) -> UUID | Response:
+        """The path's run, or the refusal: auth (401/403/501), validation (422), lookup (404)."""
+        gate = self._gate(request, right)
+        if gate is not None:
+            return gate
+        run_id, errors = _path_run_id(request)
+        if errors or run_id is None:
+            return validation_error(errors, context)
+        return self._unknown_run(run_id) or run_id
+
+    # -- POST /api/v1/runs/{run_id}/events -----------------------------------------------
+    async def publish_run_events(self, request: Request) -> Response:
+        gate = self._gate(request, "write")
+        if gate is not None:
+            return gate
+        key = request.headers.get(IDEMPOTENCY_KEY) or None
+        bad_key = _bad_idempotency_key(key) if key is not None else None
+        if bad_key is not None:
+            return exception_response(400, "ValueError", bad_key)
+        body = await json_body(request, self.state.config.max_request_body, self._publish_ctx)
+        run_id, errors = _path_run_id(request)
+        batch: StreamBatchRequest | None = None
+        if body is None:
+            errors.append(
+                {"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}
+            )
+        else:
+            try:
+                batch = _batch_adapter.validate_python(body, from_attributes=True)
+            except ValidationError as exc:
+                errors.extend(prefixed(exc, "body"))
+        if errors or run_id is None or batch is None:
+            return validation_error(errors, self._publish_ctx)
+        missing = self._unknown_run(run_id)
+        if missing is not None:
+            return missing
+        if not batch.events:
+            return JSONResponse({"count": 0, "last_id": None})
+        payloads: list[bytes] = []
+        for event in batch.events:
+            if event.pipeline_run_id != run_id:
+                return exception_response(
+                    400,
+                    "ValueError",
+                    f"Event pipeline_run_id {event.pipeline_run_id} does not "
+                    f"match URL run id {run_id}.",
+                )
+            if event.kind in RESERVED_KINDS:
+                return exception_response(
+                    400,
+                    "ValueError",
+                    f"Event kind {event.kind!r} collides with a reserved SSE "
+                    f"control name ({sorted(RESERVED_KINDS)})",
+                )
+            if "\n" in event.kind or "\r" in event.kind:
+                # ZenML accepts it and then shows it only as a `cursor` frame
+                return exception_response(
+                    400,
+                    "ValueError",
+                    f"Event kind {event.kind[:64]!r} contains a line break, which an SSE "
+                    "event name cannot carry.",
+                )
+            try:
+                payload = encode_frame(EventFrame(event=event))
+            except ValueError as exc:  # lone surrogates: JSON allows them, UTF-8 does not
+                # ZenML maps ValueError subclasses to its last ValueError entry: 422
+                return exception_response(422, "ValueError", str(exc))
+            if len(payload) > ENVELOPE_BYTES_MAX:
+                return detail_response(
+                    413, f"Event exceeds {ENVELOPE_BYTES_MAX} bytes (was {len(payload)})."
+                )
+            payloads.append(payload)
+        if key is None:
+            return await self._publish(run_id, payloads)
+        store = self.state.idempotency
+        scope = caller_scope(bearer_token(request.headers.get(AUTHORIZATION, "")), str(run_id))
+        fp = fingerprint(payloads)
+        try:
+            outcome = await store.claim(scope, key, fp)
+        except Exception as exc:
+            logger.warning("idempotency claim failed for run %s: %s", run_id, exc)
+            return unavailable("Broker publish failed.")
+        if isinstance(outcome, Replay):
+            return JSONResponse(outcome.result)
+        if isinstance(outcome, Mismatch):
+            return exception_response(
+                422,
+                "ValueError",
+                f"{IDEMPOTENCY_KEY} was already used with a different request body.",
+            )
+        if isinstance(outcome, Busy):
+            return exception_response(
+                409,
+                "EntityExistsError",
+                f"A request with this {IDEMPOTENCY_KEY} is still being processed; retry shortly.",
+            )
+        assert isinstance(outcome, Claimed)
+        response = await self._publish(run_id, payloads)
+        result = json.loads(bytes(response.body)) if response.status_code == 200 else None
+        await store.finish(scope, key, fp, result)
+        return response
+
+    async def _publish(self, run_id: UUID, payloads: list[bytes]) -> JSONResponse:
+        try:
+            ids = await self.state.broker.publish(self.state.key(run_id), payloads)
+        except BrokerFullError as exc:
+            logger.warning("memory broker full, refusing a batch for run %s: %s", run_id, exc)
+            return unavailable("Broker publish failed: the memory broker is full.")
+        except Exception as exc:
+            logger.warning("broker publish failed for run %s: %s", run_id, exc)
+            return unavailable("Broker publish failed.")
+        self.state.runs.touch(run_id)
+        return JSONResponse({"count": len(ids), "last_id": ids[-1] if ids else None})
+
+    # -- GET /api/v1/runs/{run_id}/events/stream ---------------------------------------
+    async def stream_run_events(self, request: Request) -> Response:
+        run_id = self._run_of(request, "read", self._stream_ctx)
+        if isinstance(run_id, Response):
+            return run_id
+        query = request.query_params
+        event_filter = EventFilter.of(
+            query.getlist("kinds"), query.getlist("step_names"), query.getlist("correlation_ids")
+        )
+        from_id = request.headers.get(LAST_EVENT_ID) or query.get("since")
+        broker = self.state.broker
+        if from_id is not None:
+            try:
+                if len(from_id) > CURSOR_MAX:
+                    raise ValueError(f"cursor {shown_cursor(from_id)} is too long")
+                broker.validate_cursor(from_id)
+            except ValueError as exc:
+                return exception_response(400, "ValueError", str(exc))
+        key = self.state.key(run_id)
+        if self.state.runs.ended(run_id):
+            try:
+                latest = await broker.latest_id(key)
+            except Exception:
+                pass
+            else:
+                if latest is None or (from_id is not None and from_id == latest):
+                    return single_frame(END)
+        broadcaster = self.state.broadcaster
+        try:
+            sub = await broadcaster.subscribe(key, from_id)
+        except ShuttingDownError:
+            return unavailable("Server is shutting down.")
+        except StreamCapacityError as exc:
+            holder = "This pipeline run" if exc.scope == "per-run" else "This server"
+            return unavailable(
+                f"{holder} has reached the {exc.scope} subscriber cap "
+                f"({exc.cap}); retry shortly or close an existing subscriber."
+            )
+        except Exception as exc:
+            logger.warning("subscribe failed for run %s: %s", run_id, exc)
+            return unavailable("Stream broker is currently unavailable.")
+        heartbeat = self.state.config.heartbeat
+
+        async def frames() -> AsyncIterator[bytes]:
+            try:
+                while True:
+                    item = await sub.next(heartbeat)
+                    if item is None:
+                        yield PING
+                        continue
+                    frame, terminal = frame_for(item, event_filter)
+                    yield frame
+                    if terminal:
+                        return
+                    await asyncio.sleep(0)  # replay may never suspend: let the loop breathe
+            finally:
+                sub.close()
+
+        return SSEResponse(
+            frames(),
+            write_timeout=self.state.config.sse_write_timeout,
+            on_stalled=self.state.connections.abort,
+        )
+
+    # -- GET /ready (not in ZenML) ------------------------------------------------------
+    async def ready(self, request: Request) -> Response:
+        """200 when the broker answers within `_READY_TIMEOUT_S`, else 503 with Retry-After."""
+        if self.state.broadcaster.closing:
+            return unavailable("Server is shutting down.")
+        try:
+            await asyncio.wait_for(self.state.broker.ping(), _READY_TIMEOUT_S)
+        except Exception as exc:
+            logger.info("readiness probe: broker unavailable: %s", exc)
+            return unavailable("Stream broker is currently unavailable.")
+        return PlainTextResponse("ready")
+
+    # -- run lifecycle (not in ZenML) ---------------------------------------------------
+    async def create_run(self, request: Request) -> Response:
+        gate = self._gate(request, "write")
+        if gate is not None:
+            return gate
+        body = await json_body(request, RUN_BODY_MAX, self._create_ctx)
+        run_id: UUID = uuid4()
+        if body is not None:
+            if not isinstance(body, dict):
+                error = {
+                    "type": "dict_type",
+                    "loc": ("body",),
+                    "msg": "Input should be a valid dictionary",
+                    "input": body,
+                }
+                return validation_error([error], self._create_ctx)
+            if body.get("id") is not None:
+                try:
+                    run_id = (
+                        parse_uuid(body["id"])
+                        if isinstance(body["id"], str)
+                        else TypeAdapter(UUID).validate_python(body["id"])
+                    )
+                except ValidationError as exc:
+                    return validation_error(prefixed(exc, "body", "id"), self._create_ctx)
+        created = self.state.runs.create(run_id)
+        return JSONResponse({"id": str(run_id)}, status_code=201 if created else 200)
+
+    async def end_run(self, request: Request) -> Response:
+        run_id = self._run_of(request, "write", self._end_ctx)
+        if isinstance(run_id, Response):
+            return run_id
+        runs = self.state.runs
+        if runs.ended(run_id):
+            return JSONResponse({"id": str(run_id), "ended": True})
+        try:
+            await self.state.broker.publish(self.state.key(run_id), [END_FRAME_BYTES])
+        except Exception as exc:
+            logger.warning("broker publish of end failed for run %s: %s", run_id, exc)
+            return unavailable("Broker publish failed.")
+        runs.mark_ended(run_id)
+        return JSONResponse({"id": str(run_id), "ended": True})

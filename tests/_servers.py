@@ -2,13 +2,22 @@
 before the move working. Remove it once nothing imports ``_servers``."""
 
 from helpers.redis import RunningRedis, redis_binary, start_redis
-from helpers.servers import PREFIX, REPO, TEST_TOKEN, RunningServer, free_port, start_server
+from helpers.servers import (
+    PREFIX,
+    REPO,
+    TEST_TOKEN,
+    NotRunnable,
+    RunningServer,
+    free_port,
+    start_server,
+)
 from helpers.sse import frames_of, sse_body
 
 __all__ = [
     "PREFIX",
     "REPO",
     "TEST_TOKEN",
+    "NotRunnable",
     "RunningRedis",
     "RunningServer",
     "frames_of",

@@ -22,7 +22,7 @@ from json.encoder import encode_basestring
 from types import TracebackType
 from typing import Any
 
-from zstream_mp import _handoff
+from zstream_mp import _handoff, _zenml
 from zstream_mp._forksafe import on_fork_in_child
 from zstream_mp._settings import env_server
 from zstream_mp._stream_context import Destination, StreamContext
@@ -185,8 +185,6 @@ def _resolve() -> tuple[StreamContext, Destination] | None:
     if bound is not None:
         return bound
     if "zenml" in sys.modules:
-        from zstream_mp import _zenml  # only once ZenML is loaded: a plain process never pays
-
         ctx = _zenml.zenml_context()
         if ctx is not None:
             last = _zenml_last

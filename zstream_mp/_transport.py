@@ -119,6 +119,7 @@ class Transport:
         retry_deadline: float,
         refresh_token: Callable[[str], str | None] | None = None,
         observer: Observer | None = None,
+        http_transport: httpx.BaseTransport | None = None,
     ) -> None:
         self._request_timeout = request_timeout
         self._timeout = httpx.Timeout(
@@ -127,6 +128,8 @@ class Transport:
         self._retry_deadline = retry_deadline
         self._refresh_token = refresh_token
         self._observer = observer
+        self._http_transport = http_transport
+        """Used instead of the sender's own (tests: ``httpx.MockTransport``)."""
         self._clients: dict[bool, httpx.Client] = {}
         self._tokens: dict[tuple[str, str | None], str] = {}
         """Tokens refreshed after a 401, by (server, the token the context gave)."""
@@ -144,7 +147,7 @@ class Transport:
                         "User-Agent": f"zstream-mp/{__version__}",
                         "Content-Type": "application/json",
                     },
-                    transport=_SenderTransport(ssl_context),
+                    transport=self._http_transport or _SenderTransport(ssl_context),
                 )
             self._clients[secure] = client
             _quiet.install()

@@ -11,7 +11,6 @@ tests skip until the transport has that seam.
 
 from __future__ import annotations
 
-import inspect
 import time
 import uuid
 from collections.abc import Callable
@@ -27,14 +26,6 @@ from zstream_mp._version import __version__
 SERVER = "http://127.0.0.1:9"
 RUN = str(uuid.uuid4())
 BODY = b'{"events":[{"pipeline_run_id":"x","kind":"k"}]}'
-
-if "http_transport" not in inspect.signature(Transport).parameters:
-    pytest.skip(
-        "Transport has no http_transport seam yet (an optional httpx.BaseTransport that "
-        "_http() passes to httpx.Client(transport=...)); the status policy is covered "
-        "end to end by tests/test_faults.py meanwhile",
-        allow_module_level=True,
-    )
 
 Handler = Callable[[httpx.Request], httpx.Response]
 

@@ -14,9 +14,8 @@ import os
 import sys
 from collections import Counter
 
-import httpx
-
 import zstream_mp
+from zstream_mp.runs import create_run, end_run
 
 
 def work(worker: int) -> int:
@@ -31,7 +30,7 @@ def work(worker: int) -> int:
 
 
 def main(server: str) -> None:
-    run_id = httpx.post(f"{server}/api/v1/zstream/runs", json={}).json()["id"]
+    run_id = create_run(server)
     zstream_mp.bind(run_id, server=server)
     zstream_mp.publish({"state": "starting"}, kind="status")
     for method in ("fork", "forkserver", "spawn"):
@@ -39,7 +38,7 @@ def main(server: str) -> None:
             pool.map(work, range(4))
     zstream_mp.publish({"state": "done"}, kind="status")
     zstream_mp.flush()
-    httpx.post(f"{server}/api/v1/zstream/runs/{run_id}/end")
+    end_run(server, run_id)
 
     seen = Counter(
         event.kind

@@ -85,15 +85,16 @@ def test_runs_publish_tail_end(served: tuple[str, list[str]]) -> None:
     assert "status" not in out
 
 
-def test_tail_errors_are_one_line(served: tuple[str, list[str]]) -> None:
+def test_tail_errors_are_one_line_and_a_hint(served: tuple[str, list[str]]) -> None:
     url, _ = served
     run_id = str(uuid.uuid4())
     unauth = cli("tail", run_id, "--server", url)
-    assert unauth.returncode == 1
+    assert unauth.returncode == 3  # auth
     assert "Traceback" not in unauth.stderr
-    assert "401" in unauth.stderr or "token" in unauth.stderr.lower(), unauth.stderr
+    assert "401" in unauth.stderr and "--token" in unauth.stderr, unauth.stderr
 
     refused = cli("tail", run_id, "--server", "http://127.0.0.1:9", "--no-reconnect")
-    assert refused.returncode == 1
+    assert refused.returncode == 4  # server gone
     assert "Traceback" not in refused.stderr
-    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    message, *hint = refused.stderr.strip().splitlines()
+    assert message.startswith("zstream-mp: ") and len(hint) <= 1, refused.stderr

@@ -30,6 +30,7 @@ from zstream_mp.errors import (
     SubscribeError,
     ZStreamError,
 )
+from zstream_mp.logs import LogHandler
 
 _zenml.step_ended = _api.step_ended  # deliver what a step left before its run ends
 _zenml.watch()  # hand a ZenML step's context to its children from the step's start
@@ -43,6 +44,7 @@ __all__ = [
     "InvalidContextError",
     "InvalidEventError",
     "InvalidRequestError",
+    "LogHandler",
     "MissingExtraError",
     "PayloadTooLargeError",
     "PermissionDeniedError",

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from zstream_mp import _landed, _liveness, _registry, _spool
-from zstream_mp._sender import start_without_signals
+from zstream_mp._sender import THREAD_PREFIX, start_without_signals
 from zstream_mp._settings import Settings
 from zstream_mp._statedir import in_trusted_dir, read_private, state_dir
 from zstream_mp._stats import S_SPOOL_DROPPED, S_SPOOL_SENT, S_SPOOLED
@@ -140,7 +140,7 @@ def adopt(
             else:
                 result.dropped += n
                 logger.warning(
-                    "zstream-mp dropped %d spooled events for run %s: %s",
+                    "Dropped %d spooled events for run %s: %s",
                     n,
                     run_id,
                     outcome.reason or "no response",
@@ -265,7 +265,7 @@ def maintain_soon(token_for: Callable[[str], str | None], on_sent: Callable[[int
             pass
         os.utime(stamp)
     thread = threading.Thread(
-        target=_maintain, args=(token_for, on_sent), name="zstream-mp-adopt", daemon=True
+        target=_maintain, args=(token_for, on_sent), name=f"{THREAD_PREFIX}adopt", daemon=True
     )
     start_without_signals(thread)
 
@@ -275,4 +275,4 @@ def _maintain(token_for: Callable[[str], str | None], on_sent: Callable[[int], N
         adopt_all(time.monotonic() + MAINTAIN_BUDGET, token_for=token_for, on_sent=on_sent)
         _registry.sweep()
     except Exception:  # maintenance must never disturb publishing
-        logger.debug("zstream-mp spool maintenance failed", exc_info=True)
+        logger.debug("Spool maintenance failed", exc_info=True)

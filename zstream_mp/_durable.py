@@ -236,7 +236,7 @@ class DurableQueue(EventQueue):
                 self.settle_spilled = self._settler(taken)
             self.drained.notify_all()
         logger.warning(
-            "zstream-mp could not deliver %d events within the exit budget (%.1f s); "
+            "Could not deliver %d events within the exit budget (%.1f s); "
             "they stay in the durable spool %s, to be delivered by the parent, the next "
             "publisher or `zstream-mp spool drain`",
             n,

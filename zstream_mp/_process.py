@@ -170,7 +170,7 @@ def _make_queue(
         try:
             return DurableQueue(entry, counters, settings.spool_max_bytes)
         except OSError as exc:
-            logger.warning("zstream-mp cannot open its durable spool (%s); not durable", exc)
+            logger.warning("Cannot open the durable spool (%s); not durable", exc)
     return EventQueue(QUEUE_MAXSIZE, counters)
 
 

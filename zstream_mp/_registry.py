@@ -123,7 +123,7 @@ def register(durable: bool) -> Entry | None:
         entry.write()
         return entry
     except OSError as exc:
-        logger.debug("zstream-mp runs without a registry entry: %s", exc)
+        logger.debug("Running without a registry entry: %s", exc)
         return None
 
 

@@ -18,6 +18,9 @@ from zstream_mp._stream_context import Destination
 from zstream_mp._transport import Outcome, Transport
 from zstream_mp._wire import ENV_SERVER, MAX_BATCH_SIZE
 
+THREAD_PREFIX = "zstream-mp-"
+"""Every thread the package starts is named with this prefix (`LogHandler` skips them)."""
+
 logger = logging.getLogger("zstream_mp")
 
 EXIT_BATCH_EVENTS = MAX_BATCH_SIZE
@@ -88,7 +91,7 @@ class Sender:
     def ensure_running(self) -> None:
         """Start the thread if it is not running. Caller holds the queue lock."""
         if self._thread is None and not self.muted:
-            thread = threading.Thread(target=self._run, name="zstream-mp-sender", daemon=True)
+            thread = threading.Thread(target=self._run, name=f"{THREAD_PREFIX}sender", daemon=True)
             self._thread = thread
             start_without_signals(thread)
 

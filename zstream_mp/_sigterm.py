@@ -22,6 +22,8 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+from zstream_mp._sender import THREAD_PREFIX
+
 GRACE = 0.2
 """Seconds the watcher leaves the main thread to start the handler itself."""
 EXIT_CODE = 128 + signal.SIGTERM
@@ -85,7 +87,9 @@ def _watch_wakeup_fd(start_thread: Callable[[threading.Thread], None]) -> None:
         return
     _wakeup = (read_fd, write_fd)
     start_thread(
-        threading.Thread(target=_watch, args=(read_fd,), name="zstream-mp-sigterm", daemon=True)
+        threading.Thread(
+            target=_watch, args=(read_fd,), name=f"{THREAD_PREFIX}sigterm", daemon=True
+        )
     )
 
 

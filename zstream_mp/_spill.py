@@ -79,7 +79,7 @@ class Spill:
             except OSError as exc:
                 queue.counters.dropped["failed"] += len(records)
                 logger.warning(
-                    "zstream-mp could not deliver %d events within the exit budget (%.1f s) "
+                    "Could not deliver %d events within the exit budget (%.1f s) "
                     "and could not spool them (%s); they are lost",
                     len(records),
                     budget,
@@ -91,7 +91,7 @@ class Spill:
             if inflight is not None:
                 queue.settle_spilled = self._settler(queue, inflight)
         logger.warning(
-            "zstream-mp could not deliver %d events within the exit budget (%.1f s); "
+            "Could not deliver %d events within the exit budget (%.1f s); "
             "spooled them to %s, to be delivered by the parent, the next publisher or "
             "`zstream-mp spool drain`",
             len(records),

@@ -68,7 +68,7 @@ def state_dir() -> str:
     if problem is not None:
         fallback = tempfile.mkdtemp(prefix=f"zstream-mp-{os.getuid()}-")
         logger.warning(
-            "zstream-mp refuses the state directory %s (%s); using the private %s instead",
+            "This process refuses the state directory %s (%s); using the private %s instead",
             directory,
             problem,
             fallback,

@@ -56,6 +56,10 @@ HEALTH_PATH = "/health"
 """Liveness: 200 while the process answers."""
 READY_PATH = "/ready"
 """Our server only: readiness, 200 when the broker answers, else 503 (for load balancers)."""
+DEFAULT_PORT = 8237
+"""The port ``zstream-mp serve`` listens on by default (ZenML's local server port)."""
+DEFAULT_SERVER = f"http://127.0.0.1:{DEFAULT_PORT}"
+"""Where ``tail`` and ``runs`` look when neither ``--server`` nor ``ZSTREAM_SERVER`` is set."""
 
 
 def events_url(server: str, run_id: str) -> str:

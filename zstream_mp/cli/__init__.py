@@ -17,9 +17,18 @@ _SUBCOMMANDS = ("serve", "tail", "runs", "stats", "spool", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from zstream_mp._version import __version__
+    from zstream_mp.cli._common import Formatter
+
     parser = argparse.ArgumentParser(
         prog="zstream-mp",
         description="Live event streaming for pipelines that fan out to other processes.",
+        epilog="Exit status: 0 done (tail: the run ended), 1 refused by the server, "
+        "2 usage, 3 authentication, 4 server gone, 130 interrupted.",
+        formatter_class=Formatter,
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"zstream-mp {__version__}", help="print the version"
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in _SUBCOMMANDS:
@@ -29,12 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from zstream_mp.cli._common import EXIT_INTERRUPTED
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         return 0
 

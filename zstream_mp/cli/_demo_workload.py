@@ -17,11 +17,10 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-import httpx
-
 import zstream_mp
-from zstream_mp._wire import run_end_url, runs_url
+from zstream_mp.cli._dashboard import Dashboard, Tally
 from zstream_mp.cli._serve_process import start_serve
+from zstream_mp.runs import create_run, end_run
 
 _WORDS = ("stream", "every", "token", "from", "every", "worker", "exactly", "once")
 
@@ -43,8 +42,11 @@ def generate(worker: str, tokens: int, delay: float) -> dict[str, Any]:
                 correlation_id=worker,
             )
         time.sleep(delay)
+    dropped = sum(zstream_mp.stats().dropped.values())
     zstream_mp.publish(
-        {"worker": worker, "pid": pid, "state": "finished"}, kind="status", correlation_id=worker
+        {"worker": worker, "pid": pid, "state": "finished", "dropped": dropped},
+        kind="status",
+        correlation_id=worker,
     )
     snap = zstream_mp.stats()
     return {
@@ -57,75 +59,29 @@ def generate(worker: str, tokens: int, delay: float) -> dict[str, Any]:
 
 @dataclass
 class _View:
-    """What the SSE stream has shown so far, per worker and per process."""
+    """What the SSE stream has shown so far, per process (the tally's side)."""
 
-    progress: dict[str, tuple[int, int]] = field(default_factory=dict)
-    tokens: Counter[str] = field(default_factory=Counter)
     delivered_by_pid: Counter[int] = field(default_factory=Counter)
-    finished: set[str] = field(default_factory=set)
     total_events: int = 0
     gaps: list[str] = field(default_factory=list)
     ended: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def _watch(server: str, run_id: str, view: _View) -> None:
+def _watch(server: str, run_id: str, view: _View, tally: Tally) -> None:
     for item in zstream_mp.subscribe(server, run_id, timeout=30.0):
+        tally.add(item)
         with view.lock:
             if isinstance(item, zstream_mp.consumer.Gap):
                 view.gaps.append(item.reason)
                 continue
-            payload = item.payload
             view.total_events += 1
-            pid = payload.get("pid")
+            pid = item.payload.get("pid")
             if isinstance(pid, int):
                 view.delivered_by_pid[pid] += 1
-            worker = payload.get("worker")
-            if not isinstance(worker, str):
-                continue
-            if item.kind == "token":
-                view.tokens[worker] += 1
-            elif item.kind == "progress":
-                view.progress[worker] = (int(payload["done"]), int(payload["total"]))
-            elif item.kind == "status" and payload.get("state") == "finished":
-                view.finished.add(worker)
     with view.lock:
         view.ended = True
-
-
-class _Screen:
-    """Redraws the bars in place on a terminal; prints a line per change elsewhere."""
-
-    def __init__(self, out: TextIO) -> None:
-        self.out = out
-        self.tty = out.isatty()
-        self.lines = 0
-        self.last = ""
-
-    def draw(self, view: _View, workers: list[str]) -> None:
-        with view.lock:
-            rows = []
-            for worker in workers:
-                done, total = view.progress.get(worker, (0, 0))
-                width = 30
-                filled = int(width * done / total) if total else 0
-                mark = "done" if worker in view.finished else f"{done:>4}/{total or '?'}"
-                rows.append(
-                    f"  {worker:<10} [{'#' * filled}{'.' * (width - filled)}] "
-                    f"{mark:>9}  tokens seen: {view.tokens[worker]}"
-                )
-            rows.append(f"  events received over SSE: {view.total_events}")
-        text = "\n".join(rows)
-        if self.tty:
-            if self.lines:
-                self.out.write(f"\x1b[{self.lines}A")
-            self.out.write("\n".join(f"\x1b[2K{row}" for row in rows) + "\n")
-            self.lines = len(rows)
-        elif text != self.last:
-            summary = ", ".join(row.split("]")[1].split("tokens")[0].strip() for row in rows[:-1])
-            self.out.write(f"  progress: {summary}\n")
-        self.last = text
-        self.out.flush()
+    tally.state = "run ended"
 
 
 def run(
@@ -135,22 +91,27 @@ def run(
     tokens: int = 120,
     delay: float = 0.01,
     out: TextIO = sys.stdout,
+    plain: bool | None = None,
 ) -> int:
-    """Run the demo; returns 0 when every published event was delivered exactly once."""
+    """Run the demo; returns 0 when every published event was delivered exactly once.
+
+    ``plain`` forces summary lines (True) or bars (False); None draws bars on a terminal.
+    """
     with start_serve(["--heartbeat", "1"]) as served:
         server = served.url
-        run_id = httpx.post(runs_url(server), json={}).json()["id"]
+        run_id = create_run(server)
         out.write(
             f"zstream-mp demo\n  server: {server}\n  run:    {run_id}\n"
-            f"  follow it elsewhere: zstream-mp tail {run_id} --server {server}\n\n"
+            f"  follow it elsewhere: zstream-mp tail {run_id} --server {server} --live\n"
+            f"  or in a browser:     {server}/runs/{run_id}\n\n"
         )
         zstream_mp.bind(run_id, server=server, step_name="demo_step")
         zstream_mp.publish({"pid": os.getpid(), "state": "fan-out starting"}, kind="status")
 
         view = _View()
-        watcher = threading.Thread(target=_watch, args=(server, run_id, view), daemon=True)
+        tally = Tally()
+        watcher = threading.Thread(target=_watch, args=(server, run_id, view, tally), daemon=True)
         watcher.start()
-        screen = _Screen(out)
         pool_names = [f"pool-{i}" for i in range(pool_workers)]
         joblib_names = [f"joblib-{i}" for i in range(joblib_workers)]
         results: list[dict[str, Any]] = []
@@ -163,22 +124,20 @@ def run(
                 done.set()
 
         worker_thread = threading.Thread(target=workload, daemon=True)
-        worker_thread.start()
-        while not done.wait(0.1):
-            screen.draw(view, pool_names + joblib_names)
-        zstream_mp.publish({"pid": os.getpid(), "state": "fan-out finished"}, kind="status")
-        zstream_mp.flush(5.0)
-        expected = _expected(results) + zstream_mp.stats().published
-        deadline = time.monotonic() + 15.0
-        while time.monotonic() < deadline:
-            screen.draw(view, pool_names + joblib_names)
-            with view.lock:
-                if view.total_events >= expected:
-                    break
-            time.sleep(0.1)
-        httpx.post(run_end_url(server, run_id))
-        watcher.join(10)
-        screen.draw(view, pool_names + joblib_names)
+        with Dashboard(tally, out, f"demo run {run_id}", plain=plain):
+            worker_thread.start()
+            done.wait()
+            zstream_mp.publish({"pid": os.getpid(), "state": "fan-out finished"}, kind="status")
+            zstream_mp.flush(5.0)
+            expected = _expected(results) + zstream_mp.stats().published
+            deadline = time.monotonic() + 15.0
+            while time.monotonic() < deadline:
+                with view.lock:
+                    if view.total_events >= expected:
+                        break
+                time.sleep(0.1)
+            end_run(server, run_id)
+            watcher.join(10)
         return _tally(results, view, out)
 
 

@@ -9,13 +9,17 @@ from typing import Any
 
 from zstream_mp._wire import (
     AUTHORIZATION,
+    BATCH_BODY_MAX,
+    DEFAULT_PORT,
     ENV_SERVE_TOKEN,
     ENV_TOKEN,
     EVENTS_PATH,
     IDEMPOTENCY_KEY,
+    RUNS_PATH,
     STREAM_PATH,
     bearer,
 )
+from zstream_mp.cli._common import EXIT_REFUSED, EXIT_USAGE, Formatter
 from zstream_mp.cli._serve_process import banner
 
 _CLIENT_AUTH = f"clients use {ENV_TOKEN}=<token> or '{AUTHORIZATION}: {bearer('<token>')}'"
@@ -24,20 +28,29 @@ _CLIENT_AUTH = f"clients use {ENV_TOKEN}=<token> or '{AUTHORIZATION}: {bearer('<
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "serve",
-        help="run a streaming server (ZenML-compatible endpoints)",
-        description=f"Serve POST {EVENTS_PATH} and GET {STREAM_PATH}. "
-        "Without --token/--tokens-file the server is open (no auth).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="run a streaming server (ZenML-compatible endpoints) with a live page",
+        description=f"Serve POST {EVENTS_PATH} and GET {STREAM_PATH} as ZenML does, the "
+        f"run API under {RUNS_PATH} and a live page at / . Without --token/--tokens-file "
+        "the server is open (no auth).",
+        formatter_class=Formatter,
     )
     defaults = _defaults()
-    parser.add_argument("--host", default=defaults.host, help="interface")
-    parser.add_argument("--port", type=int, default=defaults.port, help="port; 0 picks a free one")
+    parser.add_argument("--host", default=defaults.host, help="interface to listen on")
     parser.add_argument(
-        "--broker", default=defaults.broker, help="'memory' or redis://host:port/db"
+        "--port", type=int, default=defaults.port, help="port to listen on; 0 picks a free one"
     )
-    parser.add_argument("--token", help=f"one read-write bearer token (or {ENV_SERVE_TOKEN})")
+    parser.add_argument(
+        "--broker",
+        default=defaults.broker,
+        metavar="URL",
+        help="'memory' or redis://host:port/db (needs the redis extra)",
+    )
+    parser.add_argument(
+        "--token", help=f"one read-write bearer token (default: ${ENV_SERVE_TOKEN}; none: open)"
+    )
     parser.add_argument(
         "--tokens-file",
+        metavar="FILE",
         help="file with one 'TOKEN read|write|read,write' per line, '#' comments",
     )
     parser.add_argument(
@@ -49,33 +62,45 @@ def register(subparsers: Any) -> None:
         help="404 for runs not created with `zstream-mp runs create` or the API",
     )
     parser.add_argument(
-        "--heartbeat", type=float, default=defaults.heartbeat, help="SSE ': ping' interval, s"
+        "--heartbeat",
+        type=float,
+        default=defaults.heartbeat,
+        metavar="S",
+        help="SSE ': ping' interval, seconds",
     )
     parser.add_argument(
         "--max-stream-length",
         type=int,
         default=defaults.max_stream_length,
-        help="entries retained per run",
+        metavar="N",
+        help="events kept per run (older ones are trimmed)",
     )
     parser.add_argument(
         "--stream-ttl",
         type=float,
         default=defaults.stream_ttl,
-        help="seconds a run's stream (and its run record) is kept after last use",
+        metavar="S",
+        help="seconds a run's stream (and its run record) is kept after its last use",
     )
     parser.add_argument(
-        "--max-subscribers", type=int, default=defaults.max_subscribers, help="per run"
+        "--max-subscribers",
+        type=int,
+        default=defaults.max_subscribers,
+        metavar="N",
+        help="SSE subscribers per run",
     )
     parser.add_argument(
         "--max-subscribers-total",
         type=int,
         default=defaults.max_subscribers_total,
-        help="per server process, all runs",
+        metavar="N",
+        help="SSE subscribers per server process, all runs",
     )
     parser.add_argument(
         "--sse-write-timeout",
         type=float,
         default=defaults.sse_write_timeout,
+        metavar="S",
         help="seconds an SSE client may stop reading before it is cut off",
     )
     parser.add_argument(
@@ -87,30 +112,36 @@ def register(subparsers: Any) -> None:
         "--max-request-body",
         type=int,
         default=defaults.max_request_body,
-        help="bytes of one POST body (1,000 events at the envelope limit)",
+        metavar="BYTES",
+        help="bytes of one POST body (1,000 events at the envelope limit); larger ones get "
+        "a bare 413",
     )
     parser.add_argument(
         "--memory-max-bytes",
         type=int,
         default=defaults.memory_max_bytes,
+        metavar="BYTES",
         help="memory broker: frame bytes held over all runs (503 above)",
     )
     parser.add_argument(
         "--max-runs",
         type=int,
         default=defaults.max_runs,
-        help="runs remembered as created/ended (oldest forgotten)",
+        metavar="N",
+        help="runs remembered as created, ended or seen (oldest forgotten)",
     )
     parser.add_argument(
         "--idempotency-keys",
         type=int,
         default=defaults.idempotency_keys,
+        metavar="N",
         help=f"{IDEMPOTENCY_KEY} records kept (memory broker; Redis keeps them with a TTL)",
     )
     parser.add_argument(
         "--idempotency-ttl",
         type=float,
         default=defaults.idempotency_ttl,
+        metavar="S",
         help=f"seconds an {IDEMPOTENCY_KEY} record is kept",
     )
     parser.add_argument("--access-log", action="store_true", help="log requests (paths only)")
@@ -124,7 +155,7 @@ def _defaults() -> Any:
     except ImportError:
         return argparse.Namespace(
             host="127.0.0.1",
-            port=8237,
+            port=DEFAULT_PORT,
             broker="memory",
             heartbeat=30.0,
             max_stream_length=10_000,
@@ -133,13 +164,20 @@ def _defaults() -> Any:
             max_subscribers_total=10_000,
             sse_write_timeout=30.0,
             deployment_id="zstream-mp",
-            max_request_body=None,
+            max_request_body=BATCH_BODY_MAX,
             memory_max_bytes=256 * 1024 * 1024,
             max_runs=100_000,
             idempotency_keys=100_000,
             idempotency_ttl=3600.0,
         )
     return ServerConfig()
+
+
+_LOOPBACK = ("127.", "::1", "localhost", "[::1]")
+
+
+def _is_loopback(host: str) -> bool:
+    return host.startswith(_LOOPBACK)
 
 
 def _auth_help(args: argparse.Namespace, token: str | None, count: int) -> str:
@@ -163,10 +201,16 @@ def _run(args: argparse.Namespace) -> int:
             f"zstream-mp serve needs the server extra: pip install 'zstream-mp[server]' ({exc})",
             file=sys.stderr,
         )
-        return 1
+        return EXIT_REFUSED
+    if args.broker.startswith(("redis://", "rediss://", "unix://")) and not _has("redis"):
+        print(
+            "zstream-mp serve: the Redis broker needs the redis extra: "
+            "pip install 'zstream-mp[redis]'",
+            file=sys.stderr,
+        )
+        return EXIT_REFUSED
     import asyncio
 
-    from zstream_mp._wire import ENV_SERVE_TOKEN
     from zstream_mp.server.config import redact_url
     from zstream_mp.server.runner import serve
 
@@ -200,7 +244,14 @@ def _run(args: argparse.Namespace) -> int:
         )
     except (OSError, ValueError) as exc:
         print(f"zstream-mp serve: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    if not tokens and not _is_loopback(args.host):
+        print(
+            f"zstream-mp serve: warning: listening on {args.host} with no token: anyone who "
+            "can reach this port can read and publish every run; pass --token or --tokens-file",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def ready(url: str) -> None:
         print(banner(url), flush=True)
@@ -211,15 +262,25 @@ def _run(args: argparse.Namespace) -> int:
             f"{'DISABLED (501)' if config.disabled else 'enabled'}",
             flush=True,
         )
+        print(f"live page: {url}/ (runs), {url}/runs/RUN_ID (one run)", flush=True)
 
     try:
         asyncio.run(serve(config, on_ready=ready))
     except OSError as exc:
         print(f"zstream-mp serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_REFUSED
     except KeyboardInterrupt:
         return 0
     except Exception as exc:  # broker probe failed and the like: one line, no traceback
         print(f"zstream-mp serve: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_REFUSED
     return 0
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False

@@ -12,14 +12,28 @@ import json
 import time
 from typing import Any
 
+from zstream_mp.cli._common import Formatter
+
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("spool", help="list or deliver the spools of dead processes")
+    parser = subparsers.add_parser(
+        "spool", help="list or deliver the spools of dead processes", formatter_class=Formatter
+    )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    ls = actions.add_parser("ls", help="list spools: owner, unsettled events, adoptable")
-    ls.add_argument("--json", action="store_true")
-    drain = actions.add_parser("drain", help="adopt and deliver every adoptable spool")
-    drain.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
+    ls = actions.add_parser(
+        "ls", help="list spools: owner, unsettled events, adoptable", formatter_class=Formatter
+    )
+    ls.add_argument("--json", action="store_true", help="one JSON document")
+    drain = actions.add_parser(
+        "drain", help="adopt and deliver every adoptable spool", formatter_class=Formatter
+    )
+    drain.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="seconds to keep delivering (exit 1 when it could not deliver them all)",
+    )
     parser.set_defaults(func=_run)
 
 

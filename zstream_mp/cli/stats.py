@@ -14,10 +14,14 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+from zstream_mp.cli._common import Formatter
+
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "stats", help="per-process publisher counters on this host (no server needed)"
+        "stats",
+        help="per-process publisher counters on this host (no server needed)",
+        formatter_class=Formatter,
     )
     scope = parser.add_mutually_exclusive_group()
     scope.add_argument("--tree", type=int, metavar="PID", help="PID and its descendants")

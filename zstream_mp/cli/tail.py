@@ -1,55 +1,83 @@
-"""`zstream-mp tail RUN_ID`: print a run's events live until the run ends."""
+"""`zstream-mp tail RUN_ID`: print a run's events live until the run ends.
+
+Exit status 0 means the run ended. A server that shuts down first sends ``gap: shutdown``
+then ``end``; that is not the run's end, so ``tail`` exits 4 (server gone), as it does when
+the connection is lost and cannot be re-established within ``--retry-for`` seconds.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Any
 
-from zstream_mp._wire import ENV_SERVER, ENV_TOKEN
-
-
-def add_connection_args(parser: argparse.ArgumentParser) -> None:
-    """--server/--token with ZSTREAM_SERVER/ZSTREAM_TOKEN fallbacks (shared with `runs`)."""
-    parser.add_argument("--server", default=None, help=f"server base URL (default: ${ENV_SERVER})")
-    parser.add_argument("--token", default=None, help=f"bearer token (default: ${ENV_TOKEN})")
-
-
-def resolve(args: argparse.Namespace) -> tuple[str, str | None] | None:
-    """(server, token) from flags or environment; None (after a one-line error) if no server."""
-    server = args.server or os.environ.get(ENV_SERVER)
-    if not server:
-        fail(f"no server: pass --server URL or set {ENV_SERVER}")
-        return None
-    return server.rstrip("/"), args.token or os.environ.get(ENV_TOKEN) or None
-
-
-def fail(message: str) -> int:
-    """One line on stderr, exit status 1: no tracebacks for expected failures."""
-    print(f"zstream-mp: {message}", file=sys.stderr)
-    return 1
+from zstream_mp.cli._common import (
+    EXIT_OK,
+    EXIT_SERVER_GONE,
+    Formatter,
+    add_connection_args,
+    fail,
+    report,
+    resolve,
+)
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "tail",
-        help="print a run's events live (exits 0 when the run ends)",
+        help="print a run's events live (exit 0 when the run ends, 4 when the server goes away)",
         description="Subscribe to a run's SSE stream and print each event. Replays the "
-        "history first unless --since is given.",
+        "history first unless --since is given. Exit status: 0 the run ended, 1 refused "
+        "(e.g. unknown run), 2 usage, 3 auth, 4 server gone.",
+        formatter_class=Formatter,
     )
-    parser.add_argument("run_id", metavar="RUN_ID")
+    parser.add_argument("run_id", metavar="RUN_ID", help="the run to follow (a UUID)")
     add_connection_args(parser)
     parser.add_argument(
-        "--kind", action="append", dest="kinds", metavar="K", help="only this kind (repeatable)"
+        "--kind",
+        action="append",
+        dest="kinds",
+        metavar="K",
+        help="only events of this kind (repeatable; default: every kind)",
     )
-    parser.add_argument("--step", action="append", dest="step_names", metavar="NAME")
-    parser.add_argument("--correlation-id", action="append", dest="correlation_ids", metavar="C")
-    parser.add_argument("--since", default=None, metavar="ID", help="resume after this event id")
-    parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument(
-        "--no-reconnect", action="store_true", help="exit 1 when the connection drops"
+        "--step",
+        action="append",
+        dest="step_names",
+        metavar="NAME",
+        help="only events of this step (repeatable; default: every step)",
+    )
+    parser.add_argument(
+        "--correlation-id",
+        action="append",
+        dest="correlation_ids",
+        metavar="C",
+        help="only events with this correlation id (repeatable; default: all)",
+    )
+    parser.add_argument(
+        "--since",
+        default=None,
+        metavar="ID",
+        help="resume after this event id (default: replay all)",
+    )
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="one JSON object per line")
+    output.add_argument(
+        "--live",
+        action="store_true",
+        help="a live view per worker (progress, events/s, drops) instead of one line per "
+        "event; bars need a terminal and the tui extra, else a summary line each second",
+    )
+    parser.add_argument(
+        "--no-reconnect", action="store_true", help="exit 4 as soon as the connection drops"
+    )
+    parser.add_argument(
+        "--retry-for",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="seconds to keep trying to reconnect before exiting 4",
     )
     parser.set_defaults(func=_run)
 
@@ -80,14 +108,43 @@ def _json(event: Any) -> str:
     )
 
 
+def _print_lines(stream: Any, as_json: bool) -> bool:
+    """Print every item; True when the stream ended because the server shut down."""
+    from zstream_mp.consumer import Gap
+
+    shutdown = False
+    for item in stream:
+        if isinstance(item, Gap):
+            shutdown = item.reason == "shutdown"
+            if as_json:
+                print(json.dumps({"gap": item.reason}), flush=True)
+            else:
+                print(f"-- gap: {item.reason} (events may be missing) --", flush=True)
+            continue
+        shutdown = False
+        print(_json(item) if as_json else _human(item), flush=True)
+    return shutdown
+
+
+def _live(stream: Any, run_id: str) -> bool:
+    from zstream_mp.cli._dashboard import Dashboard, Tally
+    from zstream_mp.consumer import Gap
+
+    tally = Tally()
+    shutdown = False
+    with Dashboard(tally, sys.stdout, f"run {run_id}"):
+        for item in stream:
+            shutdown = isinstance(item, Gap) and item.reason == "shutdown"
+            tally.add(item)
+        tally.state = "server shut down" if shutdown else "run ended"
+    return shutdown
+
+
 def _run(args: argparse.Namespace) -> int:
-    from zstream_mp.consumer import Gap, subscribe
+    from zstream_mp.consumer import subscribe
     from zstream_mp.errors import SubscribeError
 
-    target = resolve(args)
-    if target is None:
-        return 1
-    server, token = target
+    server, token = resolve(args)
     try:
         stream = subscribe(
             server,
@@ -98,15 +155,16 @@ def _run(args: argparse.Namespace) -> int:
             correlation_ids=args.correlation_ids,
             since=args.since,
             reconnect=not args.no_reconnect,
+            retry_for=args.retry_for,
         )
-        for item in stream:
-            if isinstance(item, Gap):
-                if args.json:
-                    print(json.dumps({"gap": item.reason}), flush=True)
-                else:
-                    print(f"-- gap: {item.reason} (events may be missing) --", flush=True)
-                continue
-            print(_json(item) if args.json else _human(item), flush=True)
+        shutdown = _live(stream, args.run_id) if args.live else _print_lines(stream, args.json)
     except SubscribeError as exc:
-        return fail(str(exc))
-    return 0
+        return report(exc, server, args.run_id)
+    if shutdown:
+        return fail(
+            f"{server} shut down before run {args.run_id} ended",
+            EXIT_SERVER_GONE,
+            f"resume where this stopped with --since (events are kept by the broker); "
+            f"`zstream-mp runs status {args.run_id}` says whether the run has ended",
+        )
+    return EXIT_OK

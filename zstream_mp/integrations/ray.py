@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeAlias
 
 import zstream_mp
-from zstream_mp._sender import start_without_signals
+from zstream_mp._sender import THREAD_PREFIX, start_without_signals
 from zstream_mp._statedir import state_dir
 from zstream_mp._stream_context import StreamContext
 from zstream_mp.errors import InvalidContextError, MissingExtraError
@@ -224,7 +224,7 @@ def _register_this_worker() -> None:
 
     atexit.register(remove)
     thread = threading.Thread(
-        target=_answer_flush_requests, args=(base,), name="zstream-mp-ray-flush", daemon=True
+        target=_answer_flush_requests, args=(base,), name=f"{THREAD_PREFIX}ray-flush", daemon=True
     )
     start_without_signals(thread)
 

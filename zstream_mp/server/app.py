@@ -1,8 +1,9 @@
 """Composition and middleware: the routes, the no-500 guard, ZenML's headers, the lifespan.
 
 Endpoints (paths from `_wire`): ZenML's two streaming endpoints, `/health` (liveness),
-`/ready` (readiness: the broker answers), and a small run lifecycle API under
-`/api/v1/zstream/` (not in ZenML). The handlers live in `handlers.py`.
+`/ready` (readiness: the broker answers), a small run lifecycle API under
+`/api/v1/zstream/` (not in ZenML) and the live page under `/ui/`. The handlers live in
+`handlers.py`, the run list and status in `run_api.py`, the page in `ui.py`.
 """
 
 from __future__ import annotations
@@ -22,10 +23,9 @@ from zstream_mp._wire import (
     HEALTH_PATH,
     READY_PATH,
     RUN_END_PATH,
-    RUN_PATH,
-    RUNS_PATH,
     STREAM_PATH,
 )
+from zstream_mp.server import run_api, ui
 from zstream_mp.server.body import BodyParseError, BodyTooLarge
 from zstream_mp.server.handlers import Handlers
 from zstream_mp.server.sse import CACHE_CONTROL
@@ -98,6 +98,7 @@ class _ZenMLHeaders:
 def create_app(state: ServerState) -> Starlette:
     """The Starlette app; its lifespan shuts subscribers down and closes the broker."""
     handlers = Handlers(state)
+    runs = run_api.RunAPI(state, handlers._gate)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -112,10 +113,10 @@ def create_app(state: ServerState) -> Starlette:
         Route(READY_PATH, _guarded(handlers.ready), methods=["GET", "HEAD"]),
         Route(EVENTS_PATH, _guarded(handlers.publish_run_events), methods=["POST"]),
         Route(STREAM_PATH, _guarded(handlers.stream_run_events), methods=["GET"]),
-        Route(RUNS_PATH, _guarded(handlers.create_run), methods=["POST"]),
-        Route(RUN_PATH, _guarded(handlers.run_status), methods=["GET"]),
+        *runs.routes(_guarded, handlers.create_run),
         Route(RUN_END_PATH, _guarded(handlers.end_run), methods=["POST"]),
     ]
+    routes += ui.routes(state, _guarded(handlers.stream_run_events), runs, _guarded)
     app = Starlette(routes=routes, lifespan=lifespan)
     app.add_middleware(_ZenMLHeaders, max_body=state.config.max_request_body)
     return app

@@ -9,9 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
-from zstream_mp._wire import BATCH_BODY_MAX
-
-DEFAULT_PORT = 8237
+from zstream_mp._wire import BATCH_BODY_MAX, DEFAULT_PORT
 
 
 def redact_url(url: str) -> str:

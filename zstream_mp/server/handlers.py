@@ -239,6 +239,7 @@ class Handlers:
         except Exception as exc:
             logger.warning("broker publish failed for run %s: %s", run_id, exc)
             return unavailable("Broker publish failed.")
+        self.state.runs.touch(run_id)
         return JSONResponse({"count": len(ids), "last_id": ids[-1] if ids else None})
 
     # -- GET /api/v1/runs/{run_id}/events/stream ---------------------------------------
@@ -359,16 +360,3 @@ class Handlers:
             return unavailable("Broker publish failed.")
         runs.mark_ended(run_id)
         return JSONResponse({"id": str(run_id), "ended": True})
-
-    async def run_status(self, request: Request) -> Response:
-        run_id = self._run_of(request, "read", self._end_ctx)
-        if isinstance(run_id, Response):
-            return run_id
-        key = self.state.key(run_id)
-        return JSONResponse(
-            {
-                "id": str(run_id),
-                "ended": self.state.runs.ended(run_id),
-                "subscribers": self.state.broadcaster.subscriber_count(key),
-            }
-        )

@@ -15,6 +15,7 @@ from types import FrameType, TracebackType
 
 import uvicorn
 
+from zstream_mp._sender import THREAD_PREFIX
 from zstream_mp.server.app import create_app
 from zstream_mp.server.config import ServerConfig
 from zstream_mp.server.state import ServerState, open_state
@@ -128,7 +129,9 @@ class EmbeddedServer:
             self._ready.set()
 
     def start(self) -> EmbeddedServer:
-        self._thread = threading.Thread(target=self._main, name="zstream-mp-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self._main, name=f"{THREAD_PREFIX}server", daemon=True
+        )
         self._thread.start()
         if not self._ready.wait(self._timeout):
             raise TimeoutError("embedded server did not start in time")

@@ -1,6 +1,6 @@
 """Which runs exist and which have ended: a dev server has no run database, so this is it.
 
-Bounded in count and age: at most `max_runs` runs are remembered (created and ended
+Bounded in count and age: at most `max_runs` runs are remembered (created, ended and seen
 separately), each for `max_age` seconds after it was last marked, oldest forgotten first.
 A forgotten ended run behaves like a run still in progress (its subscribers read the
 stream, whose `end` frame the broker still holds while it retains the stream); a forgotten
@@ -20,7 +20,9 @@ class _BoundedSet:
     def __init__(self, limit: int, max_age: float) -> None:
         self._limit = limit
         self._max_age = max_age
-        self._items: OrderedDict[UUID, float] = OrderedDict()
+        self._items: OrderedDict[UUID, float] = OrderedDict()  # by last mark, oldest first
+        self._first: dict[UUID, int] = {}  # when each held item was first marked
+        self._marks = 0
 
     def _expire(self, now: float) -> None:
         while self._items:
@@ -28,11 +30,15 @@ class _BoundedSet:
             if len(self._items) <= self._limit and now - stamp <= self._max_age:
                 return
             del self._items[oldest]
+            del self._first[oldest]
 
     def add(self, item: UUID) -> bool:
         now = time.monotonic()
         self._expire(now)
         fresh = item not in self._items
+        if fresh:
+            self._marks += 1
+            self._first[item] = self._marks
         self._items[item] = now
         self._items.move_to_end(item)
         self._expire(now)
@@ -45,9 +51,19 @@ class _BoundedSet:
     def __len__(self) -> int:
         return len(self._items)
 
+    def in_first_order(self) -> list[UUID]:
+        """Items still held, in the order they were first marked."""
+        now = time.monotonic()
+        self._expire(now)
+        return sorted(self._items, key=self._first.__getitem__)
+
 
 class RunRegistry:
-    """Runs created or ended through the API; with `strict` only created runs are known."""
+    """Runs created, published to or ended through this server, in the order first seen.
+
+    With ``strict`` only created runs are known (others get 404); without it any run id is
+    accepted, and the registry still remembers which ones it has seen so they can be listed.
+    """
 
     def __init__(
         self, strict: bool = False, max_runs: int = 100_000, max_age: float = 3600.0
@@ -55,19 +71,34 @@ class RunRegistry:
         self.strict = strict
         self._created = _BoundedSet(max_runs, max_age)
         self._ended = _BoundedSet(max_runs, max_age)
+        self._seen = _BoundedSet(max_runs, max_age)
 
     def create(self, run_id: UUID) -> bool:
         """Register a run (or refresh it); False when it already existed."""
+        self._seen.add(run_id)
         return self._created.add(run_id)
+
+    def touch(self, run_id: UUID) -> None:
+        """Remember a run that events were published to."""
+        self._seen.add(run_id)
 
     def known(self, run_id: UUID) -> bool:
         return not self.strict or run_id in self._created
+
+    def seen(self, run_id: UUID) -> bool:
+        """Created, published to or ended through this server process."""
+        return run_id in self._seen
+
+    def all(self) -> list[UUID]:
+        """Every run still remembered as seen, in the order first seen."""
+        return self._seen.in_first_order()
 
     def ended(self, run_id: UUID) -> bool:
         return run_id in self._ended
 
     def mark_ended(self, run_id: UUID) -> bool:
         """Mark a run ended; False when it already was."""
+        self._seen.add(run_id)
         return self._ended.add(run_id)
 
     def __len__(self) -> int:

@@ -1,0 +1,90 @@
+"""Listing runs and a run's status (not in ZenML): what `zstream-mp runs` and the page read.
+
+A run is known when this server created it, received events for it or ended it, when
+someone is subscribed to it, or when its broker still holds a stream for it (a
+Redis-backed server keeps streams across restarts). Any other id answers 404, so a typo
+never looks like a quiet live run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from zstream_mp._wire import RUN_PATH, RUNS_PATH, error_detail
+from zstream_mp.server.models import parse_uuid
+from zstream_mp.server.runs import not_found_message
+
+if TYPE_CHECKING:
+    from zstream_mp.server.state import ServerState
+
+Gate = Callable[[Request, str], "Response | None"]
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+async def run_info(state: ServerState, run_id: UUID) -> dict[str, Any] | None:
+    """The run's status as JSON, or None when the server knows nothing of it."""
+    key = state.key(run_id)
+    try:
+        latest = await state.broker.latest_id(key)
+    except Exception:  # broker down: answer from the registry alone
+        latest = None
+    subscribers = state.broadcaster.subscriber_count(key)
+    if latest is None and not subscribers and not state.runs.seen(run_id):
+        return None
+    return {
+        "id": str(run_id),
+        "ended": state.runs.ended(run_id),
+        "subscribers": subscribers,
+        "last_event_id": latest,
+    }
+
+
+class RunAPI:
+    """The list and status handlers, behind the app's auth gate (401/403/501 as ZenML)."""
+
+    def __init__(self, state: ServerState, gate: Gate) -> None:
+        self.state = state
+        self.gate = gate
+
+    async def list_runs(self, request: Request) -> Response:
+        denied = self.gate(request, "read")
+        if denied is not None:
+            return denied
+        runs = [await run_info(self.state, run_id) for run_id in self.state.runs.all()]
+        return JSONResponse({"runs": [r for r in runs if r is not None]})
+
+    async def status(self, request: Request) -> Response:
+        denied = self.gate(request, "read")
+        if denied is not None:
+            return denied
+        try:
+            run_id = parse_uuid(request.path_params["run_id"])
+        except ValueError:
+            return JSONResponse(
+                {"detail": error_detail("ValueError", "run id must be a UUID")}, status_code=422
+            )
+        info = await run_info(self.state, run_id) if self.state.runs.known(run_id) else None
+        if info is None:
+            return JSONResponse(
+                {"detail": error_detail("KeyError", not_found_message(run_id))}, status_code=404
+            )
+        return JSONResponse(info)
+
+    def routes(self, guard: Callable[[Handler], Handler], create: Handler) -> list[Route]:
+        """`GET|POST /api/v1/zstream/runs` (list | create) and `GET .../runs/{run_id}`."""
+
+        async def runs(request: Request) -> Response:
+            if request.method == "POST":
+                return await create(request)
+            return await self.list_runs(request)
+
+        return [
+            Route(RUNS_PATH, guard(runs), methods=["GET", "POST"]),
+            Route(RUN_PATH, guard(self.status), methods=["GET"]),
+        ]

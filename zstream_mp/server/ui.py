@@ -1,0 +1,184 @@
+"""The live page: a run's events in a browser, served by ``zstream-mp serve`` itself.
+
+Plain HTML, JS and CSS from ``server/static`` (shipped in the wheel; no build step, no CDN).
+``/`` lists runs, ``/runs/{run_id}`` shows one run live. The page reads through three
+routes under ``/ui/``, each a thin wrapper around the API handler it names, so auth,
+filters, resume and 404s behave exactly as on the API:
+
+- ``/ui/api/runs``, ``/ui/api/runs/{run_id}``: the run list and status;
+- ``/ui/api/runs/{run_id}/stream``: the run's SSE stream for the browser's ``EventSource``.
+  Every event arrives as an SSE ``message`` (its kind is in the JSON), because an
+  ``EventSource`` only delivers the event names it has listeners for and kinds are open
+  ended; ``gap``, ``end`` and ``cursor`` keep their names. A ``retry: 1000`` line makes the
+  browser reconnect within a second, resuming with ``Last-Event-ID``.
+
+Auth without the token in a URL: an ``EventSource`` cannot send an ``Authorization``
+header, so the page asks for a token once and ``POST``s it to ``/ui/session``; the server
+checks it has the ``read`` right and sets it as an ``HttpOnly``, ``SameSite=Strict`` cookie
+scoped to ``/ui/api/``. Only ``GET`` requests under that prefix accept the cookie (they are
+reads, so a cross-site form cannot publish with it); the API routes keep requiring the
+header. ``DELETE /ui/session`` clears it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from zstream_mp._wire import RESERVED_KINDS, bearer
+
+if TYPE_CHECKING:
+    from zstream_mp.server.run_api import RunAPI
+    from zstream_mp.server.state import ServerState
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+COOKIE = "zstream_read_token"
+API_PREFIX = "/ui/api/"
+RECONNECT_MS = 1000
+_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
+_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def _assets() -> dict[str, bytes]:
+    """Every file of ``static/`` by name, read once (the directory is small)."""
+    folder = resources.files("zstream_mp.server").joinpath("static")
+    return {
+        item.name: item.read_bytes()
+        for item in folder.iterdir()
+        if item.is_file() and any(item.name.endswith(s) for s in _TYPES)
+    }
+
+
+def _asset_response(assets: dict[str, bytes], name: str) -> Response:
+    body = assets.get(name)
+    if body is None:
+        return JSONResponse({"detail": "Not Found"}, status_code=404)
+    suffix = name[name.rfind(".") :]
+    return Response(body, media_type=_TYPES[suffix], headers=_PAGE_HEADERS)
+
+
+def _with_cookie(handler: Handler) -> Handler:
+    """Let a GET carry its read token in the session cookie instead of the header."""
+
+    async def endpoint(request: Request) -> Response:
+        token = request.cookies.get(COOKIE)
+        if token and request.method == "GET" and "authorization" not in request.headers:
+            scope = dict(request.scope)
+            scope["headers"] = [
+                *request.scope["headers"],
+                (b"authorization", bearer(token).encode("latin-1", "replace")),
+            ]
+            request = Request(scope, request.receive)
+        return await handler(request)
+
+    return endpoint
+
+
+_CONTROL = frozenset(k.encode() for k in RESERVED_KINDS)
+
+
+def _as_messages(frame: bytes) -> bytes:
+    """Rename an event frame's ``event:`` line to ``message``; control frames keep theirs."""
+    head, sep, rest = frame.partition(b"event: ")
+    if not sep:
+        return frame
+    name, nl, tail = rest.partition(b"\n")
+    if name in _CONTROL:
+        return frame
+    return head + b"event: message" + nl + tail
+
+
+async def _browser_frames(body: AsyncIterable[Any]) -> AsyncIterator[bytes]:
+    yield f"retry: {RECONNECT_MS}\n\n".encode()
+    async for chunk in body:
+        data = chunk if isinstance(chunk, bytes) else str(chunk).encode()
+        yield _as_messages(data)
+
+
+def routes(
+    state: ServerState, stream: Handler, runs: RunAPI, guard: Callable[[Handler], Handler]
+) -> list[Route]:
+    """The page's routes; ``stream`` is the API's guarded SSE handler."""
+    assets = _assets()
+
+    async def index(request: Request) -> Response:
+        return _asset_response(assets, "index.html")
+
+    async def run_page(request: Request) -> Response:
+        return _asset_response(assets, "run.html")
+
+    async def static(request: Request) -> Response:
+        return _asset_response(assets, request.path_params["name"])
+
+    async def browser_stream(request: Request) -> Response:
+        response = await stream(request)
+        if isinstance(response, StreamingResponse) and response.status_code == 200:
+            response.body_iterator = _browser_frames(response.body_iterator)
+        return response
+
+    async def session(request: Request) -> Response:
+        if request.method == "GET":
+            return JSONResponse(
+                {"auth": state.auth.enabled, "cookie": COOKIE in request.cookies},
+            )
+        if request.method == "DELETE":
+            response = Response(status_code=204)
+            response.delete_cookie(COOKIE, path=API_PREFIX)
+            return response
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            # a cross-site form cannot send this type without a CORS preflight
+            return JSONResponse({"detail": "Send application/json."}, status_code=415)
+        try:
+            body = json.loads(await request.body() or b"null")
+        except ValueError:
+            body = None
+        token = body.get("token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
+            return JSONResponse({"detail": 'Send {"token": "..."}.'}, status_code=422)
+        rights = state.auth.rights(token) if state.auth.enabled else frozenset({"read"})
+        if rights is None:
+            return JSONResponse({"detail": "This token is not valid here."}, status_code=401)
+        if "read" not in rights:
+            return JSONResponse(
+                {"detail": "This token does not have the 'read' right."}, status_code=403
+            )
+        response = Response(status_code=204)
+        response.set_cookie(
+            COOKIE,
+            token,
+            path=API_PREFIX,
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+        return response
+
+    return [
+        Route("/", index, methods=["GET", "HEAD"]),
+        Route("/runs/{run_id}", run_page, methods=["GET", "HEAD"]),
+        Route("/ui/static/{name}", static, methods=["GET", "HEAD"]),
+        Route("/ui/session", guard(session), methods=["GET", "POST", "DELETE"]),
+        Route(API_PREFIX + "runs", guard(_with_cookie(runs.list_runs)), methods=["GET"]),
+        Route(API_PREFIX + "runs/{run_id}", guard(_with_cookie(runs.status)), methods=["GET"]),
+        Route(
+            API_PREFIX + "runs/{run_id}/stream",
+            guard(_with_cookie(browser_stream)),
+            methods=["GET"],
+        ),
+    ]

@@ -245,3 +245,38 @@ def test_a_lost_answer_is_retried_on_another_replica_without_duplicates(
     c.end_run(run)
     got = _stream_of(c.url, run)
     assert got == [("via-proxy", i) for i in range(300)]
+
+
+def test_a_dead_replicas_claim_is_taken_over_after_its_lease(
+    cluster: tuple[RunningRedis, list[RunningServer]],
+) -> None:
+    """A claim left in Redis by a replica killed before it published blocks the key only
+    for its lease: the retry on another replica then publishes the batch, once."""
+    import redis as redis_py
+
+    from zstream_mp.server.idempotency import PENDING_LEASE, RedisIdempotency, caller_scope
+
+    redis, (a, b, _) = cluster
+    run = str(uuid.uuid4())
+    path = f"/api/v1/runs/{run}/events"
+    body = _batch(run, "lease", 5)
+    client = redis_py.Redis.from_url(redis.url)
+    before = set(client.keys("zstream:idem:*"))
+    headers = {**AUTH, "Content-Type": "application/json"}
+    first = httpx.post(a.url + path, content=body, headers={**headers, IDEMPOTENCY_KEY: "k1"})
+    assert first.status_code == 200
+    (k1,) = set(client.keys("zstream:idem:*")) - before
+    fp = json.loads(client.get(k1))["fp"]
+    # "k2" claimed by a replica that died before it published (the same batch).
+    k2 = RedisIdempotency(None, "zstream-mp")._key(caller_scope(TEST_TOKEN, run), "k2")
+    client.set(k2, json.dumps({"fp": fp, "result": None, "claim": "dead"}), px=3000)
+    t0 = time.monotonic()
+    retry = httpx.post(
+        b.url + path, content=body, headers={**headers, IDEMPOTENCY_KEY: "k2"}, timeout=40
+    )
+    waited = time.monotonic() - t0
+    assert retry.status_code == 200, retry.text
+    assert waited < PENDING_LEASE + 2
+    b.end_run(run)
+    got = _stream_of(b.url, run)
+    assert Counter(got) == {("lease", i): 2 for i in range(5)}  # once under k1, once under k2

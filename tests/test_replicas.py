@@ -280,3 +280,23 @@ def test_a_dead_replicas_claim_is_taken_over_after_its_lease(
     b.end_run(run)
     got = _stream_of(b.url, run)
     assert Counter(got) == {("lease", i): 2 for i in range(5)}  # once under k1, once under k2
+
+
+def test_health_and_ready_on_every_replica_follow_redis(
+    cluster: tuple[RunningRedis, list[RunningServer]],
+) -> None:
+    """`/health` is the process, `/ready` is the process and Redis, on every replica."""
+    from zstream_mp._wire import HEALTH_PATH, READY_PATH, RETRY_AFTER
+
+    redis, replicas = cluster
+    assert [httpx.get(r.url + READY_PATH).status_code for r in replicas] == [200] * 3
+    redis.kill()
+    for r in replicas:
+        ready = httpx.get(r.url + READY_PATH, timeout=10)
+        assert ready.status_code == 503 and ready.headers.get(RETRY_AFTER)
+        assert httpx.get(r.url + HEALTH_PATH).status_code == 200
+    with start_redis(port=redis.port):
+        wait_for(
+            lambda: all(httpx.get(r.url + READY_PATH).status_code == 200 for r in replicas),
+            "every replica to be ready again",
+        )

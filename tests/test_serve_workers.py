@@ -118,3 +118,44 @@ def test_workers_need_the_redis_broker() -> None:
     assert r.returncode == 2
     assert "--workers needs the Redis broker" in r.stderr
     assert r.stdout == ""
+
+
+def test_sigterm_ends_every_workers_subscribers_the_graceful_way(
+    workers_server: tuple[RunningRedis, RunningServer],
+) -> None:
+    """SIGTERM to the supervisor: each worker sends its subscribers `gap: shutdown`, `end`."""
+    import threading
+
+    import zstream_mp
+
+    _, srv = workers_server
+    run = str(uuid.uuid4())
+    seen: list[list[object]] = [[] for _ in range(6)]
+
+    def read(out: list[object]) -> None:
+        try:
+            for item in zstream_mp.subscribe(
+                srv.url, run, token=TEST_TOKEN, reconnect=False, timeout=30
+            ):
+                out.append(item)
+            out.append("end")
+        except Exception as exc:
+            out.append(exc)
+
+    threads = [threading.Thread(target=read, args=(out,), daemon=True) for out in seen]
+    for t in threads:
+        t.start()
+    wait_for(
+        lambda: (
+            sum(connections_on(w, int(urlsplit(srv.url).port or 0)) for w in workers_of(srv)) >= 6
+        ),
+        "the subscribers to connect",
+    )
+    started = time.monotonic()
+    srv.proc.terminate()
+    assert srv.proc.wait(30) == 0
+    for t in threads:
+        t.join(10)
+    assert time.monotonic() - started < 15
+    for out in seen:
+        assert out == [zstream_mp.Gap("shutdown"), "end"], out

@@ -1,6 +1,12 @@
 """Ingest throughput of `POST /api/v1/runs/{id}/events`: ours (memory, Redis) vs ZenML 0.98.0.
 
-    .venv/bin/python benchmarks/server_ingest.py [--repeats 3] [--no-zenml]
+    .venv/bin/python benchmarks/server_ingest.py [--repeats 3] [--no-zenml] [--table all]
+
+`--table scale-out` (or `all`, the default) adds a second table: several client processes
+spread round robin over 1, 2 and 3 replicas of our server on one redis-server, and over one
+`serve --workers 2`, each posting pre-encoded batches to one run after a common start
+barrier; the cell is all events over the wall time from the first start to the last
+finish. The same clients against ZenML's server (one process) sit beside it.
 
 Each cell posts a fixed number of events (batch size x requests, see REQUESTS) over one
 keep-alive httpx client with bodies encoded before the clock starts, and reports the median
@@ -13,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import multiprocessing
 import socket
 import statistics
 import sys
@@ -20,6 +27,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -94,11 +102,125 @@ def ours(broker: str) -> Iterator[tuple[str, str | None, str]]:
         yield srv.url, TOKEN, srv.create_run()
 
 
+SCALE_BATCHES = (64, 1000)
+SCALE_CLIENTS = 3
+SCALE_REQUESTS = {64: 60, 1000: 8}  # per client
+SCALE_SETUPS = (("1 replica", 1, 1), ("2 replicas", 2, 1), ("3 replicas", 3, 1))
+WORKERS_SETUP = ("--workers 2", 1, 2)
+
+
+def _scale_client(
+    url: str,
+    token: str | None,
+    run_id: str,
+    step_run_id: str | None,
+    batch: int,
+    barrier: Any,
+    out: Any,
+) -> None:
+    """One client process: connect, wait for the others, post its batches, report timings."""
+    cell = Cell(url, token, run_id, step_run_id)
+    pre = bodies(run_id, step_run_id, batch, SCALE_REQUESTS[batch])
+    barrier.wait()
+    t0 = time.perf_counter()
+    for body in pre:
+        r = cell.client.post(cell.path, content=body)
+        if r.status_code != 200:
+            raise RuntimeError(f"{r.url}: {r.status_code} {r.text[:200]}")
+    out.put((batch * len(pre), t0, time.perf_counter()))
+    cell.client.close()
+
+
+def scale_cell(
+    urls: list[str], token: str | None, run_id: str, step_run_id: str | None, batch: int
+) -> float:
+    """Events/s of SCALE_CLIENTS processes spread round robin over `urls`."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier, out = ctx.Barrier(SCALE_CLIENTS), ctx.Queue()
+    procs = [
+        ctx.Process(
+            target=_scale_client,
+            args=(urls[i % len(urls)], token, run_id, step_run_id, batch, barrier, out),
+        )
+        for i in range(SCALE_CLIENTS)
+    ]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=300) for _ in procs]
+    for p in procs:
+        p.join(30)
+        if p.exitcode != 0:
+            raise RuntimeError(f"client process exited with {p.exitcode}")
+    events = sum(r[0] for r in results)
+    return events / (max(r[2] for r in results) - min(r[1] for r in results))
+
+
+def scale_out(repeats: int, with_zenml: bool) -> None:
+    """The scale-out table: replicas (and --workers 2) on one Redis, ZenML's server beside."""
+    targets: dict[str, tuple[list[str], str | None, str, str | None]] = {}
+    note = ""
+    with contextlib.ExitStack() as stack:
+        redis_url = stack.enter_context(start_redis()).url
+        for name, replicas, workers in (*SCALE_SETUPS, WORKERS_SETUP):
+            servers = [
+                stack.enter_context(
+                    start_server(
+                        broker=redis_url, token=TOKEN, workers=workers if workers > 1 else None
+                    )
+                )
+                for _ in range(replicas)
+            ]
+            urls = [srv.url for srv in servers]
+            targets[name] = (urls, TOKEN, servers[0].create_run(), str(uuid.uuid4()))
+        if with_zenml:
+            try:
+                peer = zpeer.ensure_peer("redis")
+                held = stack.enter_context(zpeer.held_run(peer))
+                targets["ZenML 0.98.0"] = ([peer.url], peer.token, held.run_id, held.step_run_id)
+            except zpeer.PeerUnavailable as exc:
+                note = f"ZenML peer not measured: {exc}"
+        samples: dict[str, dict[int, list[float]]] = {
+            n: {b: [] for b in SCALE_BATCHES} for n in targets
+        }
+        for _ in range(repeats):
+            for b in SCALE_BATCHES:
+                for name, (urls, token, run_id, step) in targets.items():
+                    samples[name][b].append(scale_cell(urls, token, run_id, step, b))
+    results = {n: {b: statistics.median(v) for b, v in per.items()} for n, per in samples.items()}
+    print()
+    print(
+        f"scale-out on one Redis: events/s, {SCALE_CLIENTS} client processes round robin over "
+        f"the replicas (median of {repeats}; per client "
+        f"{', '.join(f'batch {b}: {SCALE_REQUESTS[b]} requests' for b in SCALE_BATCHES)})"
+    )
+    base = "1 replica"
+    print(
+        f"{'setup':<14} " + " ".join(f"{'batch ' + str(b):>12} {'vs 1':>6}" for b in SCALE_BATCHES)
+    )
+    for name, per in results.items():
+        cells = " ".join(
+            f"{per[b]:>12,.0f} {per[b] / results[base][b]:>5.2f}x" for b in SCALE_BATCHES
+        )
+        print(f"{name:<14} {cells}")
+    if note:
+        print(note)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-zenml", action="store_true")
+    ap.add_argument("--table", choices=("all", "ingest", "scale-out"), default="all")
     args = ap.parse_args()
+    if args.table != "scale-out":
+        ingest(args)
+    if args.table != "ingest":
+        scale_out(args.repeats, not args.no_zenml)
+    return 0
+
+
+def ingest(args: argparse.Namespace) -> None:
+    """The single-client table: ours (memory, Redis) and ZenML's, one keep-alive client each."""
     cells: dict[str, Cell] = {}
     zenml_note = ""
     with contextlib.ExitStack() as stack:
@@ -142,7 +264,6 @@ def main() -> int:
         print(line)
     if zenml_note:
         print(zenml_note)
-    return 0
 
 
 if __name__ == "__main__":

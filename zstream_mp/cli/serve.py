@@ -145,6 +145,12 @@ def register(subparsers: Any) -> None:
         help=f"seconds an {IDEMPOTENCY_KEY} record is kept",
     )
     parser.add_argument("--access-log", action="store_true", help="log requests (paths only)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes on the one port (needs --broker redis://...)",
+    )
     parser.set_defaults(func=_run)
 
 
@@ -264,6 +270,8 @@ def _run(args: argparse.Namespace) -> int:
         )
         print(f"live page: {url}/ (runs), {url}/runs/RUN_ID (one run)", flush=True)
 
+    if args.workers != 1:
+        return _run_workers(config, args.workers, ready)
     try:
         asyncio.run(serve(config, on_ready=ready))
     except OSError as exc:
@@ -284,3 +292,25 @@ def _has(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
         return False
+
+
+def _run_workers(config: Any, workers: int, ready: Any) -> int:
+    """`--workers N`: N processes on one socket (zstream_mp.server.workers)."""
+    from zstream_mp.server.workers import check_workers, serve_workers
+
+    try:
+        check_workers(config, workers)
+    except ValueError as exc:
+        print(f"zstream-mp serve: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return serve_workers(config, workers, on_ready=ready)
+    except OSError as exc:
+        print(
+            f"zstream-mp serve: cannot listen on {config.host}:{config.port}: {exc}",
+            file=sys.stderr,
+        )
+        return 1
+    except Exception as exc:  # broker probe failed and the like: one line, no traceback
+        print(f"zstream-mp serve: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1

@@ -46,6 +46,7 @@ from zstream_mp.server.framing import END, PING, EventFilter, frame_for
 from zstream_mp.server.idempotency import (
     Busy,
     Claimed,
+    Fence,
     Mismatch,
     Replay,
     caller_scope,
@@ -75,6 +76,8 @@ from zstream_mp.server.zenml_errors import (
 logger = logging.getLogger("zstream_mp.server")
 
 _READY_TIMEOUT_S = 2.0
+_CLAIM_ATTEMPTS = 3
+"""Claims of one request: a lost lease (the publish outlived it) re-claims to find the answer."""
 _batch_adapter: TypeAdapter[StreamBatchRequest] = TypeAdapter(StreamBatchRequest)
 
 
@@ -205,30 +208,60 @@ class Handlers:
         store = self.state.idempotency
         scope = caller_scope(bearer_token(request.headers.get(AUTHORIZATION, "")), str(run_id))
         fp = fingerprint(payloads)
+        for _ in range(_CLAIM_ATTEMPTS):
+            try:
+                outcome = await store.claim(scope, key, fp)
+            except Exception as exc:
+                logger.warning("idempotency claim failed for run %s: %s", run_id, exc)
+                return unavailable("Broker publish failed.")
+            if isinstance(outcome, Replay):
+                return JSONResponse(outcome.result)
+            if isinstance(outcome, Mismatch):
+                return exception_response(
+                    422,
+                    "ValueError",
+                    f"{IDEMPOTENCY_KEY} was already used with a different request body.",
+                )
+            if isinstance(outcome, Busy):
+                break
+            assert isinstance(outcome, Claimed)
+            if outcome.fence is None:
+                response = await self._publish(run_id, payloads)
+                result = json.loads(bytes(response.body)) if response.status_code == 200 else None
+                await store.finish(scope, key, fp, result)
+                return response
+            fenced = await self._publish_fenced(run_id, payloads, outcome.fence)
+            if fenced is not None:
+                if fenced.status_code != 200:
+                    await store.release(outcome.fence)
+                return fenced
+            # the claim's lease ran out mid-publish and another attempt took the key over:
+            # nothing was appended; claim again to answer with that attempt's result
+        return exception_response(
+            409,
+            "EntityExistsError",
+            f"A request with this {IDEMPOTENCY_KEY} is still being processed; retry shortly.",
+        )
+
+    async def _publish_fenced(
+        self, run_id: UUID, payloads: list[bytes], fence: Fence
+    ) -> JSONResponse | None:
+        """Append and record in one step (Redis); None when the claim was lost meanwhile."""
         try:
-            outcome = await store.claim(scope, key, fp)
+            last = await self.state.broker.publish_fenced(
+                self.state.key(run_id),
+                payloads,
+                fence.record_key,
+                fence.claim,
+                fence.fp,
+                fence.ttl_ms,
+            )
         except Exception as exc:
-            logger.warning("idempotency claim failed for run %s: %s", run_id, exc)
+            logger.warning("broker publish failed for run %s: %s", run_id, exc)
             return unavailable("Broker publish failed.")
-        if isinstance(outcome, Replay):
-            return JSONResponse(outcome.result)
-        if isinstance(outcome, Mismatch):
-            return exception_response(
-                422,
-                "ValueError",
-                f"{IDEMPOTENCY_KEY} was already used with a different request body.",
-            )
-        if isinstance(outcome, Busy):
-            return exception_response(
-                409,
-                "EntityExistsError",
-                f"A request with this {IDEMPOTENCY_KEY} is still being processed; retry shortly.",
-            )
-        assert isinstance(outcome, Claimed)
-        response = await self._publish(run_id, payloads)
-        result = json.loads(bytes(response.body)) if response.status_code == 200 else None
-        await store.finish(scope, key, fp, result)
-        return response
+        if last is None:
+            return None
+        return JSONResponse({"count": len(payloads), "last_id": last})
 
     async def _publish(self, run_id: UUID, payloads: list[bytes]) -> JSONResponse:
         try:

@@ -14,16 +14,22 @@ events again. As the IETF `Idempotency-Key` draft asks:
 Two stores. `MemoryIdempotency` (memory broker) keeps at most `max_keys` records for
 `ttl` seconds in this process. `RedisIdempotency` (Redis broker) keeps them in Redis beside
 the streams (`SET NX` with a TTL, keys under `zstream:idem:<deployment id>:`), so a retry
-that lands on another replica is not appended twice. While an attempt is in flight its
-record lives `PENDING_TTL` seconds, so a replica that dies mid-publish blocks the key only
-that long.
+that lands on another replica is not appended twice. There the batch and its record are
+written by one Lua script (`RedisStreamsBroker.publish_fenced`), so a replica killed
+mid-publish leaves both or neither: a retry on another replica finds the stored answer,
+never a half-done attempt to repeat. An in-flight claim is a lease of `PENDING_LEASE`
+seconds holding a random token; when its replica dies, a retry waits for the lease to run
+out and takes over, and an attempt that outlived its lease appends nothing (its script
+checks the token first), so the takeover cannot duplicate either.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
+import secrets
 import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
@@ -34,8 +40,12 @@ from typing import Any
 Result = dict[str, Any]
 
 PENDING_TTL = 30.0
-"""Seconds an in-flight record blocks its key (Redis store), and the longest a retry waits."""
+"""The longest a retry waits for an in-flight attempt with its key before answering 409."""
+PENDING_LEASE = 5.0
+"""Seconds an in-flight claim holds its key in Redis; a dead replica's claim ends this soon."""
 _POLL_S = 0.05
+_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end"
+"""Delete a claim only while it is still this attempt's (another replica may hold it now)."""
 
 
 @dataclass(frozen=True)
@@ -56,8 +66,21 @@ class Busy:
 
 
 @dataclass(frozen=True)
+class Fence:
+    """A Redis claim: publish with `publish_fenced(..., record_key, claim, fp, ttl_ms)`."""
+
+    record_key: str
+    claim: str
+    fp: str
+    ttl_ms: int
+
+
+@dataclass(frozen=True)
 class Claimed:
-    """This attempt owns the key: publish, then call `finish`."""
+    """This attempt owns the key: publish, then call `finish` (with a `fence`: publish
+    through it, which records the answer itself)."""
+
+    fence: Fence | None = None
 
 
 Outcome = Replay | Mismatch | Busy | Claimed
@@ -86,6 +109,10 @@ class IdempotencyStore(ABC):
 
     @abstractmethod
     async def finish(self, scope: str, key: str, fp: str, result: Result | None) -> None: ...
+
+    async def release(self, fence: Fence) -> None:
+        """Give up a fenced claim whose publish failed, so a retry need not wait its lease."""
+        return None
 
 
 class MemoryIdempotency(IdempotencyStore):
@@ -144,7 +171,7 @@ class RedisIdempotency(IdempotencyStore):
         self._client = client
         self._prefix = f"zstream:idem:{deployment_id}:"
         self._ttl_ms = max(1, int(ttl * 1000))
-        self._pending_ms = int(PENDING_TTL * 1000)
+        self._lease_ms = int(PENDING_LEASE * 1000)
 
     def _key(self, scope: str, key: str) -> str:
         digest = hashlib.sha256(f"{scope}\0{key}".encode("utf-8", "surrogateescape"))
@@ -154,12 +181,12 @@ class RedisIdempotency(IdempotencyStore):
         from zstream_mp.server.brokers import BrokerConnectionError
 
         name = self._key(scope, key)
-        pending = json.dumps({"fp": fp, "result": None})
+        pending = json.dumps({"fp": fp, "result": None, "claim": secrets.token_hex(16)})
         deadline = time.monotonic() + PENDING_TTL
         try:
             while True:
-                if await self._client.set(name, pending, nx=True, px=self._pending_ms):
-                    return Claimed()
+                if await self._client.set(name, pending, nx=True, px=self._lease_ms):
+                    return Claimed(Fence(name, pending, fp, self._ttl_ms))
                 raw = await self._client.get(name)
                 if raw is None:  # expired or finished with a failure meanwhile: claim again
                     continue
@@ -192,3 +219,7 @@ class RedisIdempotency(IdempotencyStore):
             logging.getLogger("zstream_mp.server").warning(
                 "could not store the idempotency record for a published batch"
             )
+
+    async def release(self, fence: Fence) -> None:
+        with contextlib.suppress(Exception):  # else the lease runs out by itself
+            await self._client.eval(_RELEASE, 1, fence.record_key, fence.claim)

@@ -81,10 +81,14 @@ async def serve(
     config: ServerConfig,
     on_ready: Callable[[str], None] | None = None,
     on_server: Callable[[_Server], None] | None = None,
+    sock: socket.socket | None = None,
 ) -> None:
-    """Probe the broker, bind, report the URL through `on_ready`, then serve until stopped."""
+    """Probe the broker, bind, report the URL through `on_ready`, then serve until stopped.
+
+    `sock`: serve on this listening socket instead (a `--workers` worker shares its parent's).
+    """
     state = await open_state(config)
-    sock = bind_socket(config.host, config.port)
+    sock = sock if sock is not None else bind_socket(config.host, config.port)
     server = _Server(_uvicorn_config(state), state)
     server.loop = asyncio.get_running_loop()
     if on_server is not None:

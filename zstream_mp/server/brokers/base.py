@@ -71,6 +71,20 @@ class StreamBroker(ABC):
     def order_key(self, entry_id: str) -> tuple[int, int]:
         """Sort key of a valid id, so ids from this broker can be compared."""
 
+    async def publish_fenced(
+        self,
+        stream_key: str,
+        payloads: list[bytes],
+        record_key: str,
+        claim: str,
+        fp: str,
+        record_ttl_ms: int,
+    ) -> str | None:
+        """Append and store the idempotency record atomically while `record_key` holds
+        `claim`; the last id, or None when the claim was lost. Brokers whose idempotency
+        records live beside their streams (Redis) implement it."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no idempotency records")
+
     async def ping(self) -> None:
         """Startup probe; raises `BrokerConnectionError` when unreachable."""
         await self.latest_id("zstream:startup-probe")

@@ -31,6 +31,22 @@ _CURSOR = re.compile(r"^\d{1,20}-\d{1,20}$")
 _POOL_WAIT_S = 5.0
 
 
+_PUBLISH_FENCED = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return false end
+local last
+for i = 6, #ARGV do
+  last = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'p', ARGV[i])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('SET', KEYS[2], '{"fp":"' .. ARGV[4] .. '","result":{"count":' .. (#ARGV - 5)
+  .. ',"last_id":"' .. last .. '"}}', 'PX', ARGV[5])
+return last
+"""
+"""Append a batch and record its answer in one atomic step, only while `KEYS[2]` still
+holds this attempt's claim (`ARGV[1]`): a replica killed mid-publish leaves both or
+neither, and an attempt whose claim expired (another replica took over) appends nothing."""
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -101,6 +117,38 @@ class RedisStreamsBroker(StreamBroker):
         except Exception as exc:
             raise BrokerConnectionError(str(exc)) from exc
         return [_text(r) for r in results[:-1]]
+
+    async def publish_fenced(
+        self,
+        stream_key: str,
+        payloads: list[bytes],
+        record_key: str,
+        claim: str,
+        fp: str,
+        record_ttl_ms: int,
+    ) -> str | None:
+        """`publish` plus the idempotency record `{"fp", "result"}` under `record_key`, in
+        one Lua script, if `record_key` still holds `claim`; the last id, or None (claim lost).
+        """
+        if not payloads:
+            return None
+        client = await self._client("write")
+        try:
+            last = await client.eval(
+                _PUBLISH_FENCED,
+                2,
+                stream_key,
+                record_key,
+                claim,
+                self._max_len,
+                self._ttl,
+                fp,
+                record_ttl_ms,
+                *payloads,
+            )
+        except Exception as exc:
+            raise BrokerConnectionError(str(exc)) from exc
+        return None if last is None else _text(last)
 
     async def _xread(
         self, role: str, cursors: dict[str, str | None], max_count: int, block_ms: int

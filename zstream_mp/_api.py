@@ -9,7 +9,6 @@ import time
 from typing import Any, Literal, overload
 
 from zstream_mp import _context, _event, _process
-from zstream_mp._settings import Settings
 from zstream_mp._stats import Counters, PublisherStats, TreeStats
 from zstream_mp.errors import PayloadTooLargeError
 
@@ -115,9 +114,12 @@ def stats(scope: str = "process", run_id: str | None = None) -> PublisherStats |
     return _tree.tree_stats(scope, None if run_id is None else str(run_id))
 
 
+STEP_END_TIMEOUT = 10.0
+"""How long a ZenML step's end waits for what it and its children left (only as long as
+there is something left: an idle step ends at once)."""
+
+
 def step_ended() -> None:
-    """A ZenML step is ending: within one exit budget, deliver what this process and the
-    children it started left (their spools included), before ZenML ends the run's stream."""
-    st = _process.existing_state()
-    budget = st.settings.exit_timeout if st is not None else Settings.from_env().exit_timeout
-    flush_tree(budget)
+    """A ZenML step is ending: deliver what this process and the children it started left
+    (their spools included), before ZenML ends the run's stream."""
+    flush_tree(STEP_END_TIMEOUT)

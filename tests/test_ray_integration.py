@@ -96,10 +96,6 @@ def test_token_not_in_runtime_env_or_worker_environment(local_run: dict[str, Any
     assert result["token_in_job_runtime_env"] is False
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="ray.kill runs no exit hooks: needs durable mode (the spool), not on main yet",
-)
 def test_ray_kill_delivers_in_durable_mode(local_run: dict[str, Any]) -> None:
     assert_exactly(local_run["got"]["kill"], expected("kill", WORKERS, EVENTS))
 

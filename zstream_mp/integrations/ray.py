@@ -134,7 +134,13 @@ def setup_hook(ctx: StreamContext | None = None) -> Callable[[], None]:
 
     ``ctx`` defaults to this process's current context (its ``bind()``, or the ZenML step).
     """
-    return _BindHook(_context(ctx))
+    context = _context(ctx)
+    _runs_handed_out.add(context.run_id)
+    return _BindHook(context)
+
+
+_runs_handed_out: set[str] = set()
+"""Runs this driver bound workers to: ``shutdown()`` adopts what dead workers of them left."""
 
 
 def chain_hooks(*hooks: Hook | None) -> Callable[[], None]:
@@ -384,14 +390,22 @@ def flush_workers(timeout: float = DEFAULT_FLUSH_TIMEOUT, *, run_id: str | None 
 
 
 def shutdown(timeout: float = DEFAULT_FLUSH_TIMEOUT) -> bool:
-    """``flush_workers(timeout)``, then ``ray.shutdown()``; False if the flush timed out."""
+    """``flush_workers(timeout)``, adopt what dead workers of this driver's runs spooled on
+    this host (durable mode), then ``ray.shutdown()``; False if either timed out."""
     ray = _ray()
     where = None
     if ray.is_initialized():
         context = ray.get_runtime_context()
         where = _workers_dir(context.get_job_id(), context.get_node_id())
+    deadline = time.monotonic() + timeout
     try:
-        return flush_workers(timeout)
+        flushed = flush_workers(timeout)
+        # Workers that died without their exit hooks (ray.kill, the OOM killer) left their
+        # events in their spools in durable mode: adopt them while this host still can.
+        for run_id in sorted(_runs_handed_out):
+            left = max(0.0, deadline - time.monotonic())
+            flushed = zstream_mp.flush_tree(left, run_id=run_id) and flushed
+        return flushed
     finally:
         ray.shutdown()
         if where is not None:  # job ids repeat across clusters: remove this node's part only

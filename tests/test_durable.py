@@ -205,10 +205,12 @@ def test_bind_durable_reaches_this_process_and_its_children(tmp_path: Path) -> N
 
 @pytest.mark.parametrize("python", PYTHONS, ids=lambda p: "py" + _targets.python_version(p))
 def test_pool_spill_matrix(python: str, server: RunningServer, tmp_path: Path) -> None:
-    """Acceptance 1 on every interpreter: Pool(4) x 2,000 behind 100 ms per POST."""
+    """The exit spill on every interpreter: Pool(4) x 2,000 behind 1.5 s per POST, where even
+    the exit path's large batches cannot deliver within the budget, so the spool carries the
+    rest (at 100 ms per POST they usually can: tests/test_spool.py)."""
     from test_spool import SlowProxy
 
-    proxy = SlowProxy(server.url)
+    proxy = SlowProxy(server.url, delay=1.5)
     try:
         summary = _drive(python, "pool_spill", ServerTarget(server), tmp_path, via=proxy.url)
     finally:

@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import mmap
 import os
-import time
 from typing import Any
 
 from zstream_mp import _spool
@@ -209,18 +207,6 @@ class DurableQueue(EventQueue):
         self._read_off = self._off
         if self._taken is None:
             self.page.resolve(self.seq)
-
-    def wait_drained(self, deadline: float) -> bool:
-        with self.lock:
-            while self.waiting() or self.in_flight:
-                if deadline == math.inf:
-                    self.drained.wait()
-                    continue
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self.drained.wait(remaining)
-            return True
 
     # ------------------------------------------------------------------ exit
 

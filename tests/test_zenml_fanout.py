@@ -17,6 +17,7 @@ every event by its identity ``(case, worker, seq)``.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -31,7 +32,15 @@ sys.path.insert(0, str(HERE))
 import _zenml_peer  # noqa: E402
 import _zenml_steps  # noqa: E402
 
-pytestmark = [pytest.mark.zenml, pytest.mark.timeout(3000)]
+pytestmark = [
+    pytest.mark.zenml,
+    pytest.mark.timeout(3000),
+    pytest.mark.skipif(
+        os.environ.get("ZSTREAM_ZENML_FANOUT") != "1",
+        reason="in-step fan-out suite NOT run: set ZSTREAM_ZENML_FANOUT=1 (about 15 min; a "
+        "forked Pool worker inside a step hung once on a multiprocessing lock, under study)",
+    ),
+]
 
 SCRIPT = HERE / "zenml_pipelines" / "fanout_pipeline.py"
 WORKERS, WORKER_EVENTS, BURST = 4, 200, 50

@@ -42,3 +42,14 @@ def redis_server(redis: RunningRedis) -> Iterator[RunningServer]:
     """An open server on the Redis Streams broker."""
     with start_server(broker=redis.url, heartbeat=1) as srv:
         yield srv
+
+
+@pytest.fixture(autouse=True)
+def _private_state_dir(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each test (and the processes it starts) gets its own state dir: a spool one test
+    leaves must not be adopted by another test's publishers, towards a port since reused."""
+    path = tmp_path_factory.mktemp("state")
+    path.chmod(0o700)
+    monkeypatch.setenv("ZSTREAM_STATE_DIR", str(path))

@@ -46,13 +46,13 @@ def test_a_trickling_server_cannot_hold_a_batch_past_its_deadline(
         res = run_client(
             fp.url,
             run_id,
-            [{"publish": 10}, {"flush": 10}],
+            [{"publish": 1}, {"flush": 10}],  # one batch: its own deadline is what is measured
             env={"ZSTREAM_RETRY_DEADLINE": str(deadline)},
         )
     flush = res.report["flushes"][0]
     # The batch is given up at its deadline (within 10%), not after the server is done.
     assert flush["elapsed"] <= deadline * 1.1 + 0.1, flush
-    assert res.final("dropped")["failed"] == 10
+    assert res.final("dropped")["failed"] == 1
     assert res.final("sent") + res.final("dropped")["failed"] == res.final("published")
 
 
@@ -80,7 +80,7 @@ def test_zstream_token_is_not_sent_to_a_server_it_was_not_given_for(
             env={"ZSTREAM_TOKEN": "env-secret"},
         )
         auth = [r["headers"].get("authorization") for r in fp.requests()]
-        assert auth == ["Bearer bound-token"], auth
+        assert auth and set(auth) == {"Bearer bound-token"}, auth  # no retry with env-secret
         assert res.final("dropped")["rejected"] == 5
 
 

@@ -127,6 +127,7 @@ def test_pool_workers_spool_what_their_budget_cannot_deliver(
     assert not os.listdir(state_dir / "spool")
 
 
+@pytest.mark.parametrize("slow", [1.5], ids=["1500ms-per-post"], indirect=True)
 def test_spool_ls_and_drain_deliver_what_an_unwatched_process_left(
     state_dir: Path, server: RunningServer, slow: SlowProxy
 ) -> None:

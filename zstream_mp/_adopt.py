@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from zstream_mp import _landed, _liveness, _registry, _spool
-from zstream_mp._sender import THREAD_PREFIX, start_without_signals
+from zstream_mp._sender import EXIT_BATCH_EVENTS, THREAD_PREFIX, start_without_signals
 from zstream_mp._settings import Settings
 from zstream_mp._statedir import in_trusted_dir, read_private, state_dir
 from zstream_mp._stats import S_SPOOL_DROPPED, S_SPOOL_SENT, S_SPOOLED
@@ -90,7 +90,9 @@ def adopt(
         dests = _spool.read_dests(path)
         records = _spool.pending_records(path, page.resolved_below)
         inflight = page.inflight()
-        batches = _batches(records, page, settings.batch_size, spool.owner_iid)
+        # Catching up, like a process leaving: fewer, larger POSTs.
+        size = max(settings.batch_size, EXIT_BATCH_EVENTS)
+        batches = _batches(records, page, size, spool.owner_iid)
         by_seq = {r.seq: r for r in records}
         for first, last, key in batches:
             chunk = [by_seq[q] for q in range(first, last + 1) if q in by_seq]

@@ -233,6 +233,8 @@ def run_bounded(cmd: list[str], *, env: dict[str, str], deadline: float) -> Case
 def child_env(python: str, extra: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for a driver: the repo and fork_cases importable, no inherited binding."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ZSTREAM_", "ZENML_STREAM_"))}
+    if os.environ.get("ZSTREAM_STATE_DIR"):  # the test's own state dir: no cross-test adoption
+        env["ZSTREAM_STATE_DIR"] = os.environ["ZSTREAM_STATE_DIR"]
     paths = [str(REPO), str(TESTS / "fork_cases")]
     if env.get("PYTHONPATH"):
         paths.append(env["PYTHONPATH"])

@@ -368,6 +368,12 @@ def _entered(owner: object) -> None:
             return
         _previous_exports[id(owner)] = _handoff.exported()
         _handoff.export(context)
+        # The step's own publishes read ZenML's credentials afresh, as they would had the
+        # step not been watched (the user's code may change them before it publishes).
+        state = _process_state()
+        with state.lock:
+            state.credentials = None
+            state.last = None
     except Exception as exc:  # never in ZenML's way
         _log.debug("could not export the step's context: %s", exc, exc_info=True)
 

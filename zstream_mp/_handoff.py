@@ -71,7 +71,7 @@ def export(ctx: StreamContext) -> None:
         value = json.dumps(data, separators=(",", ":"))
         if os.environ.get(ENV_CONTEXT) == value:
             return
-        _write_private(_origin_path(pid), value)
+        write_private(_origin_path(pid), value)
         _remove_at_exit(_origin_path(pid))
     except OSError as exc:  # no writable state dir: children still get the run, not the token
         logger.warning(
@@ -208,7 +208,7 @@ def _token_file(token: str) -> str:
     name = hashlib.sha256(token.encode()).hexdigest()[:24]
     path = os.path.join(state_dir(), f"token-{name}")
     if not os.path.exists(path):
-        _write_private(path, token)
+        write_private(path, token)
         _remove_at_exit(path)
     _token_files[token] = path
     return path
@@ -220,10 +220,6 @@ def token_file_of(token: str) -> str | None:
         state_dir(), "token-" + hashlib.sha256(token.encode()).hexdigest()[:24]
     )
     return path if os.path.exists(path) else None
-
-
-def _write_private(path: str, text: str) -> None:
-    write_private(path, text)
 
 
 _cleanup: set[str] = set()

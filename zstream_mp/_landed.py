@@ -6,6 +6,9 @@ batch recorded as in flight, it reads the run's stream and resends only the even
 batch that are not there. An event is recognised by its kind, correlation id, index and
 payload. When the stream cannot be read (no read permission, no server), the answer is
 "unknown" and the batch is resent under its key.
+
+The adopter runs in a background thread of a process that may fork at any moment, so its
+client is built like the sender's (``_transport.build_client``) and logs nothing per request.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from zstream_mp import _quiet, _transport
 from zstream_mp._wire import AUTHORIZATION, bearer, stream_url
 
 QUIET = 1.0
@@ -50,7 +54,11 @@ def missing(
     timeout = httpx.Timeout(max(budget, QUIET), read=QUIET)
     found: set[str] = set()
     try:
-        with httpx.stream("GET", stream_url(server, run_id), headers=headers, timeout=timeout) as r:
+        with (
+            _transport.build_client(server, timeout) as client,
+            _quiet.requests(),
+            client.stream("GET", stream_url(server, run_id), headers=headers) as r,
+        ):
             if r.status_code >= 300:
                 return None
             data: list[str] = []

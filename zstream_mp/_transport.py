@@ -112,6 +112,26 @@ class _SenderTransport(httpx.HTTPTransport):
         )
 
 
+def build_client(
+    server: str,
+    timeout: httpx.Timeout,
+    headers: dict[str, str] | None = None,
+    http_transport: httpx.BaseTransport | None = None,
+) -> httpx.Client:
+    """An HTTP client for ``server``'s scheme, built where no fork can land, with no TLS
+    context for plain HTTP. Every client the publisher's threads use is built here."""
+    secure = server.startswith("https://")
+    with fork_barrier():
+        ssl_context = httpx.create_ssl_context() if secure else None
+        client = httpx.Client(
+            timeout=timeout,
+            headers={"User-Agent": f"zstream-mp/{__version__}", **(headers or {})},
+            transport=http_transport or _SenderTransport(ssl_context),
+        )
+    _quiet.install()
+    return client
+
+
 class Transport:
     """One process's HTTP clients; never shared across a fork (the owner drops them)."""
 
@@ -141,18 +161,13 @@ class Transport:
         secure = server.startswith("https://")
         client = self._clients.get(secure)
         if client is None:
-            with fork_barrier():
-                ssl_context = httpx.create_ssl_context() if secure else None
-                client = httpx.Client(
-                    timeout=self._timeout,
-                    headers={
-                        "User-Agent": f"zstream-mp/{__version__}",
-                        "Content-Type": "application/json",
-                    },
-                    transport=self._http_transport or _SenderTransport(ssl_context),
-                )
+            client = build_client(
+                server,
+                self._timeout,
+                {"Content-Type": "application/json"},
+                self._http_transport,
+            )
             self._clients[secure] = client
-            _quiet.install()
         return client
 
     def post(

@@ -20,18 +20,21 @@ subscribe before a busy stream is trimmed, and ``OUT_DIR/<step>.json`` with what
 from __future__ import annotations
 
 import atexit
+import contextlib
 import contextvars
 import json
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import psutil
 from fanout_work import work
 from zenml import pipeline, step
 from zenml.steps import get_step_context
@@ -44,6 +47,8 @@ WORKERS = 4
 WORKER_EVENTS = int(os.environ.get("ZSZ_WORKER_EVENTS", "200"))
 BURST = 50
 FORKS = int(os.environ.get("ZSZ_FORKS", "200"))
+STORM_STEP_EVENTS_PER_FORK = 32
+"""200 forks: at most 6,400 step events beside the 2,000 of the children."""
 
 
 def _jobs(case: str, do_flush: bool) -> list[tuple[str, int, int, bool]]:
@@ -167,6 +172,44 @@ CASES: dict[str, Callable[[str, bool], list[Any]]] = {
 ONLY_WITH_FLUSH = {"fork_flush_os_exit"}  # os._exit without any flush is lost by design
 
 
+CASE_DEADLINE = float(os.environ.get("ZSZ_CASE_DEADLINE", "180"))
+"""Seconds one fan-out may take (a few, normally) before the watchdog calls it hung."""
+HUNG_EXIT = 75
+"""The pipeline's exit status when a fan-out hung."""
+
+
+@contextlib.contextmanager
+def _watchdog(name: str) -> Iterator[None]:
+    """Past ``CASE_DEADLINE``, the fan-out has hung: every process of the pipeline prints its
+    stacks to the log (SIGUSR1, registered by ``fanout_work``), then all end, so the suite
+    fails at once with the stacks instead of waiting for its timeout."""
+    done = threading.Event()
+
+    def watch() -> None:
+        if done.wait(CASE_DEADLINE):
+            return
+        me = psutil.Process()
+        kids = me.children(recursive=True)
+        for proc in [me, *kids]:
+            with contextlib.suppress(Exception):
+                header = f"\n==== {name} hung: stacks of pid {proc.pid} {proc.cmdline()}\n"
+                os.write(2, header.encode())
+                os.kill(proc.pid, signal.SIGUSR1)
+                time.sleep(0.5)
+        for proc in kids:
+            with contextlib.suppress(Exception):
+                proc.kill()
+        os._exit(HUNG_EXIT)
+
+    thread = threading.Thread(target=watch, name="zsz-watchdog", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
 def _selected() -> list[str]:
     raw = sys.argv[3] if len(sys.argv) > 3 else ""
     return [c for c in raw.split(",") if c] or list(CASES)
@@ -200,10 +243,11 @@ def fan_out(variant: str, flush: bool, cases: list[str]) -> int:
             for seq in range(BURST):
                 zstream_mp.publish({"case": name, "worker": "step", "seq": seq}, kind="b")
         started = time.monotonic()
-        try:
-            outcome: Any = CASES[case](name, flush)
-        except Exception as exc:
-            outcome = f"error: {type(exc).__name__}: {exc}"
+        with _watchdog(name):
+            try:
+                outcome: Any = CASES[case](name, flush)
+            except Exception as exc:
+                outcome = f"error: {type(exc).__name__}: {exc}"
         results[name] = {"outcome": outcome, "seconds": time.monotonic() - started}
     step_flush = zstream_mp.flush(60.0)
     _write(
@@ -235,12 +279,19 @@ def storm() -> int:
     ids = _announce()
     stop = threading.Event()
 
+    allowed = [STORM_STEP_EVENTS_PER_FORK]
+
     def publish_non_stop() -> None:
-        # Without end, in bursts of 8 (about 500 events/s): the step's sender is always
-        # building a batch or posting one when a child forks, and the run's stream stays
-        # within ZenML's 10,000 retained entries, so the test can replay it whole.
+        # In bursts of 8 every 16 ms (about 500 events/s), so the step's sender is building
+        # a batch or posting one when a child forks; paced by the forks (at most
+        # STORM_STEP_EVENTS_PER_FORK per fork), so that however fast or slow the machine
+        # forks, the run's stream stays within ZenML's 10,000 retained entries and the
+        # test can replay it whole.
         seq = 0
         while not stop.is_set():
+            if seq >= allowed[0]:
+                time.sleep(0.002)
+                continue
             for _ in range(8):
                 zstream_mp.publish({"case": "storm.step", "worker": "step", "seq": seq}, kind="s")
                 seq += 1
@@ -251,6 +302,7 @@ def storm() -> int:
     flushes: list[Any] = []
     r, w = os.pipe()
     for child in range(FORKS):
+        allowed[0] = STORM_STEP_EVENTS_PER_FORK * (child + 1)
         pid = os.fork()
         if pid == 0:
             os.close(r)

@@ -7,10 +7,18 @@ module, here a few lines, not ZenML).
 
 from __future__ import annotations
 
+import faulthandler
 import os
+import signal
 from typing import Any
 
 import zstream_mp
+
+# Every process of the suite (the step's and every worker, however started) prints its
+# threads' stacks to the pipeline's log on SIGUSR1: the step's watchdog sends it to a
+# fan-out that overruns its deadline, so a hang fails one case with its stacks instead of
+# stalling the suite.
+faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 
 def work(args: tuple[str, int, int, bool]) -> dict[str, Any]:

@@ -6,9 +6,11 @@ the parent binds a run, publishes, fans out to 4 workers that publish 500 events
 exactly the expected identities: nothing lost, nothing twice (a child re-sending its
 parent's queued events shows up as a duplicate), and no run over its deadline.
 
-Every process keeps the library's default settings (exit budget 2 s) against our server
-and the fault server; against ZenML's server children get ``ZSTREAM_EXIT_TIMEOUT=20`` (see
-``EXIT_TIMEOUT``).
+Every process keeps the library's default settings (exit budget 2 s) on every target.
+ZenML's server takes 30-90 ms per POST, more under load: what a process cannot deliver
+within its budget waits in its spool for the next publisher on the host. Against ZenML the
+test is that next publisher (``zstream-mp spool drain`` after the driver) and counts exactly
+once over both; the share the spool carried is in the summary (``drained``).
 
 Interpreters: ``sys.executable`` plus every path in ``ZSTREAM_TEST_PYTHONS`` (comma list);
 each needs httpx, psutil, filelock and joblib installed.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -41,10 +44,8 @@ EVENTS = 500
 GRANDCHILD_EVENTS = 250
 PARENT_EVENTS = 1000
 DEADLINE = 60.0
-EXIT_TIMEOUT = {"zenml": "20"}
-"""Exit budget per target: nested fan-outs against ZenML's server still lose their tail
-with the default budget (their grandchildren's spools are not adopted before the driver
-exits); the default everywhere else."""
+DRAIN_AFTER = {"zenml"}
+"""Targets whose spools a later publisher drains before counting (see the module doc)."""
 PYTHONS = _targets.interpreters()
 
 
@@ -80,8 +81,6 @@ def run_case(python: str, case: str, target: _targets.Target) -> dict[str, Any]:
         "FORK_CASE_EVENTS": str(EVENTS),
         "FORK_CASE_GRANDCHILD_EVENTS": str(GRANDCHILD_EVENTS),
     }
-    if target.name in EXIT_TIMEOUT:
-        extra["ZSTREAM_EXIT_TIMEOUT"] = EXIT_TIMEOUT[target.name]
     env = _targets.child_env(python, extra)
     cmd = [
         python,
@@ -105,6 +104,8 @@ def run_case(python: str, case: str, target: _targets.Target) -> dict[str, Any]:
     assert res.returncode == 0, f"{where} driver failed rc={res.returncode}:\n{res.stderr[-3000:]}"
     summary = json.loads(res.stdout.strip().splitlines()[-1])
     summary["elapsed"] = round(res.elapsed, 2)
+    if target.name in DRAIN_AFTER:
+        summary["drained"] = _drain_spools(python, env)
     expected = {"parent": 2 * parent_events, **expected_workers(case, EVENTS, GRANDCHILD_EVENTS)}
     target.expect = (tag, sum(expected.values()))
     payloads = [p for p in target.collect() if p.get("tag") == tag]
@@ -113,6 +114,19 @@ def run_case(python: str, case: str, target: _targets.Target) -> dict[str, Any]:
     assert not res.stderr.strip() or "Traceback" not in res.stderr, res.stderr[-3000:]
     print(f"{where} ok {summary}")
     return summary
+
+
+def _drain_spools(python: str, env: dict[str, str]) -> int:
+    """What the next publisher on the host does: deliver every spool the tree left."""
+    out = subprocess.run(
+        [python, "-m", "zstream_mp", "spool", "drain", "--timeout", "60"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert out.returncode == 0, f"spool drain failed: {out.stdout}{out.stderr}"
+    return int(out.stdout.split()[1])
 
 
 @pytest.mark.parametrize("python", PYTHONS, ids=_python_id)

@@ -39,11 +39,13 @@ def run_once(peer: Any, work: Path) -> dict[str, Any]:
     repo, out = work / "repo", work / "bench.json"
     repo.mkdir(parents=True, exist_ok=True)
     (work / "home").mkdir(exist_ok=True)
+    state = work / "state"  # a state dir of its own: no other run's spools to adopt meanwhile
+    state.mkdir(mode=0o700)
     (repo / PIPELINE.name).write_text(PIPELINE.read_text())
     proc = subprocess.run(
         [peer.python, PIPELINE.name, str(out)],
         cwd=repo,
-        env=_zenml_peer.client_env(peer, work),
+        env={**_zenml_peer.client_env(peer, work), "ZSTREAM_STATE_DIR": str(state)},
         capture_output=True,
         text=True,
         timeout=900,

@@ -156,6 +156,41 @@ def test_nothing_else_arrives(fanout: FanOut) -> None:
     )
 
 
+@pytest.mark.parametrize("variant", ["burst", "silent"])
+def test_durable_os_exit_without_flush_in_a_step(
+    peer: _zenml_peer.Peer, durable_runs: dict[str, Any], variant: str
+) -> None:
+    """Durable mode: workers that leave through ``os._exit`` without any flush lose nothing;
+    the step's end adopts their spools before ZenML ends the run."""
+    record = durable_runs[f"durable_{variant}"]
+    name = f"{variant}.fork_durable_os_exit.noflush"
+    assert record["results"][name]["outcome"] == [0] * WORKERS, record
+    events = _replayed(peer, record["run_id"])
+    got = _counts(events, name, "w")
+    want = {(w, s) for w in range(WORKERS) for s in range(WORKER_EVENTS)}
+    missing = sorted(want - set(got))
+    dups = sorted(k for k, n in got.items() if n > 1)
+    assert not missing and not dups, f"{len(missing)} missing {missing[:5]}, dups {dups[:5]}"
+    if variant == "burst":
+        assert _counts(events, name, "b") == Counter({("step", s): 1 for s in range(BURST)})
+
+
+@pytest.fixture(scope="module")
+def durable_runs(
+    peer: _zenml_peer.Peer, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    result = _zenml_steps.run_pipeline(
+        peer,
+        "durable",
+        tmp_path_factory.mktemp("zenml-durable"),
+        script=SCRIPT,
+        timeout=900,
+        env={"ZSTREAM_DURABLE": "1"},
+    )
+    result.check()
+    return result.steps
+
+
 def _replayed(peer: _zenml_peer.Peer, run_id: str) -> list[_Event]:
     frames = _zenml_steps.read_stream(peer.url, run_id, peer.token)
     return [_Event(f.id, f.event, f.json()["payload"]) for f in frames if f.id]

@@ -7,8 +7,8 @@ is a join of these, never a re-encoding.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from json.encoder import encode_basestring
+from collections.abc import Callable, Mapping
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 from zstream_mp._wire import (
@@ -20,8 +20,29 @@ from zstream_mp._wire import (
 from zstream_mp.errors import InvalidEventError, PayloadTooLargeError, ReservedKindError
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-_encode = _ENCODER.encode
+
+
+def _not_serializable(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _c_encoder() -> Callable[[Any], str]:
+    """``_ENCODER.encode``'s output without its per-call setup: the C encoder is built
+    once (``JSONEncoder.encode`` builds one per call, more than half of the cost for a small
+    payload). No cycle markers, which a shared encoder could not keep per thread: a cyclic
+    payload ends in RecursionError instead of "Circular reference detected"."""
+    if c_make_encoder is None:  # no _json accelerator (not CPython)
+        return _ENCODER.encode
+    make = c_make_encoder(
+        None, _not_serializable, encode_basestring, None, ":", ",", False, False, False
+    )
+    return lambda payload: "".join(make(payload, 0))
+
+
+_encode = _c_encoder()
 _kind_cache: dict[str, bytes] = {}
+NO_CORRELATION_TAIL = b'null,"index":null,"payload":'
+"""``encode_tail(None, None)``: the tail of most events, built once."""
 
 
 def check_kind(kind: Any) -> bytes:
@@ -61,7 +82,11 @@ def encode_payload(payload: Any) -> bytes:
             )
     try:
         encoded = _encode(payload).encode("utf-8")
-    except (TypeError, ValueError, RecursionError) as exc:
+    except RecursionError as exc:
+        raise InvalidEventError(
+            "Payload is not JSON-encodable: it refers to itself or nests too deeply"
+        ) from exc
+    except (TypeError, ValueError) as exc:
         raise InvalidEventError(f"Payload is not JSON-encodable: {exc}") from exc
     if len(encoded) > PAYLOAD_BYTES_MAX:
         raise PayloadTooLargeError(
@@ -73,6 +98,8 @@ def encode_payload(payload: Any) -> bytes:
 
 def encode_tail(correlation_id: Any, index: Any) -> bytes:
     """``<correlation_id>,"index":<index>,"payload":`` with both values checked."""
+    if correlation_id is None and index is None:
+        return NO_CORRELATION_TAIL
     if correlation_id is None:
         cid = "null"
     elif isinstance(correlation_id, str):

@@ -3,6 +3,12 @@
 One re-entrant lock guards the deque, the in-flight count and the counters: a SIGTERM
 handler that flushes may interrupt the main thread inside ``put()``.
 
+Waiting events are stored as ``(slot, bytes)``, the slot indexing a small table of the
+destinations in the queue: such a tuple holds nothing the cyclic garbage collector tracks,
+so the collector untracks it at its first pass and a full queue never ages into the older
+generations (in a process with a large heap, such as a ZenML step, every promotion brings
+the next full collection closer). ``take`` hands the sender ``(destination, bytes)``.
+
 The batch the sender holds is tracked too (``held``: groups not yet posted, ``posting``: the
 one on the wire and its Idempotency-Key), so that an exit path that runs out of budget can
 spill every unsettled event to the spool (``take_unsettled``), the one in flight with its key.
@@ -18,7 +24,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from zstream_mp._stats import Counters
+from zstream_mp._stats import S_PUBLISHED, Counters
 
 Item = tuple[Any, bytes]
 """``(destination, event bytes)``."""
@@ -35,11 +41,17 @@ class EventQueue:
         self.lock = threading.RLock()
         self.has_work = threading.Condition(self.lock)
         self.drained = threading.Condition(self.lock)
-        self.items: deque[Item] = deque(maxlen=maxsize)
+        self.items: deque[tuple[int, bytes]] = deque(maxlen=maxsize)
+        """``(slot in _dests, event bytes)``."""
+        self._dests: list[Any] = []
+        self._slot_by_id: dict[int, int] = {}
+        self._last_dest: Any = None
+        self._last_slot = -1
         self.maxsize = maxsize
         self.in_flight = 0
         self.sender_waiting = False
         self.counters = counters if counters is not None else Counters()
+        self._slots = self.counters.slots
         self.held: list[Group] = []
         self.posting: tuple[Any, list[bytes], str] | None = None
         self.settle_spilled: Settle | None = None
@@ -47,13 +59,32 @@ class EventQueue:
 
     def append_locked(self, item: Item) -> None:
         """Append; when full the oldest event is dropped and counted. Caller holds ``lock``."""
+        dest, event = item
+        slot = self._last_slot if dest is self._last_dest else self._slot_of(dest)
         items = self.items
         if len(items) >= self.maxsize:
             self.counters.dropped["overflow"] += 1
-        items.append(item)
-        self.counters.published += 1
+        items.append((slot, event))
+        self._slots[S_PUBLISHED] += 1  # counters.published, without the property's call
         if self.sender_waiting:
             self.has_work.notify()
+
+    def _slot_of(self, dest: Any) -> int:
+        """The table slot of ``dest``; the table restarts whenever the queue is empty, so it
+        holds only destinations with events waiting. Caller holds ``lock``."""
+        if not self.items:
+            self._dests.clear()
+            self._slot_by_id.clear()
+        slot = self._slot_by_id.get(id(dest))
+        if slot is None:
+            slot = self._slot_by_id[id(dest)] = len(self._dests)
+            self._dests.append(dest)  # kept alive here, so its id() stays its own
+        self._last_dest, self._last_slot = dest, slot
+        return slot
+
+    def _popleft(self) -> Item:
+        slot, event = self.items.popleft()
+        return self._dests[slot], event
 
     def take(self, limit: int, idle: float, max_bytes: int | None = None) -> list[Item] | None:
         """Up to ``limit`` events (and, past the first, ``max_bytes`` of them), waiting at
@@ -69,13 +100,14 @@ class EventQueue:
                     return None
             items = self.items
             count = min(limit, len(items))
+            pop = self._popleft
             if max_bytes is None:
-                batch = [items.popleft() for _ in range(count)]
+                batch = [pop() for _ in range(count)]
             else:
-                batch = [items.popleft()]
+                batch = [pop()]
                 size = len(batch[0][1])
                 while len(batch) < count and size + len(items[0][1]) < max_bytes:
-                    item = items.popleft()
+                    item = pop()
                     size += len(item[1]) + 1
                     batch.append(item)
             self.in_flight = len(batch)
@@ -134,7 +166,9 @@ class EventQueue:
         """
         posting = self.posting
         groups: list[Group] = list(self.held)
-        for dest, event in self.items:
+        dests = self._dests
+        for slot, event in self.items:
+            dest = dests[slot]
             if groups and groups[-1][0] is dest:
                 groups[-1][1].append(event)
             else:

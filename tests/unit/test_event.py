@@ -148,3 +148,26 @@ def test_a_mapping_is_encoded_as_its_dict() -> None:
     from types import MappingProxyType
 
     assert _event.encode_payload(MappingProxyType({"a": 1})) == b'{"a":1}'
+
+
+def test_a_payload_that_refers_to_itself_is_invalid_event_error() -> None:
+    payload: dict[str, Any] = {}
+    payload["self"] = payload
+    with pytest.raises(InvalidEventError, match="refers to itself"):
+        _event.encode_payload(payload)
+    assert _event.encode_payload({"after": 1}) == b'{"after":1}'  # the encoder still works
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"a": (1, 2), "b": [True, False, None], "c": {"d": {"e": [[], {}]}}},
+        {"int": 2**70, "float": 0.1, "exp": 1e-7, "neg": -5, "bool": True},
+        {"s": '\u2028\u2029\x00\x1f"\\/', "emoji": "😀", "cjk": "漢字"},
+        {"k" * 100: "v" * 1000, "": ""},
+    ],
+)
+def test_the_encoder_writes_what_the_stdlib_encoder_writes(payload: dict[str, Any]) -> None:
+    """The once-built C encoder and ``json.dumps`` with the contract's options agree."""
+    expected = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    assert _event.encode_payload(payload) == expected.encode()

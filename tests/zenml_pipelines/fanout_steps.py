@@ -9,6 +9,8 @@ Modes:
            themselves; workers end without or with a final ``flush()``. Every worker
            publishes ``WORKER_EVENTS`` events ``{"case", "worker", "seq"}`` of kind ``w``.
            One pipeline run per (variant, flush, half of the cases).
+  durable  with ``ZSTREAM_DURABLE=1``: forked workers publish and ``os._exit`` without any
+           flush (``burst`` and ``silent``); the step's end delivers their spools.
   storm    one step whose thread publishes non-stop while the step forks 200 short children
            that publish 10 events each and ``flush()`` before ``os._exit``.
   logs     one step that publishes 5,000 events (the test reads its captured log back).
@@ -275,6 +277,42 @@ def run_fanouts() -> None:
 
 
 @step
+def durable_fan_out(variant: str) -> int:
+    """Durable mode (``ZSTREAM_DURABLE=1`` for the whole pipeline): forked workers publish
+    and leave through ``os._exit`` at once, without any flush; the step's end delivers
+    what their spools hold."""
+    ids = _announce()
+    name = f"{variant}.fork_durable_os_exit.noflush"
+    if variant == "burst":
+        for seq in range(BURST):
+            zstream_mp.publish({"case": name, "worker": "step", "seq": seq}, kind="b")
+    pids = []
+    for job in _jobs(name, False):
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                work(job)
+            except BaseException:
+                code = 3
+            os._exit(code)
+        pids.append(pid)
+    codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids]
+    _write(f"durable_{variant}", {**ids, "results": {name: {"outcome": codes}}})
+    return len(codes)
+
+
+@pipeline(enable_cache=False)
+def durable_pipeline(variant: str) -> None:
+    durable_fan_out(variant=variant)
+
+
+def run_durable() -> None:
+    for variant in ("burst", "silent"):
+        durable_pipeline(variant=variant)
+
+
+@step
 def storm() -> int:
     ids = _announce()
     stop = threading.Event()
@@ -369,4 +407,9 @@ def logs_pipeline() -> None:
     chatty()
 
 
-PIPELINES = {"fanout": run_fanouts, "storm": storm_pipeline, "logs": logs_pipeline}
+PIPELINES = {
+    "fanout": run_fanouts,
+    "durable": run_durable,
+    "storm": storm_pipeline,
+    "logs": logs_pipeline,
+}

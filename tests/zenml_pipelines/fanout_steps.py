@@ -286,18 +286,7 @@ def durable_fan_out(variant: str) -> int:
     if variant == "burst":
         for seq in range(BURST):
             zstream_mp.publish({"case": name, "worker": "step", "seq": seq}, kind="b")
-    pids = []
-    for job in _jobs(name, False):
-        pid = os.fork()
-        if pid == 0:
-            code = 0
-            try:
-                work(job)
-            except BaseException:
-                code = 3
-            os._exit(code)
-        pids.append(pid)
-    codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids]
+    codes = _fork(name, False, "os_exit")
     _write(f"durable_{variant}", {**ids, "results": {name: {"outcome": codes}}})
     return len(codes)
 

@@ -51,7 +51,7 @@ class EventQueue:
         self.in_flight = 0
         self.sender_waiting = False
         self.counters = counters if counters is not None else Counters()
-        self._slots = self.counters.slots
+        self._counter_page = self.counters.slots
         self.held: list[Group] = []
         self.posting: tuple[Any, list[bytes], str] | None = None
         self.settle_spilled: Settle | None = None
@@ -65,7 +65,7 @@ class EventQueue:
         if len(items) >= self.maxsize:
             self.counters.dropped["overflow"] += 1
         items.append((slot, event))
-        self._slots[S_PUBLISHED] += 1  # counters.published, without the property's call
+        self._counter_page[S_PUBLISHED] += 1  # counters.published, without the property's call
         if self.sender_waiting:
             self.has_work.notify()
 

@@ -17,6 +17,7 @@ every event by its identity ``(case, worker, seq)``.
 from __future__ import annotations
 
 import dataclasses
+import signal
 import sys
 from collections import Counter
 from pathlib import Path
@@ -241,3 +242,22 @@ def test_step_log_has_no_per_request_lines(peer: _zenml_peer.Peer, tmp_path: Pat
         if "HTTP Request" in line or "/events" in line or "httpcore" in line
     ]
     assert not offending, f"{len(offending)} per-request lines, e.g. {offending[:3]}"
+
+
+def test_step_signal_handler_stays_in_the_step(peer: _zenml_peer.Peer, tmp_path: Path) -> None:
+    """ZenML's step SignalHandler is the step's alone: forked children get the default
+    SIGTERM back, so ``Pool.terminate()`` ends a worker whose main thread cannot take the
+    signal (it lands on another thread) instead of waiting for it forever."""
+    result = _zenml_steps.run_pipeline(peer, "signals", tmp_path, script=SCRIPT, timeout=600)
+    result.check()
+    record = result.steps["signals"]
+    assert "SignalHandler" in record["step_sigterm"], f"precondition: {record['step_sigterm']}"
+    for where in ("child", "pool_child"):
+        sigterm, sigint = record[where]
+        assert sigterm == repr(signal.SIG_DFL), (where, sigterm)
+        assert "SignalHandler" not in sigint, (where, sigint)
+    # A silent worker dies of the signal; a publishing one flushes first (exit 143).
+    assert record["terminate_silent_worker"] == [-signal.SIGTERM], record
+    assert record["terminate_publishing_worker"] in ([143], [-signal.SIGTERM]), record
+    got = _counts(_replayed(peer, record["run_id"]), "signals", "g")
+    assert got == Counter({("pool", 0): 1}), f"the terminated worker's event: {got}"

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -54,6 +55,7 @@ __all__ = ["refresh_token", "zenml_context"]
 _log = logging.getLogger(__name__)
 
 _STEP_MODULE = "zenml.steps.step_context"
+_SIGNAL_HANDLER_MODULE = "zenml.orchestrators.signal_handler"
 _DYNAMIC_MODULE = "zenml.execution.pipeline.dynamic.run_context"
 _CREDENTIALS_TTL = 30.0
 _REFRESH_LOCK_TIMEOUT = 10.0
@@ -87,6 +89,35 @@ _state = _ProcessState()
 def _after_fork_in_child() -> None:
     global _state
     _state = _ProcessState()
+    _release_step_signals()
+
+
+def _release_step_signals() -> None:
+    """Give a forked child back the SIGTERM and SIGINT handlers ZenML's step replaced.
+
+    ZenML's step ``SignalHandler`` (``zenml/orchestrators/signal_handler.py``) is the step
+    process's: it asks the server about the run, may mark the step stopped, and raises in
+    the main thread. A forked pool worker inherits it, and then ``Pool.terminate()`` can
+    hang: the worker's main thread waits in the pool's queue semaphore, the signal lands
+    on another thread (OpenTelemetry's log exporter, for one), the Python handler never
+    runs, and because a handler is installed the kernel does not end the process either.
+    The child gets what the handler replaced (``SIG_DFL`` as a rule), as it would without
+    ZenML. One ``sigaction`` per signal, and only when ZenML's handler is the one installed.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        try:
+            handler = signal.getsignal(signum)
+            owner = getattr(handler, "__self__", None)
+            if owner is None or type(owner).__module__ != _SIGNAL_HANDLER_MODULE:
+                continue
+            replaced = getattr(owner, "_previous", {}).get(signum)
+            if replaced is None:
+                replaced = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
+            signal.signal(signum, replaced)
+        except (ValueError, OSError, TypeError, AttributeError):
+            continue
 
 
 on_fork_in_child("zenml", _after_fork_in_child)

@@ -14,6 +14,10 @@ Modes:
   storm    one step whose thread publishes non-stop while the step forks 200 short children
            that publish 10 events each and ``flush()`` before ``os._exit``.
   logs     one step that publishes 5,000 events (the test reads its captured log back).
+  signals  one step that forks children and reports the SIGTERM/SIGINT handlers they got,
+           and whether ``Pool.terminate()`` ends a worker whose main thread cannot take
+           SIGTERM (as when the kernel hands it to another thread while the main thread
+           waits in the pool's queue semaphore).
 
 Each step writes ``OUT_DIR/run.json`` (its run id) as soon as it starts, so the test can
 subscribe before a busy stream is trimmed, and ``OUT_DIR/<step>.json`` with what it saw.
@@ -396,9 +400,83 @@ def logs_pipeline() -> None:
     chatty()
 
 
+def _child_handlers() -> str:
+    """In a forked child: what SIGTERM and SIGINT would run."""
+    handlers = [signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)]
+    return json.dumps([repr(h) for h in handlers])
+
+
+def _deaf_task(publish_first: bool, ready_fd: int) -> None:
+    """A pool task whose main thread cannot take SIGTERM, so the kernel hands it to another
+    thread: what happens when a worker waits in the pool's queue semaphore while an
+    exporter thread (OpenTelemetry's, in a ZenML step) runs beside it."""
+    if publish_first:
+        zstream_mp.publish({"case": "signals", "worker": "pool", "seq": 0}, kind="g")
+    threading.Thread(target=threading.Event().wait, daemon=True).start()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    os.write(ready_fd, b"1")
+    threading.Event().wait()
+
+
+def _terminate_deaf_pool(publish_first: bool) -> Any:
+    """``Pool.terminate()`` while its worker runs ``_deaf_task``: the worker's exit code, or
+    ``"hung"`` if terminate had not returned 10 s later."""
+    r, w = os.pipe()
+    pool = multiprocessing.get_context("fork").Pool(1)
+    workers = list(pool._pool)  # type: ignore[attr-defined]
+    pool.apply_async(_deaf_task, (publish_first, w))
+    os.read(r, 1)
+    os.close(r)
+    os.close(w)
+    time.sleep(0.2)
+    ender = threading.Thread(target=pool.terminate, daemon=True)
+    ender.start()
+    ender.join(10.0)
+    if ender.is_alive():
+        for proc in workers:
+            with contextlib.suppress(Exception):
+                os.kill(proc.pid, signal.SIGKILL)
+        ender.join(10.0)
+        return "hung"
+    return [proc.exitcode for proc in workers]
+
+
+@step
+def signals_in_children() -> int:
+    ids = _announce()
+    step_handler = repr(signal.getsignal(signal.SIGTERM))
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        os.write(w, _child_handlers().encode())
+        os._exit(0)
+    os.close(w)
+    child = json.loads(os.read(r, 65536))
+    os.close(r)
+    os.waitpid(pid, 0)
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        pool_child = json.loads(pool.apply(_child_handlers))
+    results = {
+        "step_sigterm": step_handler,
+        "child": child,
+        "pool_child": pool_child,
+        "terminate_silent_worker": _terminate_deaf_pool(False),
+        "terminate_publishing_worker": _terminate_deaf_pool(True),
+    }
+    _write("signals", {**ids, **results, "step_flush": zstream_mp.flush(30.0)})
+    return 1
+
+
+@pipeline(enable_cache=False)
+def signals_pipeline() -> None:
+    signals_in_children()
+
+
 PIPELINES = {
     "fanout": run_fanouts,
     "durable": run_durable,
     "storm": storm_pipeline,
     "logs": logs_pipeline,
+    "signals": signals_pipeline,
 }

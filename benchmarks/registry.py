@@ -67,9 +67,9 @@ def _child_publish(bursts: int) -> dict[str, float]:
     states = {}
     for mode, env in MODES.items():
         os.environ.update(env)
-        _process._state = None
+        _process.current = None
         publish(PAYLOAD)
-        states[mode] = _process._state
+        states[mode] = _process.current
     time.sleep(0.2)  # every sender now waits for an answer that never comes
 
     def burst() -> float:
@@ -84,7 +84,7 @@ def _child_publish(bursts: int) -> dict[str, float]:
     samples: dict[str, list[float]] = {m: [] for m in MODES}
     for n in range(bursts + 1):
         for mode in MODES:
-            _process._state = states[mode]
+            _process.current = states[mode]
             ns = burst()
             if n:  # the first round warms up
                 samples[mode].append(ns)

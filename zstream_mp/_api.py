@@ -14,6 +14,10 @@ from zstream_mp.errors import PayloadTooLargeError
 
 logger = logging.getLogger("zstream_mp")
 
+_known_kinds = _event.known_kinds
+_NO_CORRELATION_TAIL = _event.NO_CORRELATION_TAIL
+_getpid = os.getpid
+
 
 def publish(
     payload: dict[str, Any],
@@ -28,8 +32,15 @@ def publish(
     and leave what is already queued untouched. Outside any run context the event is
     dropped, counted as ``no_context``, with a debug-level log line.
     """
-    kind_bytes = _event.check_kind(kind)
-    tail = _event.encode_tail(correlation_id, index)
+    # The common cases inline (a known kind, no correlation): each call saved is ~40 ns
+    # of a ~3 µs publish.
+    kind_bytes = _known_kinds.get(kind) if type(kind) is str else None
+    if kind_bytes is None:
+        kind_bytes = _event.check_kind(kind)
+    if correlation_id is None and index is None:
+        tail = _NO_CORRELATION_TAIL
+    else:
+        tail = _event.encode_tail(correlation_id, index)
     try:
         body = _event.encode_payload(payload)
         dest = _context.resolve_destination()
@@ -41,7 +52,10 @@ def publish(
     except PayloadTooLargeError:  # the payload's 65,536 or the envelope's 69,632 bytes
         _process.state().count_drop("oversize")
         raise
-    _process.state().enqueue(dest, event)
+    st = _process.current
+    if st is None or st.pid != _getpid():
+        st = _process.state()
+    st.enqueue(dest, event)
 
 
 def flush(timeout: float | None = 2.0) -> bool:

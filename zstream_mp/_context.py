@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 import uuid
 from dataclasses import replace
 from json.encoder import encode_basestring
@@ -31,6 +32,10 @@ from zstream_mp._wire import ENV_DURABLE, ENV_TOKEN
 _lock = threading.Lock()
 _bound: tuple[StreamContext, Destination] | None = None
 _zenml_last: tuple[StreamContext, Destination] | None = None
+_zenml_hot: tuple[Any, object, object, float, Destination] | None = None
+"""``_zenml.still_valid()`` and the destination it vouches for: a step's publishes skip the
+lookup while it holds."""
+_monotonic = time.monotonic
 _inherited_last: tuple[StreamContext, Destination] | None = None
 
 
@@ -175,12 +180,20 @@ def resolve_destination() -> Destination | None:
     bound = _bound
     if bound is not None:
         return bound[1]
+    hot = _zenml_hot  # inside a ZenML step: no call but ContextVar.get and the clock
+    if (
+        hot is not None
+        and hot[0].get(None) is hot[1]
+        and _zenml._state.last is hot[2]
+        and _monotonic() < hot[3]
+    ):
+        return hot[4]
     found = _resolve()
     return found[1] if found is not None else None
 
 
 def _resolve() -> tuple[StreamContext, Destination] | None:
-    global _zenml_last, _inherited_last
+    global _zenml_last, _zenml_hot, _inherited_last
     bound = _bound
     if bound is not None:
         return bound
@@ -188,12 +201,12 @@ def _resolve() -> tuple[StreamContext, Destination] | None:
         ctx = _zenml.zenml_context()
         if ctx is not None:
             last = _zenml_last
-            if last is not None and (last[0] is ctx or last[0] == ctx):
-                return last
-            resolved = (ctx, destination(ctx))
-            _zenml_last = resolved
-            _handoff.export(ctx)
-            return resolved
+            if last is None or not (last[0] is ctx or last[0] == ctx):
+                last = _zenml_last = (ctx, destination(ctx))
+                _handoff.export(ctx)
+            valid = _zenml.still_valid()
+            _zenml_hot = None if valid is None else (*valid, last[1])
+            return last
     inherited = _handoff.inherited()
     if inherited is None:
         return None
@@ -211,10 +224,11 @@ def _after_fork_in_child() -> None:
     Swapping references only: a new lock, and the parent's binding demoted to the
     context the parent exported, which the child re-checks against the parent.
     """
-    global _lock, _bound, _zenml_last, _inherited_last
+    global _lock, _bound, _zenml_last, _zenml_hot, _inherited_last
     _lock = threading.Lock()
     _bound = None
     _zenml_last = None
+    _zenml_hot = None
     _inherited_last = None
 
 

@@ -100,8 +100,7 @@ class DurableQueue(EventQueue):
         self._dest_cache = (dest, i)
         return i
 
-    def append_locked(self, item: Item) -> None:
-        dest, event = item
+    def append_locked(self, dest: Any, event: bytes) -> None:
         idx = self._dest_index(dest)
         n = len(event)
         seg = self.segments[-1]

@@ -40,14 +40,15 @@ def _c_encoder() -> Callable[[Any], str]:
 
 
 _encode = _c_encoder()
-_kind_cache: dict[str, bytes] = {}
+known_kinds: dict[str, bytes] = {}
+"""Kinds already checked, to their encoded bytes (at most 1,024: a bounded cache)."""
 NO_CORRELATION_TAIL = b'null,"index":null,"payload":'
 """``encode_tail(None, None)``: the tail of most events, built once."""
 
 
 def check_kind(kind: Any) -> bytes:
     """The kind's JSON bytes followed by the next key, or a typed error."""
-    cached = _kind_cache.get(kind) if type(kind) is str else None
+    cached = known_kinds.get(kind) if type(kind) is str else None
     if cached is not None:
         return cached
     if not isinstance(kind, str):
@@ -64,8 +65,8 @@ def check_kind(kind: Any) -> bytes:
         encoded = (encode_basestring(kind) + ',"correlation_id":').encode("utf-8")
     except UnicodeEncodeError as exc:
         raise InvalidEventError(f"kind is not valid UTF-8 text: {exc}") from exc
-    if len(_kind_cache) < 1024:
-        _kind_cache[kind] = encoded
+    if len(known_kinds) < 1024:
+        known_kinds[kind] = encoded
     return encoded
 
 

@@ -83,14 +83,16 @@ class ProcessState:
 
     def enqueue(self, dest: Destination, event: bytes) -> None:
         queue = self.queue
+        sender = self.sender
         if dest is not self._last_dest:
             self._new_destination(dest)
         with queue.lock:
-            if self.sender.muted:
+            if sender.muted:
                 queue.counters.dropped["muted"] += 1
                 return
-            queue.append_locked((dest, event))
-            self.sender.ensure_running()
+            queue.append_locked(dest, event)
+            if sender.thread is None:
+                sender.ensure_running()
         if not self.hooks_installed:
             self._install_exit_hooks()
 
@@ -205,7 +207,9 @@ def _refresh_token(server: str) -> str | None:
 
 # --------------------------------------------------------------------------- per-PID state
 
-_state: ProcessState | None = None
+current: ProcessState | None = None
+"""The last state made, read without a call by ``publish()``; it is this PID's only if its
+``pid`` matches (``state()`` is the checked way in)."""
 _state_lock = threading.Lock()
 _orphans: list[ProcessState] = []
 """States inherited across a fork: kept referenced so no destructor touches their HTTP
@@ -213,7 +217,7 @@ clients, mapped pages or files."""
 
 
 def state() -> ProcessState:
-    st = _state
+    st = current
     if st is not None and st.pid == os.getpid():
         return st
     return _new_state()
@@ -221,30 +225,30 @@ def state() -> ProcessState:
 
 def existing_state() -> ProcessState | None:
     """This PID's state if it has published, without creating one."""
-    st = _state
+    st = current
     return st if st is not None and st.pid == os.getpid() else None
 
 
 def _new_state() -> ProcessState:
-    global _state
+    global current
     pid = os.getpid()
     with _state_lock:
-        st = _state
+        st = current
         if st is not None and st.pid == pid:
             return st
         if st is not None:  # a fork the hooks did not see
             _orphans.append(st)
         fresh = ProcessState(pid, Settings.from_env())
-        _state = fresh
+        current = fresh
         return fresh
 
 
 def _after_fork_in_child() -> None:
-    global _state, _state_lock
-    st = _state
+    global current, _state_lock
+    st = current
     if st is not None:
         _orphans.append(st)  # its mapped pages and files are the parent's: never touched
-    _state = None
+    current = None
     _state_lock = threading.Lock()
 
 

@@ -57,9 +57,8 @@ class EventQueue:
         self.settle_spilled: Settle | None = None
         """Set by the exit spill when it took the batch on the wire."""
 
-    def append_locked(self, item: Item) -> None:
+    def append_locked(self, dest: Any, event: bytes) -> None:
         """Append; when full the oldest event is dropped and counted. Caller holds ``lock``."""
-        dest, event = item
         slot = self._last_slot if dest is self._last_dest else self._slot_of(dest)
         items = self.items
         if len(items) >= self.maxsize:

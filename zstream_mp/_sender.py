@@ -84,15 +84,16 @@ class Sender:
         self._idle_exit = idle_exit
         self._give_up_at = give_up_at
         self._on_mute = on_mute
-        self._thread: threading.Thread | None = None
+        self.thread: threading.Thread | None = None
+        """The running sender thread; None before the first event and after an idle exit."""
         self._counted = False
         self.muted = False
 
     def ensure_running(self) -> None:
         """Start the thread if it is not running. Caller holds the queue lock."""
-        if self._thread is None and not self.muted:
+        if self.thread is None and not self.muted:
             thread = threading.Thread(target=self._run, name=f"{THREAD_PREFIX}sender", daemon=True)
-            self._thread = thread
+            self.thread = thread
             start_without_signals(thread)
 
     def _run(self) -> None:
@@ -106,7 +107,7 @@ class Sender:
             if batch is None:
                 with queue.lock:
                     if not queue.items:
-                        self._thread = None
+                        self.thread = None
                         return
                 continue
             try:

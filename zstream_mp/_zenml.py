@@ -280,6 +280,19 @@ def zenml_context() -> StreamContext | None:
         return None
 
 
+def still_valid() -> tuple[Any, object, object, float] | None:
+    """What keeps the last answer of ``zenml_context()`` right, for a caller that caches
+    what it derived from it: ``(var, owner, record, until)``. The answer stands while
+    ``var.get(None) is owner``, ``_state.last is record`` (a new step, a fork or a token
+    refresh replaces the record) and ``time.monotonic() < until`` (the credentials' recheck).
+    None unless the answer came from a step's context (a dynamic run's is not cached).
+    """
+    var, last = _step_var, _state.last
+    if var is None or last is None or var.get(None) is not last[0]:
+        return None
+    return var, last[0], last, last[1].checked_at + _CREDENTIALS_TTL
+
+
 def _build_context(owner: object) -> StreamContext:
     """Resolve ids, credentials and ZSTREAM_SERVER/ZSTREAM_TOKEN for a new context object.
 

@@ -12,7 +12,7 @@ from zstream_mp._queue import EventQueue
 def _fill(q: EventQueue, n: int, start: int = 0) -> None:
     with q.lock:
         for i in range(start, start + n):
-            q.append_locked(("dest", str(i).encode()))
+            q.append_locked("dest", str(i).encode())
 
 
 def test_full_queue_drops_the_oldest_and_counts_each_drop() -> None:

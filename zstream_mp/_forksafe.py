@@ -11,7 +11,9 @@ the forking thread's step so the child inherits it):
 4. ``process``  drops the parent's queue, sender thread and HTTP clients;
 5. ``sigterm``  forgets the parent's SIGTERM watcher and its pipe;
 6. ``registry`` forgets the parent's registry entry (the child makes its own on its first
-   publish).
+   publish);
+7. ``import_hook`` gets a lock of its own for the post-import hook's table (a thread of the
+   parent may have held the parent's at the fork).
 
 Every child hook only swaps references: no logging, no I/O, no ``close()``, no ``join()``,
 no lock that another thread could hold. A failing hook is contained (the fork must not
@@ -30,7 +32,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 
-ORDER = ("handoff", "context", "zenml", "process", "sigterm", "registry")
+ORDER = ("handoff", "context", "zenml", "process", "sigterm", "registry", "import_hook")
 """The components, in the order their child hooks run."""
 BARRIER_WAIT = 2.0
 """Seconds a fork waits for a guarded section to end before going ahead anyway."""

@@ -17,12 +17,22 @@ import threading
 import types
 from collections.abc import Callable, Sequence
 
+from zstream_mp._forksafe import on_fork_in_child
+
 logger = logging.getLogger("zstream_mp")
 
 Callback = Callable[[types.ModuleType], None]
 
 _lock = threading.Lock()
 _waiting: dict[str, list[Callback]] = {}
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()  # never the parent's: another of its threads may have held it
+
+
+on_fork_in_child("import_hook", _after_fork_in_child)
 
 
 def when_imported(name: str, callback: Callback) -> None:

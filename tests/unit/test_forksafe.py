@@ -138,3 +138,43 @@ def test_the_child_gets_a_fresh_barrier(hooks: dict[str, Callable[[], None]]) ->
     _forksafe._after_in_child()
     assert _forksafe._barrier is not held and not _forksafe._barrier.locked()
     held.release()
+
+
+def test_a_child_forked_while_the_import_hook_is_busy_can_still_use_it() -> None:
+    """A real fork while another thread holds the post-import hook's lock: the child asks
+    for a hook (which takes that lock) and exits instead of waiting forever."""
+    from zstream_mp import _import_hook
+
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with _import_hook._lock:
+            holding.set()
+            release.wait(10)
+
+    worker = threading.Thread(target=hold)
+    worker.start()
+    holding.wait(5)
+    try:
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                _import_hook.when_imported("zsz_never_imported_module", lambda m: None)
+            except BaseException:
+                code = 1
+            os._exit(code)
+        deadline = time.monotonic() + 10
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        if not done:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        assert done and os.waitstatus_to_exitcode(status) == 0, "the child hung on the lock"
+    finally:
+        release.set()
+        worker.join(5)
+        _import_hook._waiting.pop("zsz_never_imported_module", None)

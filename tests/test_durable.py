@@ -151,7 +151,7 @@ def _drive(
     res = _targets.run_bounded(cmd, env=env, deadline=240.0)
     assert not res.timed_out and res.returncode == 0, res.stderr[-3000:]
     summary = json.loads(res.stdout.strip().splitlines()[-1])
-    assert summary["flushed"], summary
+    assert summary["flushed"], (summary, res.stderr[-6000:])
     returned = summary["returned"]
     target.expect = (tag, sum(v + 1 for v in returned.values()))
     payloads = [p for p in target.collect() if p.get("tag") == tag]

@@ -2,7 +2,8 @@
 
     python durable_driver.py CASE --server URL --run RUN [--token T] --tag TAG
 
-CASE ``sigkill``: 4 forked workers publish at full rate and are SIGKILLed mid-burst;
+CASE ``sigkill``: 4 forked workers publish at full rate (at most 4 x ``--events`` each) and
+are SIGKILLed mid-burst;
 ``os_exit``: 4 forked workers publish 2,000 events each and leave through ``os._exit(0)``;
 ``pool_spill`` (default mode, a slow server): a fork ``Pool(4)`` publishes 2,000 events per
 worker, so its workers' exit budget runs out and they spool the rest.
@@ -17,17 +18,24 @@ import json
 import multiprocessing
 import os
 import signal
+import sys
 import time
 
 import zstream_mp
+from zstream_mp import _registry
 
 
-def forever(worker: str, tag: str, progress: object) -> None:
+def forever(worker: str, tag: str, progress: object, cap: int) -> None:
+    """Publish at full rate until killed; past ``cap`` events, wait to be killed (a parent
+    slow to kill on a loaded machine must not push a run past ZenML's ~10,000 retained
+    events, or the count would miss what the server trimmed)."""
     seq = 0
-    while True:
+    while seq < cap:
         zstream_mp.publish({"worker": worker, "seq": seq, "tag": tag})
         progress.value = seq  # type: ignore[attr-defined]
         seq += 1
+    while True:
+        time.sleep(1)
 
 
 def then_exit(worker: str, tag: str, n: int) -> None:
@@ -58,7 +66,8 @@ def main() -> None:
     if args.case == "sigkill":
         progress = [ctx.Value("q", -1, lock=False) for _ in range(4)]
         procs = [
-            ctx.Process(target=forever, args=(f"w{i}", args.tag, progress[i])) for i in range(4)
+            ctx.Process(target=forever, args=(f"w{i}", args.tag, progress[i], 4 * args.events))
+            for i in range(4)
         ]
         for p in procs:
             p.start()
@@ -90,8 +99,13 @@ def main() -> None:
         for p in procs:
             p.join()
         returned = {f"w{i}": args.events - 1 for i in range(4)}
+    started = time.monotonic()
     flushed = zstream_mp.flush_tree(120.0)
+    took = time.monotonic() - started
     tree = zstream_mp.stats("tree")
+    if not flushed:  # what each process left, for the failure message
+        for found in _registry.scan():
+            print(f"registry row: {found.row()!r} spool={found.spool!r}", file=sys.stderr)
     print(
         json.dumps(
             {
@@ -100,6 +114,7 @@ def main() -> None:
                 "spooled": tree.spooled,
                 "spool_sent": tree.spool_sent,
                 "published": tree.published,
+                "flush_tree_s": round(took, 1),
             }
         )
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
@@ -76,6 +76,5 @@ def test_a_programs_own_handler_is_inherited_as_usual() -> None:
     def mine(signum: int, frame: FrameType | None) -> None:
         pass
 
-    own: Callable[[int, FrameType | None], None] = mine
-    signal.signal(signal.SIGTERM, own)
-    assert _in_child()[0] == repr(own)
+    signal.signal(signal.SIGTERM, mine)
+    assert _in_child()[0] == repr(mine)

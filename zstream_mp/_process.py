@@ -20,6 +20,7 @@ page holds the counters, so other processes see them live.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import sys
@@ -37,15 +38,24 @@ from zstream_mp._recovery.durable import DurableQueue
 from zstream_mp._recovery.spill import Spill
 from zstream_mp._sender import Sender, start_without_signals
 from zstream_mp._settings import Settings, env_server
-from zstream_mp._stats import F_DURABLE, F_EXITED, F_MUTED, Counters, PublisherStats
+from zstream_mp._stats import (
+    F_DURABLE,
+    F_EXITED,
+    F_MUTED,
+    Counters,
+    PublisherStats,
+)
 from zstream_mp._stream_context import Destination
 from zstream_mp._transport import Transport
-from zstream_mp._wire import ENV_TOKEN, QUEUE_MAXSIZE
+from zstream_mp._wire import ENV_EXIT_TIMEOUT, ENV_TOKEN, QUEUE_MAXSIZE
 from zstream_mp.errors import ConfigurationError
 
 logger = logging.getLogger("zstream_mp")
 
 _FAR_FUTURE = float("inf")
+_GIVEN_UP = ("rejected", "failed", "spool_full")
+"""Drops that make a flush say False. Not ``muted`` (the server has streaming off: ZenML's
+publisher drops silently there too) nor ``overflow`` (newer events pushed out older ones)."""
 
 
 class ProcessState:
@@ -60,7 +70,9 @@ class ProcessState:
         if self.queue.durable:
             counters.flags |= F_DURABLE
         self.health = DeliveryHealth(self.queue)
-        self.spill = Spill(self.entry.name if self.entry is not None else None)
+        self.spill = Spill(
+            self.entry.name if self.entry is not None else None, settings.spool_max_bytes
+        )
         self._last_dest: Destination | None = None
         self.transport = Transport(
             settings.request_timeout,
@@ -76,6 +88,7 @@ class ProcessState:
             settings.idle_exit,
             self.give_up_at,
             self._muted,
+            self,
         )
         self.exit_deadline: float | None = None
         self.hooks_installed = False
@@ -110,11 +123,57 @@ class ProcessState:
             entry.note_run(dest.run_id, token_file)
 
     def flush_until(self, deadline: float) -> bool:
+        """Wait until what this process queued (its own spool first) is settled."""
         queue = self.queue
         with queue.lock:
             if queue.waiting():
                 self.sender.ensure_running()
-        return queue.wait_drained(deadline)
+        drained = queue.wait_drained(deadline)
+        spill = self.spill
+        while spill.pending() and time.monotonic() < deadline:
+            if spill.awaiting_verdict:  # its sender's answer settles the batch on the wire
+                time.sleep(0.005)
+            elif not self.resume(deadline).complete:
+                break
+        return drained and queue.wait_drained(deadline) and not spill.pending()
+
+    def settled_count(self) -> int:
+        """Events given up so far (dropped after being queued, or spooled): a flush that
+        sees this grow did not deliver everything it waited for."""
+        counters = self.queue.counters
+        with self.queue.lock:
+            return int(counters.spooled) + sum(counters.dropped[r] for r in _GIVEN_UP)
+
+    # --------------------------------------------------------------- the sender's keeper
+
+    def keep_refused(self, why: str) -> None:
+        if self.queue.durable:
+            self._leave_durable(why)
+        else:
+            self.spill.spill_posting(self.queue, why)
+
+    def keep_unsettled(self, why: str, maybe_landed: bool) -> None:
+        if self.queue.durable:
+            self._leave_durable(why)
+        else:
+            self.spill.spill_unsettled(self.queue, why, maybe_landed)
+
+    def _leave_durable(self, why: str) -> None:
+        queue = self.queue
+        assert isinstance(queue, DurableQueue)
+        queue.leave_for_adoption(why)
+
+    def resume_due(self) -> bool:
+        return self.spill.due()
+
+    def resume(self, deadline: float) -> _adopt.Adopted:
+        result = self.spill.resume(self.transport, deadline, own_token_for)
+        with self.queue.lock:
+            counters = self.queue.counters
+            counters.spooled -= result.sent + result.dropped
+            counters.sent += result.sent
+            counters.dropped["rejected"] += result.dropped
+        return result
 
     def count_drop(self, reason: str) -> None:
         with self.queue.lock:
@@ -139,10 +198,11 @@ class ProcessState:
         )
         self.queue.discard("muted")
 
-    def _install_exit_hooks(self) -> None:
-        self.hooks_installed = True
-        atexit.register(exit_flush)
-        if self.entry is not None:
+    def _install_exit_hooks(self, *, maintain: bool = True) -> None:
+        if not self.hooks_installed:
+            self.hooks_installed = True
+            atexit.register(exit_flush)
+        if maintain and self.entry is not None:
             _adopt.maintain_soon(own_token_for, self._count_adopted)
         if "multiprocessing" in sys.modules:
             import multiprocessing.util
@@ -159,9 +219,9 @@ class ProcessState:
         if _in_pool_child():
             _sigterm.install(exit_flush, start_without_signals)
 
-    def _count_adopted(self, n: int) -> None:
+    def _count_adopted(self, result: _adopt.Adopted) -> None:
         with self.queue.lock:
-            self.queue.counters.adopted += n
+            self.queue.counters.adopted += result.sent
 
     def _after_bootstrap(self) -> None:
         if self.pid == os.getpid():
@@ -232,26 +292,68 @@ def existing_state() -> ProcessState | None:
     return st if st is not None and st.pid == os.getpid() else None
 
 
+class Reentered(RuntimeError):
+    """``state()`` was called again while this thread builds the state (a signal handler
+    that publishes, run in the middle of the process's first publish)."""
+
+
+_building: int | None = None
+"""The thread building this process's state, if one is."""
+_early_drops = 0
+"""Events dropped before the state existed (counted into it once it does)."""
+
+
 def _new_state() -> ProcessState:
-    global current
+    global current, _building, _early_drops
     pid = os.getpid()
+    if _building == threading.get_ident():
+        raise Reentered("publish() re-entered during this process's first publish")
     with _state_lock:
         st = current
         if st is not None and st.pid == pid:
             return st
         if st is not None:  # a fork the hooks did not see
             _orphans.append(st)
-        fresh = ProcessState(pid, Settings.from_env())
+        _building = threading.get_ident()
+        try:
+            fresh = ProcessState(pid, Settings.from_env())
+        finally:
+            _building = None
+        if _early_drops:
+            fresh.queue.counters.published += _early_drops
+            fresh.queue.counters.dropped["failed"] += _early_drops
+            _early_drops = 0
         current = fresh
         return fresh
 
 
+def drop_reentered(kind: str) -> None:
+    """Count an event published from a signal handler during the first publish (it cannot
+    be queued: the queue is being built), and say so once."""
+    global _early_drops
+    _early_drops += 1
+    if _early_drops == 1:
+        logger.warning(
+            "an event of kind %r was published from a signal handler while this process's "
+            "first publish was setting up; it is dropped (counted as failed)",
+            kind,
+        )
+
+
+def on_bind() -> None:
+    """A process that binds a run adopts, at its exit, what its children leave behind,
+    whether or not it ever publishes itself."""
+    with contextlib.suppress(Reentered):
+        state()._install_exit_hooks(maintain=False)
+
+
 def _after_fork_in_child() -> None:
-    global current, _state_lock
+    global current, _state_lock, _building
     st = current
     if st is not None:
         _orphans.append(st)  # its mapped pages and files are the parent's: never touched
     current = None
+    _building = None
     _state_lock = threading.Lock()
 
 
@@ -274,18 +376,19 @@ def exit_flush() -> None:
     if st.exit_deadline is None:
         st.exit_deadline = time.monotonic() + st.settings.exit_timeout
     queue = st.queue
-    delivered = not queue.pending() or st.flush_until(st.exit_deadline)
+    delivered = not (queue.pending() or st.spill.pending()) or st.flush_until(st.exit_deadline)
+    why = f"the exit budget ({st.settings.exit_timeout:g} s, {ENV_EXIT_TIMEOUT}) ran out"
     if queue.durable:
         assert isinstance(queue, DurableQueue)
         if delivered:
             queue.remove_if_settled()
         else:
-            queue.leave_for_adoption(st.settings.exit_timeout)
+            queue.leave_for_adoption(why)
     elif not delivered:
-        st.spill.spill(queue, st.settings.exit_timeout)
+        st.spill.spill_unsettled(queue, why)
     if st.entry is not None and time.monotonic() < st.exit_deadline:
         _tree.adopt_descendants(
-            st.exit_deadline, token_for=own_token_for, on_sent=st._count_adopted
+            st.exit_deadline, token_for=own_token_for, on_result=st._count_adopted
         )
     with queue.lock:
         queue.counters.flags |= F_EXITED

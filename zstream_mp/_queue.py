@@ -30,6 +30,8 @@ Item = tuple[Any, bytes]
 """``(destination, event bytes)``."""
 Group = tuple[Any, list[bytes]]
 """``(destination, its events)``: one POST."""
+Posting = tuple[Any, list[bytes], str]
+"""The group on the wire and its Idempotency-Key."""
 Settle = Callable[[bool, int], None]
 """Told whether a spilled in-flight batch was delivered after all, and its size."""
 
@@ -53,9 +55,9 @@ class EventQueue:
         self.counters = counters if counters is not None else Counters()
         self._counter_page = self.counters.slots
         self.held: list[Group] = []
-        self.posting: tuple[Any, list[bytes], str] | None = None
+        self.posting: Posting | None = None
         self.settle_spilled: Settle | None = None
-        """Set by the exit spill when it took the batch on the wire."""
+        """Set by the spill when it took the batch on the wire."""
 
     def append_locked(self, dest: Any, event: bytes) -> None:
         """Append; when full the oldest event is dropped and counted. Caller holds ``lock``."""
@@ -130,6 +132,11 @@ class EventQueue:
         """Events not yet taken by the sender. Caller holds ``lock``."""
         return len(self.items)
 
+    def retry_later(self) -> bool:
+        """The batch on the wire failed for now: keep it to send again (durable log), or
+        False when this queue cannot (memory: the sender's verdict stands)."""
+        return False
+
     def hold(self, groups: list[Group]) -> None:
         with self.lock:
             self.held = groups
@@ -138,7 +145,7 @@ class EventQueue:
         """A stable key for ``group``, where the queue can derive one (the durable log)."""
         return None
 
-    def begin_post(self) -> tuple[Any, list[bytes], str] | None:
+    def begin_post(self) -> Posting | None:
         """The next held group and its Idempotency-Key; None when the spill took the rest."""
         with self.lock:
             if not self.held:
@@ -157,7 +164,7 @@ class EventQueue:
         settle, self.settle_spilled = self.settle_spilled, None
         return settle
 
-    def take_unsettled(self) -> tuple[tuple[Any, list[bytes], str] | None, list[Group]]:
+    def take_unsettled(self) -> tuple[Posting | None, list[Group]]:
         """Everything not yet settled, for the exit spill: the group on the wire (with its
         key), then the held groups and the waiting events, grouped by destination in order.
 
@@ -174,6 +181,7 @@ class EventQueue:
                 groups.append((dest, [event]))
         self.items.clear()
         self.held = []
+        self.posting = None  # the spill owns it now; the sender's verdict goes to its settle
         self.in_flight = 0
         self.drained.notify_all()
         return posting, groups

@@ -44,8 +44,12 @@ class _Segment:
         self.path = os.path.join(directory, _spool.segment_name(first_seq))
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
-            os.ftruncate(fd, SEGMENT_BYTES)
+            _spool.allocate(fd, SEGMENT_BYTES)
             self.map = mmap.mmap(fd, SEGMENT_BYTES)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+            raise
         finally:
             os.close(fd)
         self.map[0:8] = _spool.SEG_MAGIC
@@ -72,7 +76,9 @@ class DurableQueue(EventQueue):
         self._read_seg = 0
         self._read_off = _spool.SEG_HEADER
         self._taken: tuple[int, int] | None = None
+        self._taken_from = (0, 0, _spool.SEG_HEADER)
         self._left = False
+        self._full_said = False
 
     # ------------------------------------------------------------------ writing (publish)
 
@@ -84,19 +90,9 @@ class DurableQueue(EventQueue):
         if found is not None:
             i = found
         else:
-            from zstream_mp import _handoff
-
             self.dests.append(dest)
             i = len(self.dests) - 1
-            _spool.write_dests(
-                self.directory,
-                [
-                    _spool.dest_record(
-                        d.run_id, d.server, _handoff.token_file_of(d.token) if d.token else None
-                    )
-                    for d in self.dests
-                ],
-            )
+            _spool.write_dests(self.directory, self.dests)
         self._dest_cache = (dest, i)
         return i
 
@@ -107,12 +103,12 @@ class DurableQueue(EventQueue):
         off = self._off
         end = off + _RECORD_SIZE + n
         if end > SEGMENT_BYTES:
-            if len(self.segments) >= self.max_segments:
+            fresh = self._next_segment()
+            if fresh is None:
                 self.counters.published += 1
                 self.counters.dropped["spool_full"] += 1
                 return
-            seg = _Segment(self.directory, self.seq)
-            self.segments.append(seg)
+            seg = fresh
             off = _spool.SEG_HEADER
             end = off + _RECORD_SIZE + n
         m = seg.map
@@ -124,6 +120,28 @@ class DurableQueue(EventQueue):
         self.counters.published += 1
         if self.sender_waiting:
             self.has_work.notify()
+
+    def _next_segment(self) -> _Segment | None:
+        """A new segment, or None when the cap is reached or the disk refuses one."""
+        if len(self.segments) >= self.max_segments:
+            reason = f"the spool cap ({self.max_segments * SEGMENT_BYTES >> 20} MiB) is reached"
+        else:
+            try:
+                seg = _Segment(self.directory, self.seq)
+            except OSError as exc:
+                reason = f"no room for a new segment ({exc.strerror or exc})"
+            else:
+                self.segments.append(seg)
+                return seg
+        if not self._full_said:
+            self._full_said = True
+            logger.warning(
+                "The durable spool %s cannot grow: %s; new events are dropped (counted as "
+                "spool_full) until the sender catches up",
+                self.directory,
+                reason,
+            )
+        return None
 
     # ------------------------------------------------------------------ reading (sender)
 
@@ -142,6 +160,7 @@ class DurableQueue(EventQueue):
                     return None
             batch: list[Item] = []
             first = self.read_seq
+            start_seg, start_off = self._read_seg, self._read_off
             first_dest = -1
             size = 0
             while self.read_seq < self.seq and len(batch) < limit:
@@ -163,8 +182,18 @@ class DurableQueue(EventQueue):
                 self._read_off = start + n
                 self.read_seq += 1
             self._taken = (first, self.read_seq - 1)
+            self._taken_from = (first, start_seg, start_off)
             self.in_flight = len(batch)
             return batch
+
+    def retry_later(self) -> bool:
+        """Nothing durable is given up: the batch is read again by the next ``take``."""
+        with self.lock:
+            if self._taken is None or self._left:
+                return False
+            self.read_seq, self._read_seg, self._read_off = self._taken_from
+            self._taken = None
+            return True
 
     def batch_key(self, group: Group) -> str | None:
         taken = self._taken
@@ -209,9 +238,13 @@ class DurableQueue(EventQueue):
 
     # ------------------------------------------------------------------ exit
 
-    def leave_for_adoption(self, budget: float) -> int:
-        """The exit budget ran out: what is unsettled stays in the spool for an adopter."""
+    def leave_for_adoption(self, why: str) -> int:
+        """This process stops sending (its exit budget ran out, or the server refused its
+        credentials): what is unsettled, and anything published later, stays in the spool
+        for whoever delivers it after this process is gone."""
         with self.lock:
+            if self._left:
+                return 0
             taken = self._taken
             n = self.seq - self.page.resolved_below
             self._left = True
@@ -221,11 +254,10 @@ class DurableQueue(EventQueue):
                 self.settle_spilled = self._settler(taken)
             self.drained.notify_all()
         logger.warning(
-            "Could not deliver %d events within the exit budget (%.1f s); "
-            "they stay in the durable spool %s, to be delivered by the parent, the next "
-            "publisher or `zstream-mp spool drain`",
+            "%s: %d events stay in the durable spool %s, to be delivered once this process "
+            "is gone by its parent, a later publisher or `zstream-mp spool drain`",
+            why,
             n,
-            budget,
             self.directory,
         )
         return n

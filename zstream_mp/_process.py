@@ -27,13 +27,11 @@ import sys
 import threading
 import time
 
-from zstream_mp import _sigterm
+from zstream_mp import _recovery, _sigterm
 from zstream_mp._forksafe import on_fork_in_child
 from zstream_mp._health import DeliveryHealth
 from zstream_mp._queue import EventQueue
-from zstream_mp._recovery import adopt as _adopt
 from zstream_mp._recovery import registry as _registry
-from zstream_mp._recovery import tree as _tree
 from zstream_mp._recovery.durable import DurableQueue
 from zstream_mp._recovery.spill import Spill
 from zstream_mp._sender import Sender, start_without_signals
@@ -53,9 +51,6 @@ from zstream_mp.errors import ConfigurationError
 logger = logging.getLogger("zstream_mp")
 
 _FAR_FUTURE = float("inf")
-_GIVEN_UP = ("rejected", "failed", "spool_full")
-"""Drops that make a flush say False. Not ``muted`` (the server has streaming off: ZenML's
-publisher drops silently there too) nor ``overflow`` (newer events pushed out older ones)."""
 
 
 class ProcessState:
@@ -102,13 +97,8 @@ class ProcessState:
         sender = self.sender
         if dest is not self._last_dest:
             self._new_destination(dest)
-        with queue.lock:
-            if sender.muted:
-                queue.counters.dropped["muted"] += 1
-                return
-            queue.append_locked(dest, event)
-            if sender.thread is None:
-                sender.ensure_running()
+        if queue.append(dest, event):
+            sender.ensure_running()
         if not self.hooks_installed:
             self._install_exit_hooks()
 
@@ -125,9 +115,8 @@ class ProcessState:
     def flush_until(self, deadline: float) -> bool:
         """Wait until what this process queued (its own spool first) is settled."""
         queue = self.queue
-        with queue.lock:
-            if queue.waiting():
-                self.sender.ensure_running()
+        if queue.pending():
+            self.sender.ensure_running()
         drained = queue.wait_drained(deadline)
         spill = self.spill
         while spill.pending() and time.monotonic() < deadline:
@@ -140,9 +129,7 @@ class ProcessState:
     def settled_count(self) -> int:
         """Events given up so far (dropped after being queued, or spooled): a flush that
         sees this grow did not deliver everything it waited for."""
-        counters = self.queue.counters
-        with self.queue.lock:
-            return int(counters.spooled) + sum(counters.dropped[r] for r in _GIVEN_UP)
+        return self.queue.given_up()
 
     # --------------------------------------------------------------- the sender's keeper
 
@@ -166,44 +153,36 @@ class ProcessState:
     def resume_due(self) -> bool:
         return self.spill.due()
 
-    def resume(self, deadline: float) -> _adopt.Adopted:
+    def resume(self, deadline: float) -> _recovery.Adopted:
         result = self.spill.resume(self.transport, deadline, own_token_for)
-        with self.queue.lock:
-            counters = self.queue.counters
-            counters.spooled -= result.sent + result.dropped
-            counters.sent += result.sent
-            counters.dropped["rejected"] += result.dropped
+        queue = self.queue
+        if result.sent or result.dropped:
+            queue.count("spooled", -(result.sent + result.dropped))
+            queue.count("sent", result.sent)
+            queue.count_drop("rejected", result.dropped)
         return result
 
     def count_drop(self, reason: str) -> None:
-        with self.queue.lock:
-            self.queue.counters.dropped[reason] += 1
+        self.queue.count_drop(reason)
 
     def snapshot(self) -> PublisherStats:
-        queue = self.queue
-        with queue.lock:
-            return queue.counters.snapshot(
-                self.pid,
-                queue.waiting() + queue.in_flight,
-                self.sender.muted,
-                self.health.last_failure,
-            )
+        return self.queue.snapshot(self.pid, self.health.last_failure)
 
     def _muted(self, reason: str) -> None:
-        self.queue.counters.flags |= F_MUTED
+        self.queue.set_flag(F_MUTED)
         logger.warning(
             "Streaming is disabled on the server (%s). Further publishes will be "
             "dropped for the rest of this process.",
             reason,
         )
-        self.queue.discard("muted")
+        self.queue.mute()
 
     def _install_exit_hooks(self, *, maintain: bool = True) -> None:
         if not self.hooks_installed:
             self.hooks_installed = True
             atexit.register(exit_flush)
         if maintain and self.entry is not None:
-            _adopt.maintain_soon(own_token_for, self._count_adopted)
+            _recovery.maintain_soon(own_token_for, self._count_adopted)
         if "multiprocessing" in sys.modules:
             import multiprocessing.util
 
@@ -219,9 +198,9 @@ class ProcessState:
         if _in_pool_child():
             _sigterm.install(exit_flush, start_without_signals)
 
-    def _count_adopted(self, result: _adopt.Adopted) -> None:
-        with self.queue.lock:
-            self.queue.counters.adopted += result.sent
+    def _count_adopted(self, result: _recovery.Adopted) -> None:
+        if result.sent:
+            self.queue.count("adopted", result.sent)
 
     def _after_bootstrap(self) -> None:
         if self.pid == os.getpid():
@@ -320,8 +299,8 @@ def _new_state() -> ProcessState:
         finally:
             _building = None
         if _early_drops:
-            fresh.queue.counters.published += _early_drops
-            fresh.queue.counters.dropped["failed"] += _early_drops
+            fresh.queue.count("published", _early_drops)
+            fresh.queue.count_drop("failed", _early_drops)
             _early_drops = 0
         current = fresh
         return fresh
@@ -387,11 +366,10 @@ def exit_flush() -> None:
     elif not delivered:
         st.spill.spill_unsettled(queue, why)
     if st.entry is not None and time.monotonic() < st.exit_deadline:
-        _tree.adopt_descendants(
+        _recovery.adopt_descendants(
             st.exit_deadline, token_for=own_token_for, on_result=st._count_adopted
         )
-    with queue.lock:
-        queue.counters.flags |= F_EXITED
+    queue.set_flag(F_EXITED)
 
 
 def _in_pool_child() -> bool:

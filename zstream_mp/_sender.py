@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from zstream_mp._health import DeliveryHealth
-from zstream_mp._queue import EventQueue, Item
+from zstream_mp._queue import Item, Queue
 from zstream_mp._stream_context import Destination
 from zstream_mp._transport import Outcome, Transport
 from zstream_mp._wire import ENV_SERVER, ENV_TOKEN, MAX_BATCH_SIZE, batch_body
@@ -90,7 +90,7 @@ class Keeper(Protocol):
 class Sender:
     def __init__(
         self,
-        queue: EventQueue,
+        queue: Queue,
         transport: Transport,
         health: DeliveryHealth,
         batch_size: int,
@@ -113,8 +113,8 @@ class Sender:
         self.muted = False
 
     def ensure_running(self) -> None:
-        """Start the thread if it is not running. Caller holds the queue lock."""
-        if self.thread is None and not self.muted:
+        """Start the thread unless one runs (the queue says which: it knows who takes)."""
+        if self._queue.claim_taker():
             thread = threading.Thread(target=self._run, name=f"{THREAD_PREFIX}sender", daemon=True)
             self.thread = thread
             start_without_signals(thread)
@@ -131,10 +131,10 @@ class Sender:
                 size = max(self._batch_size, EXIT_BATCH_EVENTS)
                 batch = queue.take(size, self._idle_exit, EXIT_BATCH_BYTES)
             if batch is None:
-                with queue.lock:
-                    if not queue.items:
-                        self.thread = None
-                        return
+                if queue.retire_taker():
+                    if self.thread is threading.current_thread():
+                        self.thread = None  # unless a newer sender has started already
+                    return
                 continue
             try:
                 self._send(batch)
@@ -219,8 +219,6 @@ class Sender:
                 dest.run_id,
                 result.reason or "no response",
             )
-            with self._queue.lock:
-                self._queue.end_post()
             time.sleep(DURABLE_RETRY_PAUSE)
         else:
             reason = "rejected" if result.outcome is Outcome.REJECTED else "failed"
@@ -235,16 +233,5 @@ class Sender:
             )
 
     def _count(self, *, n: int, dropped: str | None = None, batch: bool = False) -> None:
-        queue = self._queue
         self._counted = True
-        with queue.lock:
-            counters = queue.counters
-            settle = queue.end_post()
-            if settle is not None:  # the exit spill holds these events: settle them there
-                settle(dropped is None, n)
-            elif dropped is None:
-                counters.sent += n
-            else:
-                counters.dropped[dropped] += n
-            if batch:
-                counters.batches += 1
+        self._queue.settle(n, dropped, batch)

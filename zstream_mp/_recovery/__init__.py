@@ -30,8 +30,10 @@ Who writes, reads and removes each file (under the state dir; 0600 files, 0700 d
   children, deliverers and ``spool drain``, only from this directory; removed by the
   sweep once no live process, live ctx file, environment or unsettled spool names it.
 
-The rest of the package uses this façade: ``flush_tree``, ``adopt_descendants``,
-``sweep``, ``drain``, ``spools`` and ``discard``.
+The rest of the package uses this façade (``flush_tree``, ``adopt_descendants``,
+``maintain_soon``, ``sweep``, ``drain``, ``spools``, ``discard``, the rows for ``stats``);
+a process's state is built from ``registry``, ``spill`` and ``durable`` directly, and the
+context wing reads ``statedir`` and ``liveness``: nothing else reaches inside.
 """
 
 from __future__ import annotations
@@ -45,19 +47,32 @@ from zstream_mp._recovery import adopt as _adopt
 from zstream_mp._recovery import liveness as _liveness
 from zstream_mp._recovery import registry as _registry
 from zstream_mp._recovery import spool as _spool
-from zstream_mp._recovery.tree import adopt_descendants, flush_tree, tree_stats
+from zstream_mp._recovery.adopt import Adopted, maintain_soon
+from zstream_mp._recovery.liveness import start_of
+from zstream_mp._recovery.tree import adopt_descendants, flush_tree, rows, tree_stats
+from zstream_mp._stats import ProcessRow
 
 __all__ = [
+    "Adopted",
     "DrainReport",
     "SpoolRow",
     "adopt_descendants",
     "discard",
     "drain",
     "flush_tree",
+    "maintain_soon",
+    "process_rows",
+    "rows",
     "spools",
+    "start_of",
     "sweep",
     "tree_stats",
 ]
+
+
+def process_rows() -> list[ProcessRow]:
+    """A row for every publishing process on this host that the registry knows."""
+    return [found.row() for found in _registry.scan()]
 
 
 def sweep() -> int | None:

@@ -22,7 +22,7 @@ import mmap
 import os
 from typing import Any
 
-from zstream_mp._queue import EventQueue, Group, Item
+from zstream_mp._queue import EventQueue, Group, Item, Settle, SpillWriter
 from zstream_mp._recovery import spool as _spool
 from zstream_mp._recovery.registry import Entry
 from zstream_mp._stats import Counters
@@ -96,7 +96,7 @@ class DurableQueue(EventQueue):
         self._dest_cache = (dest, i)
         return i
 
-    def append_locked(self, dest: Any, event: bytes) -> None:
+    def _append_locked(self, dest: Any, event: bytes) -> None:
         idx = self._dest_index(dest)
         n = len(event)
         seg = self.segments[-1]
@@ -105,8 +105,8 @@ class DurableQueue(EventQueue):
         if end > SEGMENT_BYTES:
             fresh = self._next_segment()
             if fresh is None:
-                self.counters.published += 1
-                self.counters.dropped["spool_full"] += 1
+                self._counters.published += 1
+                self._counters.dropped["spool_full"] += 1
                 return
             seg = fresh
             off = _spool.SEG_HEADER
@@ -117,9 +117,9 @@ class DurableQueue(EventQueue):
         _pack_commit(m, 8, end)  # the commit point
         self._off = end
         self.seq += 1
-        self.counters.published += 1
-        if self.sender_waiting:
-            self.has_work.notify()
+        self._counters.published += 1
+        if self._taker_waiting:
+            self._has_work.notify()
 
     def _next_segment(self) -> _Segment | None:
         """A new segment, or None when the cap is reached or the disk refuses one."""
@@ -145,18 +145,18 @@ class DurableQueue(EventQueue):
 
     # ------------------------------------------------------------------ reading (sender)
 
-    def waiting(self) -> int:
+    def _waiting(self) -> int:
         return 0 if self._left else self.seq - self.read_seq
 
     def take(self, limit: int, idle: float, max_bytes: int | None = None) -> list[Item] | None:
-        with self.lock:
-            if not self.waiting():
-                self.sender_waiting = True
+        with self._lock:
+            if not self._waiting():
+                self._taker_waiting = True
                 try:
-                    self.has_work.wait(idle)
+                    self._has_work.wait(idle)
                 finally:
-                    self.sender_waiting = False
-                if not self.waiting():
+                    self._taker_waiting = False
+                if not self._waiting():
                     return None
             batch: list[Item] = []
             first = self.read_seq
@@ -183,19 +183,20 @@ class DurableQueue(EventQueue):
                 self.read_seq += 1
             self._taken = (first, self.read_seq - 1)
             self._taken_from = (first, start_seg, start_off)
-            self.in_flight = len(batch)
+            self._in_flight = len(batch)
             return batch
 
     def retry_later(self) -> bool:
         """Nothing durable is given up: the batch is read again by the next ``take``."""
-        with self.lock:
+        with self._lock:
             if self._taken is None or self._left:
                 return False
             self.read_seq, self._read_seg, self._read_off = self._taken_from
             self._taken = None
+            self._posting = None
             return True
 
-    def batch_key(self, group: Group) -> str | None:
+    def _batch_key(self, group: Group) -> str | None:
         taken = self._taken
         if taken is None:
             return None
@@ -204,13 +205,13 @@ class DurableQueue(EventQueue):
         return key
 
     def done(self) -> None:
-        with self.lock:
+        with self._lock:
             taken, self._taken = self._taken, None
             if taken is not None and not self._left:
                 self.page.resolve(taken[1] + 1)
                 self._free_settled()
-            self.in_flight = 0
-            self.drained.notify_all()
+            self._in_flight = 0
+            self._drained.notify_all()
 
     def _free_settled(self) -> None:
         while self._read_seg > 0 and len(self.segments) > 1:
@@ -221,15 +222,7 @@ class DurableQueue(EventQueue):
             with contextlib.suppress(BufferError, ValueError):
                 seg.map.close()
 
-    def discard(self, reason: str) -> int:
-        with self.lock:
-            n = self.waiting()
-            self._skip_to_end()
-            self.counters.dropped[reason] += n
-            self.drained.notify_all()
-            return n
-
-    def _skip_to_end(self) -> None:
+    def _discard_waiting(self) -> None:
         self.read_seq = self.seq
         self._read_seg = len(self.segments) - 1
         self._read_off = self._off
@@ -242,17 +235,17 @@ class DurableQueue(EventQueue):
         """This process stops sending (its exit budget ran out, or the server refused its
         credentials): what is unsettled, and anything published later, stays in the spool
         for whoever delivers it after this process is gone."""
-        with self.lock:
+        with self._lock:
             if self._left:
                 return 0
             taken = self._taken
             n = self.seq - self.page.resolved_below
             self._left = True
-            self.in_flight = 0
-            self.counters.spooled += n
+            self._in_flight = 0
+            self._counters.spooled += n
             if taken is not None:
-                self.settle_spilled = self._settler(taken)
-            self.drained.notify_all()
+                self._settle_spilled = self._settler(taken)
+            self._drained.notify_all()
         logger.warning(
             "%s: %d events stay in the durable spool %s, to be delivered once this process "
             "is gone by its parent, a later publisher or `zstream-mp spool drain`",
@@ -262,17 +255,21 @@ class DurableQueue(EventQueue):
         )
         return n
 
-    def _settler(self, taken: tuple[int, int]) -> Any:
-        def settle(delivered: bool, n: int) -> None:  # under the queue lock
+    def _settler(self, taken: tuple[int, int]) -> Settle:
+        def settle(delivered: bool) -> bool:  # under the queue lock
             if delivered and self.page.resolved_below == taken[0]:
                 self.page.resolve(taken[1] + 1)
-                self.counters.spooled -= n
-                self.counters.sent += n
+                return True
+            return False
 
         return settle
 
     def remove_if_settled(self) -> None:
         """At a clean exit: nothing is left to adopt, so the spool goes."""
-        with self.lock:
-            if not self._left and self.page.resolved_below >= self.seq and not self.in_flight:
+        with self._lock:
+            if not self._left and self.page.resolved_below >= self.seq and not self._in_flight:
                 _spool.remove(self.directory)
+
+    def spill_with(self, writer: SpillWriter, only_posting: bool = False) -> int:
+        """Nothing to move: every event is in the spool from ``publish()`` on."""
+        return 0

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 
 from zstream_mp._deadline import acquire_until
-from zstream_mp._queue import EventQueue, Group, Posting
+from zstream_mp._queue import Group, Posting, Queue, Settle, Spilled
 from zstream_mp._recovery import adopt as _adopt
 from zstream_mp._recovery import spool as _spool
 from zstream_mp._stream_context import Destination
@@ -59,36 +59,26 @@ class Spill:
 
     # ------------------------------------------------------------------ writing
 
-    def spill_unsettled(self, queue: EventQueue, why: str, maybe_landed: bool = True) -> int:
+    def spill_unsettled(self, queue: Queue, why: str, maybe_landed: bool = True) -> int:
         """Move every unsettled event of ``queue`` to the spool; how many were moved.
 
         ``maybe_landed``: whether the batch on the wire may reach the server (it is then
-        recorded in flight, for the adopter to check before resending it).
+        recorded in flight, for the deliverer to check before resending it).
         """
-        with queue.lock:
-            posting, groups = queue.take_unsettled()
-            return self._write(queue, posting, groups, why, maybe_landed)
+        return queue.spill_with(
+            lambda posting, groups: self._write(posting, groups, why, maybe_landed)
+        )
 
-    def spill_posting(self, queue: EventQueue, why: str) -> int:
+    def spill_posting(self, queue: Queue, why: str) -> int:
         """Move only the batch on the wire (refused, so it did not land) to the spool."""
-        with queue.lock:
-            posting = queue.posting
-            if posting is None:
-                return 0
-            return self._write(queue, None, [(posting[0], posting[1])], why, False, settle=posting)
+        return queue.spill_with(
+            lambda posting, groups: self._write(None, groups, why, False), only_posting=True
+        )
 
     def _write(
-        self,
-        queue: EventQueue,
-        posting: Posting | None,
-        groups: list[Group],
-        why: str,
-        maybe_landed: bool,
-        settle: Posting | None = None,
-    ) -> int:
-        """Caller holds the queue's lock. ``settle``: the batch on the wire, spilled as a
-        plain group; its sender's verdict must then count nothing."""
-        on_wire = posting is not None or settle is not None
+        self, posting: Posting | None, groups: list[Group], why: str, maybe_landed: bool
+    ) -> Spilled:
+        """Write one segment (under the queue's lock, handed by ``spill_with``)."""
         records: list[tuple[int, bytes]] = []
         inflight: tuple[int, int, str] | None = None
         first_seq = self.next_seq
@@ -102,7 +92,7 @@ class Spill:
             idx = self._dest_index(dest)
             records.extend((idx, e) for e in events)
         if not records:
-            return 0
+            return Spilled()
         size = sum(len(e) + _spool.RECORD.size for _, e in records)
         try:
             if self.bytes_written + size > self.max_bytes:
@@ -114,23 +104,15 @@ class Spill:
                 self.page.set_inflight(*inflight)
             _spool.write_segment(directory, first_seq, records)
         except OSError as exc:
-            queue.counters.dropped["failed"] += len(records)
-            if on_wire:
-                queue.settle_spilled = _counted_here
             logger.warning(
                 "%s: %d events could not be spooled either (%s); they are lost",
                 why,
                 len(records),
                 exc.strerror or exc,
             )
-            return 0
+            return Spilled(lost=len(records))
         self.next_seq = first_seq + len(records)
         self.bytes_written += size
-        queue.counters.spooled += len(records)
-        if inflight is not None:
-            queue.settle_spilled = self._settler(queue, inflight)
-        elif on_wire:
-            queue.settle_spilled = _counted_here  # it did not land: it stays spooled
         logger.warning(
             "%s: %d events kept in the spool %s (%d kept there so far); the next attempt "
             "is made by this process, its parent, a later publisher or `zstream-mp spool drain`",
@@ -139,7 +121,8 @@ class Spill:
             self.directory,
             self.next_seq,
         )
-        return len(records)
+        settle = self._settler(inflight) if inflight is not None else None
+        return Spilled(kept=len(records), settle=settle)
 
     def _ensure_dir(self) -> str:
         if self.directory is None:
@@ -156,17 +139,16 @@ class Spill:
         self.dests.append(dest)
         return len(self.dests) - 1
 
-    def _settler(self, queue: EventQueue, inflight: tuple[int, int, str]) -> _SettleFn:
+    def _settler(self, inflight: tuple[int, int, str]) -> Settle:
         page = self.page
         self.awaiting_verdict = True
 
-        def settle(delivered: bool, n: int) -> None:  # called under the queue lock
+        def settle(delivered: bool) -> bool:  # called under the queue lock
             self.awaiting_verdict = False
             if not delivered or page is None or page.resolved_below != inflight[0]:
-                return
+                return False
             page.resolve(inflight[1] + 1)
-            queue.counters.spooled -= n
-            queue.counters.sent += n
+            return True
 
         return settle
 
@@ -201,10 +183,3 @@ class Spill:
         if not result.complete:
             self.resume_after = time.monotonic() + RESUME_BACKOFF
         return result
-
-
-_SettleFn = Callable[[bool, int], None]
-
-
-def _counted_here(delivered: bool, n: int) -> None:
-    """The verdict on a batch the spill has accounted for already."""

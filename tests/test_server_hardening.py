@@ -145,7 +145,7 @@ def test_body_cap_from_content_length_and_while_streaming(authed: RunningServer)
     with socket.create_connection(addr, timeout=10) as s:
         s.sendall(
             (
-                f"POST /api/v1/runs/{run}/events HTTP/1.1\r\nHost: x\r\n"
+                f"POST /api/v1/runs/{run}/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                 f"Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {BATCH_BODY_MAX + 1}\r\n\r\n"
             ).encode()

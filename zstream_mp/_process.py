@@ -32,12 +32,12 @@ from zstream_mp._forksafe import on_fork_in_child
 from zstream_mp._health import DeliveryHealth
 from zstream_mp._queue import EventQueue
 from zstream_mp._sender import Sender, start_without_signals
-from zstream_mp._settings import Settings, env_server
+from zstream_mp._settings import Settings, env_server, env_token
 from zstream_mp._spill import Spill
 from zstream_mp._stats import F_DURABLE, F_EXITED, F_MUTED, Counters, PublisherStats
 from zstream_mp._stream_context import Destination
 from zstream_mp._transport import Transport
-from zstream_mp._wire import ENV_TOKEN, QUEUE_MAXSIZE
+from zstream_mp._wire import QUEUE_MAXSIZE
 from zstream_mp.errors import ConfigurationError
 
 logger = logging.getLogger("zstream_mp")
@@ -198,11 +198,11 @@ def _refresh_token(server: str) -> str | None:
     # ZSTREAM_TOKEN is the credential of ZSTREAM_SERVER's server, and of no other.
     try:
         from_env = env_server()
+        if from_env is None or from_env != server:
+            return None
+        return env_token()
     except ConfigurationError:
         return None
-    if from_env is None or from_env != server:
-        return None
-    return os.environ.get(ENV_TOKEN) or None
 
 
 # --------------------------------------------------------------------------- per-PID state

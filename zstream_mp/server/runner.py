@@ -3,11 +3,15 @@
 The listening socket is bound before uvicorn starts, so `--port 0` can report its real
 port, and the broker is probed first, so a server that prints its URL is ready to use.
 On SIGINT/SIGTERM every subscriber gets `gap: shutdown` then `end` before connections close.
+SIGHUP re-reads the tokens file (`reload.py`) instead of ending the process. The connection
+cap is fitted to the open-file limit (raised towards it first), so accepting never fails
+for want of a descriptor.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import threading
 from collections.abc import Callable
@@ -18,7 +22,10 @@ import uvicorn
 from zstream_mp._sender import THREAD_PREFIX
 from zstream_mp.server.app import create_app
 from zstream_mp.server.config import ServerConfig
+from zstream_mp.server.reload import watch_sighup
 from zstream_mp.server.state import ServerState, open_state
+
+logger = logging.getLogger("zstream_mp.server")
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -36,6 +43,31 @@ def bind_socket(host: str, port: int) -> socket.socket:
         raise
     sock.set_inheritable(True)
     return sock
+
+
+_FD_RESERVE = 160
+"""Descriptors kept for everything but client connections: the listening socket, broker
+pools (Redis: 64 + 32 + 1), log and state files."""
+
+
+def fit_connection_cap(wanted: int) -> int:
+    """`wanted`, or less when the open-file limit cannot be raised to hold it."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return wanted
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = wanted + _FD_RESERVE
+    if soft != resource.RLIM_INFINITY and soft < need:
+        target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return wanted
+    return max(1, soft - _FD_RESERVE)
 
 
 def url_of(sock: socket.socket) -> str:
@@ -88,9 +120,18 @@ async def serve(
     `sock`: serve on this listening socket instead (a `--workers` worker shares its parent's).
     """
     state = await open_state(config)
+    cap = fit_connection_cap(config.max_connections)
+    if cap < config.max_connections:
+        logger.warning(
+            "connection cap lowered from %d to %d to fit the open-file limit (ulimit -n)",
+            config.max_connections,
+            cap,
+        )
+        state.connections.max_connections = cap
     sock = sock if sock is not None else bind_socket(config.host, config.port)
     server = _Server(_uvicorn_config(state), state)
     server.loop = asyncio.get_running_loop()
+    watch_sighup(server.loop, state)
     if on_server is not None:
         on_server(server)
     if on_ready is not None:

@@ -26,7 +26,11 @@ def create_broker(
     if spec == "memory":
         from zstream_mp.server.brokers.memory import InMemoryBroker
 
-        return InMemoryBroker(max_len=max_len, ttl_seconds=ttl_seconds, max_bytes=memory_max_bytes)
+        return InMemoryBroker(
+            max_len=max_len,
+            ttl_seconds=ttl_seconds,
+            max_bytes=memory_max_bytes,
+        )
     if spec.startswith(("redis://", "rediss://", "unix://")):
         from zstream_mp.server.brokers.redis_streams import RedisStreamsBroker
 

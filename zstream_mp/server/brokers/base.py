@@ -85,6 +85,13 @@ class StreamBroker(ABC):
         records live beside their streams (Redis) implement it."""
         raise NotImplementedError(f"{type(self).__name__} keeps no idempotency records")
 
+    async def cursor_ahead(self, stream_key: str, cursor: str) -> bool:
+        """A valid cursor past every id the stream has had: its ids restarted since it was
+        given out (the memory broker after a server restart); such a subscriber gets
+        `gap: restart` and the stream from its start. Redis ids come from the clock, so
+        they never restart below a client's cursor."""
+        return False
+
     async def ping(self) -> None:
         """Startup probe; raises `BrokerConnectionError` when unreachable."""
         await self.latest_id("zstream:startup-probe")

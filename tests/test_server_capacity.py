@@ -45,7 +45,9 @@ async def _open_stream(
     sock.setblocking(False)
     await asyncio.get_running_loop().sock_connect(sock, addr)
     reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 20)
-    writer.write(f"GET /api/v1/runs/{run}/events/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    writer.write(
+        f"GET /api/v1/runs/{run}/events/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+    )
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
     return reader, writer, head
 

@@ -13,7 +13,9 @@ The same record bounds what a client can hold without sending a request (slowlor
 * at most `max_connections` are open; a new one beyond that evicts the oldest waiting one
   (so half-sent heads cannot keep ingest out), and is refused only when none is waiting.
 
-Hitting the cap is logged at most once a minute, never per accept.
+Hitting the cap is logged at most once a minute, never per accept; so is asyncio's own
+"socket.accept() out of system resource" (`quiet_accept_errors`), should descriptors run
+out anyway.
 """
 
 from __future__ import annotations
@@ -147,3 +149,32 @@ class ConnectionRegistry:
         self._stop_waiting(tuple(client))
         transport.abort()
         return True
+
+
+class _OncePerMinute(logging.Filter):
+    """Lets asyncio's accept-failure record (a traceback) through once a minute."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last = float("-inf")
+        self.dropped = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("socket.accept() out of system resource"):
+            return True
+        now = time.monotonic()
+        if now - self._last < _WARN_EVERY_S:
+            self.dropped += 1
+            return False
+        self._last = now
+        return True
+
+
+_accept_filter = _OncePerMinute()
+
+
+def quiet_accept_errors() -> None:
+    """Install the filter on asyncio's logger (once per process)."""
+    target = logging.getLogger("asyncio")
+    if _accept_filter not in target.filters:
+        target.addFilter(_accept_filter)

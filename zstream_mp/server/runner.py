@@ -11,6 +11,7 @@ for want of a descriptor.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import threading
@@ -22,6 +23,7 @@ import uvicorn
 from zstream_mp._sender import THREAD_PREFIX
 from zstream_mp.server.app import create_app
 from zstream_mp.server.config import ServerConfig
+from zstream_mp.server.connections import quiet_accept_errors
 from zstream_mp.server.reload import watch_sighup
 from zstream_mp.server.state import ServerState, open_state
 
@@ -37,7 +39,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
-        sock.listen(2048)
+        sock.listen(LISTEN_BACKLOG)
     except OSError:
         sock.close()
         raise
@@ -48,6 +50,12 @@ def bind_socket(host: str, port: int) -> socket.socket:
 _FD_RESERVE = 160
 """Descriptors kept for everything but client connections: the listening socket, broker
 pools (Redis: 64 + 32 + 1), log and state files."""
+LISTEN_BACKLOG = 2048
+ACCEPT_BURST = 128
+"""Connections asyncio accepts in one go before any protocol runs (its `backlog`): they
+hold descriptors before the cap can act on them (and evicted ones close a loop turn
+later), so the cap leaves room for two bursts.
+The kernel's queue stays `LISTEN_BACKLOG` long (restored after uvicorn's `listen`)."""
 
 
 def fit_connection_cap(wanted: int) -> int:
@@ -57,7 +65,7 @@ def fit_connection_cap(wanted: int) -> int:
     except ImportError:  # not POSIX
         return wanted
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    need = wanted + _FD_RESERVE
+    need = wanted + _FD_RESERVE + 2 * ACCEPT_BURST
     if soft != resource.RLIM_INFINITY and soft < need:
         target = need if hard == resource.RLIM_INFINITY else min(need, hard)
         try:
@@ -67,7 +75,7 @@ def fit_connection_cap(wanted: int) -> int:
             pass
     if soft == resource.RLIM_INFINITY or soft >= need:
         return wanted
-    return max(1, soft - _FD_RESERVE)
+    return max(1, min(wanted, soft - _FD_RESERVE - 2 * ACCEPT_BURST))
 
 
 def url_of(sock: socket.socket) -> str:
@@ -82,6 +90,12 @@ class _Server(uvicorn.Server):
         super().__init__(config)
         self.state = state
         self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        for sock in sockets or ():
+            with contextlib.suppress(OSError):  # uvicorn listened with ACCEPT_BURST
+                sock.listen(LISTEN_BACKLOG)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.request_stop()
@@ -104,6 +118,7 @@ def _uvicorn_config(state: ServerState) -> uvicorn.Config:
         access_log=state.config.access_log,
         log_level="warning",
         timeout_graceful_shutdown=5,
+        backlog=ACCEPT_BURST,
         ws="none",
         server_header=False,
     )
@@ -132,6 +147,7 @@ async def serve(
     server = _Server(_uvicorn_config(state), state)
     server.loop = asyncio.get_running_loop()
     watch_sighup(server.loop, state)
+    quiet_accept_errors()
     if on_server is not None:
         on_server(server)
     if on_ready is not None:

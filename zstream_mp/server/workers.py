@@ -79,8 +79,13 @@ def _worker_main(config: ServerConfig, sock: socket.socket, parent: int) -> None
 
         threading.Thread(target=orphaned, name="zstream-mp-parent-watch", daemon=True).start()
 
-    with contextlib.suppress(KeyboardInterrupt):
+    try:
         asyncio.run(serve(config, on_server=watch, sock=sock))
+    except KeyboardInterrupt:
+        pass
+    except Exception as exc:  # the broker is down and the like: one line, the parent retries
+        logger.error("worker %s could not serve: %s: %s", os.getpid(), type(exc).__name__, exc)
+        raise SystemExit(1) from None
 
 
 class _Supervisor:

@@ -326,6 +326,16 @@ def test_r05_token_from_the_environment_is_checked_and_never_printed() -> None:
         output = done.stdout + done.stderr
         assert done.returncode == 3 and "ZSTREAM_TOKEN" in output, output
         assert "s3cret" not in output and "Zm9v" not in output and "\x1b" not in output
+        tail = subprocess.run(
+            [sys.executable, "-m", "zstream_mp", "tail", run, "--server", srv.url],
+            env=env,
+            cwd=str(REPO),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert tail.returncode == 2 and "ZSTREAM_TOKEN" in tail.stderr, tail.stderr
+        assert "s3cret" not in tail.stdout + tail.stderr
         print(
             f"row 5: trailing newline -> 20/20 sent, 0 retries; control character -> "
             f"{output.strip()!r}"

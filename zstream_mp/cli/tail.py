@@ -15,6 +15,7 @@ from typing import Any
 from zstream_mp.cli._common import (
     EXIT_OK,
     EXIT_SERVER_GONE,
+    EXIT_USAGE,
     Formatter,
     add_connection_args,
     fail,
@@ -149,10 +150,16 @@ def _live(stream: Any, run_id: str) -> bool:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from zstream_mp._settings import checked_token
+    from zstream_mp._wire import ENV_TOKEN
     from zstream_mp.consumer import subscribe
-    from zstream_mp.errors import SubscribeError
+    from zstream_mp.errors import ConfigurationError, SubscribeError
 
     server, token = resolve(args)
+    try:
+        token = checked_token(token, "--token" if args.token else ENV_TOKEN) if token else None
+    except ConfigurationError as exc:  # names the source, never the value
+        return fail(str(exc), EXIT_USAGE)
     try:
         stream = subscribe(
             server,

@@ -77,7 +77,7 @@ logger = logging.getLogger("zstream_mp.server")
 
 _READY_TIMEOUT_S = 2.0
 RESTART_GAP = "restart"
-"""The gap reason of a subscriber whose cursor predates this server process."""
+"""The gap reason of a subscriber whose cursor is past its stream (the ids restarted)."""
 _CLAIM_ATTEMPTS = 3
 """Claims of one request: a lost lease (the publish outlived it) re-claims to find the answer."""
 _batch_adapter: TypeAdapter[StreamBatchRequest] = TypeAdapter(StreamBatchRequest)
@@ -111,7 +111,7 @@ def _refuse_lone_surrogates(payload: dict[str, Any]) -> None:
             "Event payload holds a lone surrogate (in a key or a value), which UTF-8 cannot encode."
         ) from None
     except (TypeError, ValueError):
-        pass  # not JSON-encodable as is: pydantic's encoder decides below
+        pass  # parsed from JSON, so always encodable; pydantic's encoder already took it
 
 
 def _path_run_id(request: Request) -> tuple[UUID | None, list[dict[str, Any]]]:

@@ -88,11 +88,9 @@ class InMemoryBroker(StreamBroker):
         max_len: int = 10_000,
         ttl_seconds: float = 3600.0,
         max_bytes: int = 256 * 1024 * 1024,
-        id_base: int = 0,
     ) -> None:
-        if max_len < 1 or ttl_seconds <= 0 or max_bytes < 1 or id_base < 0:
-            raise ValueError("max_len and max_bytes must be >= 1, ttl_seconds > 0 and id_base >= 0")
-        self._id_base = id_base
+        if max_len < 1 or ttl_seconds <= 0 or max_bytes < 1:
+            raise ValueError("max_len and max_bytes must be >= 1 and ttl_seconds > 0")
         self.also_held: Callable[[], int] = lambda: 0
         """Bytes the server holds elsewhere per client (run registry, idempotency
         records), counted against `max_bytes` with the frames."""

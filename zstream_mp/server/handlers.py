@@ -77,7 +77,7 @@ logger = logging.getLogger("zstream_mp.server")
 
 _READY_TIMEOUT_S = 2.0
 RESTART_GAP = "restart"
-"""The gap reason of a subscriber whose cursor is past its stream (the ids restarted)."""
+"""The gap reason of a subscriber whose cursor the broker's ids cannot continue from."""
 _CLAIM_ATTEMPTS = 3
 """Claims of one request: a lost lease (the publish outlived it) re-claims to find the answer."""
 _batch_adapter: TypeAdapter[StreamBatchRequest] = TypeAdapter(StreamBatchRequest)
@@ -324,10 +324,10 @@ class Handlers:
         lost: str | None = None
         if from_id is not None:
             try:
-                ahead = await broker.cursor_ahead(key, from_id)
+                restarted = await broker.cursor_restarted(key, from_id)
             except Exception:
-                ahead = False  # broker down: the subscriber's own retries report it
-            if ahead:  # the cursor is from before this server (re)started: ids began again
+                restarted = False  # broker down: the subscriber's own retries report it
+            if restarted:  # the cursor is from before this server (re)started
                 from_id, lost = None, RESTART_GAP
         if self.state.runs.ended(run_id):
             try:

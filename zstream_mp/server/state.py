@@ -8,7 +8,7 @@ from uuid import UUID
 from zstream_mp.server.auth import TokenAuth
 from zstream_mp.server.broadcaster import Broadcaster
 from zstream_mp.server.brokers import StreamBroker, create_broker, stream_key
-from zstream_mp.server.brokers.memory import InMemoryBroker
+from zstream_mp.server.brokers.memory import InMemoryBroker, epoch_id_base
 from zstream_mp.server.config import ServerConfig
 from zstream_mp.server.connections import ConnectionRegistry
 from zstream_mp.server.idempotency import IdempotencyStore, MemoryIdempotency, RedisIdempotency
@@ -38,6 +38,7 @@ async def open_state(config: ServerConfig, *, probe: bool = True) -> ServerState
         max_len=config.max_stream_length,
         ttl_seconds=config.stream_ttl,
         memory_max_bytes=config.memory_max_bytes,
+        memory_id_base=epoch_id_base(),
     )
     if probe and not config.disabled:
         try:

@@ -13,10 +13,12 @@ it bounds what clients can make it hold:
 * the next id of an expired stream is remembered for the last `_ID_MEMORY` streams, so a
   live reader's cursor does not point past a recreated stream's ids.
 
-Ids count from 1 per stream (as ZenML's). A restarted server's ids begin again, so a client
-resuming with a cursor from the previous process would wait until new ids pass it; a
-cursor beyond the stream's last id is known to come from an earlier life (`cursor_ahead`),
-and its subscriber gets `gap: restart`, then the stream from its start.
+Ids are integers counting up per stream from `id_base + 1`. The server passes a base from
+the clock at its start (`epoch_id_base`), so a restarted server's ids are greater than any
+its previous process gave out (a client's old cursor never hides new events, and a page
+that remembers ids never mistakes a new event for one it has shown). A cursor at or below
+the base, or past the stream's last id, cannot be continued (`cursor_restarted`): its
+subscriber gets `gap: restart`, then the stream from its start.
 
 A read costs what it returns, not what is retained: ids in a stream are consecutive, so
 the first entry after a cursor is found by arithmetic and reached by index.
@@ -44,6 +46,18 @@ _ENTRY_CHARGE = 144
 """Bytes charged per entry beyond its frame: measured ~133 (deque slot, tuple, int id,
 bytes header) plus allocator slack."""
 _ID_MEMORY = 100_000
+_EPOCH_MS = 1_704_067_200_000
+"""2024-01-01 UTC, in Unix milliseconds."""
+_IDS_PER_MS = 1_000
+"""Ids one stream may take per millisecond of a server's life before the next process's
+ids could reach them: a million a second, far beyond what one process ingests."""
+
+
+def epoch_id_base(now: float | None = None) -> int:
+    """Milliseconds since 2024 times `_IDS_PER_MS` (about 10**14 today): greater than any
+    id an earlier process gave out, and an exact JavaScript number for centuries."""
+    ms = int((time.time() if now is None else now) * 1000) - _EPOCH_MS
+    return max(ms, 0) * _IDS_PER_MS
 
 
 def _cost(payload: bytes) -> int:
@@ -88,9 +102,11 @@ class InMemoryBroker(StreamBroker):
         max_len: int = 10_000,
         ttl_seconds: float = 3600.0,
         max_bytes: int = 256 * 1024 * 1024,
+        id_base: int = 0,
     ) -> None:
-        if max_len < 1 or ttl_seconds <= 0 or max_bytes < 1:
-            raise ValueError("max_len and max_bytes must be >= 1 and ttl_seconds > 0")
+        if max_len < 1 or ttl_seconds <= 0 or max_bytes < 1 or id_base < 0:
+            raise ValueError("max_len and max_bytes must be >= 1, ttl_seconds > 0 and id_base >= 0")
+        self._id_base = id_base
         self.also_held: Callable[[], int] = lambda: 0
         """Bytes the server holds elsewhere per client (run registry, idempotency
         records), counted against `max_bytes` with the frames."""
@@ -152,7 +168,7 @@ class InMemoryBroker(StreamBroker):
                 f"this batch needs {adding} more"
             )
         if stream is None:
-            next_id = self._next_ids.pop(stream_key, 1)
+            next_id = self._next_ids.pop(stream_key, self._id_base + 1)
             stream = self._streams[stream_key] = _Stream(self._max_len, next_id)
             self._bytes += _STREAM_CHARGE
         ids: list[str] = []
@@ -214,12 +230,18 @@ class InMemoryBroker(StreamBroker):
         self._bytes = 0
         self._notify()
 
-    async def cursor_ahead(self, stream_key: str, cursor: str) -> bool:
-        """The cursor is past every id this process gave the stream: it is an id of an
-        earlier server process (or of a stream whose id memory was forgotten)."""
+    async def cursor_restarted(self, stream_key: str, cursor: str) -> bool:
+        """The cursor is from an earlier server process (at or below this one's id base) or
+        past every id the stream has had (its id memory was forgotten)."""
+        value = int(cursor)
+        if 0 < value <= self._id_base:
+            return True
         stream = self._get(stream_key)
-        last = stream.next_id - 1 if stream is not None else self._next_ids.get(stream_key, 1) - 1
-        return int(cursor) > last
+        if stream is not None:
+            last = stream.next_id - 1
+        else:
+            last = self._next_ids.get(stream_key, self._id_base + 1) - 1
+        return value > last
 
     def validate_cursor(self, cursor: str) -> None:
         if not _CURSOR.match(cursor):

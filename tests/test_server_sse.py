@@ -154,9 +154,10 @@ def test_fan_out_every_event_once_in_order(
     server: RunningServer, subscribers: int, events: int
 ) -> None:
     run = str(uuid.uuid4())
-    _post(
+    history = _post(
         server, run, [{"pipeline_run_id": run, "kind": "pre", "index": i} for i in range(50)]
     )  # history first
+    first = int(history["last_id"]) - 49  # ids count up from a clock base
     out: dict[int, list[str]] = {}
     ready = threading.Barrier(subscribers + 1)
     threads = [
@@ -175,7 +176,7 @@ def test_fan_out_every_event_once_in_order(
     _end(server, run)
     for t in threads:
         t.join(60)
-    expected = [str(i) for i in range(1, events + 51)]
+    expected = [str(first + i) for i in range(events + 50)]
     assert len(out) == subscribers
     for items in out.values():
         assert items == expected
@@ -232,12 +233,14 @@ def test_consumer_items_and_typed_errors(auth_server: RunningServer) -> None:
     )
     _end(auth_server, run)
     items = list(subscribe(auth_server.url, run, token=auth_server.token))
+    i1 = items[0].id if isinstance(items[0], Event) else ""
+    i2 = str(int(i1) + 1)  # ids count up from a clock base
     assert items == [
-        Event("1", "a", run, None, "s", "c", 1, {"x": [1]}),
-        Event("2", "b", run, None, None, None, None, {}),
+        Event(i1, "a", run, None, "s", "c", 1, {"x": [1]}),
+        Event(i2, "b", run, None, None, None, None, {}),
     ]
     assert [e.id for e in subscribe(auth_server.url, run, token=auth_server.token, kinds="b")] == [
-        "2"
+        i2
     ]
     with pytest.raises(AuthenticationError):
         list(subscribe(auth_server.url, run))

@@ -309,6 +309,14 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
+    if args.host.strip("[]") in ("0.0.0.0", "::", "") and not args.allowed_hosts:
+        print(
+            f"zstream-mp serve: note: listening on {args.host}: requests must name this "
+            "server by a loopback name (Host header) unless you add the names clients use "
+            "with --allowed-host NAME (or '*'); others get 400",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def ready(url: str) -> None:
         print(banner(url), flush=True)

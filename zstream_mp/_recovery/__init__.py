@@ -50,10 +50,8 @@ from zstream_mp._recovery import spool as _spool
 from zstream_mp._recovery.adopt import Adopted, maintain_soon
 from zstream_mp._recovery.liveness import start_of
 from zstream_mp._recovery.tree import adopt_descendants, flush_tree, rows, tree_stats
-from zstream_mp._settings import env_server
+from zstream_mp._settings import env_token_for
 from zstream_mp._stats import ProcessRow
-from zstream_mp._wire import ENV_TOKEN
-from zstream_mp.errors import ConfigurationError
 
 __all__ = [
     "Adopted",
@@ -110,19 +108,10 @@ def drain(deadline: float, *, token: str | None = None, server: str | None = Non
         report.refused = report.refused or result.refused
 
     report.complete = _adopt.adopt_all(
-        deadline, only=only, on_result=count, token=token, token_for=_env_token_for
+        deadline, only=only, on_result=count, token=token, token_for=env_token_for
     )
     sweep()
     return report
-
-
-def _env_token_for(server: str) -> str | None:
-    """``ZSTREAM_TOKEN``, for the server ``ZSTREAM_SERVER`` names and no other."""
-    try:
-        from_env = env_server()
-    except ConfigurationError:
-        return None
-    return (os.environ.get(ENV_TOKEN) or None) if from_env == server else None
 
 
 @dataclass

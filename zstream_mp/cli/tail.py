@@ -15,12 +15,14 @@ from typing import Any
 from zstream_mp.cli._common import (
     EXIT_OK,
     EXIT_SERVER_GONE,
+    EXIT_USAGE,
     Formatter,
     add_connection_args,
     fail,
     report,
     resolve,
 )
+from zstream_mp.cli._printable import printable
 
 
 def register(subparsers: Any) -> None:
@@ -83,15 +85,22 @@ def register(subparsers: Any) -> None:
 
 
 def _human(event: Any) -> str:
+    """One line per event; every field is the publisher's, so all of it goes through
+    `printable` (no escape sequence reaches the terminal)."""
     where = event.step_name or "-"
     corr = event.correlation_id or ""
     if event.index is not None:
         corr = f"{corr}#{event.index}"
     payload = json.dumps(event.payload, ensure_ascii=False, separators=(", ", ": "))
-    return f"{event.id:>14}  {event.kind:<12} {where:<16} {corr:<12} {payload}"
+    return printable(f"{event.id:>14}  {event.kind:<12} {where:<16} {corr:<12} {payload}")
 
 
 def _json(event: Any) -> str:
+    """One JSON object per line; characters a terminal would act on are `\\u` escapes."""
+    return printable(_json_text(event))
+
+
+def _json_text(event: Any) -> str:
     return json.dumps(
         {
             "id": event.id,
@@ -117,9 +126,9 @@ def _print_lines(stream: Any, as_json: bool) -> bool:
         if isinstance(item, Gap):
             shutdown = item.reason == "shutdown"
             if as_json:
-                print(json.dumps({"gap": item.reason}), flush=True)
+                print(printable(json.dumps({"gap": item.reason})), flush=True)
             else:
-                print(f"-- gap: {item.reason} (events may be missing) --", flush=True)
+                print(f"-- gap: {printable(item.reason)} (events may be missing) --", flush=True)
             continue
         shutdown = False
         print(_json(item) if as_json else _human(item), flush=True)
@@ -141,10 +150,16 @@ def _live(stream: Any, run_id: str) -> bool:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from zstream_mp._settings import checked_token
+    from zstream_mp._wire import ENV_TOKEN
     from zstream_mp.consumer import subscribe
-    from zstream_mp.errors import SubscribeError
+    from zstream_mp.errors import ConfigurationError, SubscribeError
 
     server, token = resolve(args)
+    try:
+        token = checked_token(token, "--token" if args.token else ENV_TOKEN) if token else None
+    except ConfigurationError as exc:  # names the source, never the value
+        return fail(str(exc), EXIT_USAGE)
     try:
         stream = subscribe(
             server,

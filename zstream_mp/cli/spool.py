@@ -17,15 +17,30 @@ from zstream_mp.cli._common import Formatter
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "spool", help="list or deliver the spools of dead processes", formatter_class=Formatter
+        "spool",
+        help="list or deliver the spools of dead processes",
+        description="A spool holds what a process could not deliver before it exited "
+        "(or, in durable mode, everything it published). `ls` lists them; `drain` adopts "
+        "and delivers every one whose owner is gone.",
+        formatter_class=Formatter,
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     ls = actions.add_parser(
-        "ls", help="list spools: owner, unsettled events, adoptable", formatter_class=Formatter
+        "ls",
+        help="list spools: owner, unsettled events, adoptable",
+        description="One line per spool on this host: its unsettled events, whether it "
+        "can be adopted now (its owner, and any claimer, is dead), its owner's PID, its path.",
+        formatter_class=Formatter,
     )
-    ls.add_argument("--json", action="store_true", help="one JSON document")
+    ls.add_argument(
+        "--json", action="store_true", help="one JSON object per line, one line per spool"
+    )
     drain = actions.add_parser(
-        "drain", help="adopt and deliver every adoptable spool", formatter_class=Formatter
+        "drain",
+        help="adopt and deliver every adoptable spool",
+        description="Adopt every spool whose owner is gone and deliver it, exactly once, "
+        "with the credentials the spool names (its token file) or ZSTREAM_TOKEN.",
+        formatter_class=Formatter,
     )
     drain.add_argument(
         "--timeout",
@@ -45,8 +60,9 @@ def _run(args: argparse.Namespace) -> int:
             {"path": s.path, "owner": s.owner_pid, "unsettled": n, "adoptable": ok}
             for s, n, ok in _tree.spool_rows()
         ]
-        if args.json:
-            print(json.dumps(rows, indent=2))
+        if args.json:  # JSON lines, like every --json of the CLI
+            for row in rows:
+                print(json.dumps(row, separators=(",", ":")))
         else:
             for row in rows:
                 state = "adoptable" if row["adoptable"] else "owned"

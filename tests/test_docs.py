@@ -33,9 +33,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from helpers.servers import REPO
 
+import zstream_mp
 from zstream_mp.cli import build_parser
 from zstream_mp.cli._serve_process import start_serve
 
@@ -149,10 +151,11 @@ def _env(server: str) -> dict[str, str]:
     return env
 
 
-def _run(block: Block, number: int, cwd: Path, env: dict[str, str]) -> str:
+def _run(block: Block, number: int, cwd: Path, env: dict[str, str]) -> tuple[str, str]:
+    """Run one block; (a line for the report, its stdout)."""
     if block.lang == "python" and block.kind == "file":
         (cwd / block.arg).write_text(block.code)
-        return f"{block.where}: saved as {block.arg}"
+        return f"{block.where}: saved as {block.arg}", ""
     if block.lang == "python" and block.kind == "as-notebook":
         argv = [sys.executable, "-c", block.code]
     elif block.lang == "python":
@@ -181,7 +184,7 @@ def _run(block: Block, number: int, cwd: Path, env: dict[str, str]) -> str:
         f"{block.where} exited {done.returncode}\n--- block\n{block.code}"
         f"--- stdout\n{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}"
     )
-    return f"{block.where}: ok in {took:.1f} s"
+    return f"{block.where}: ok in {took:.1f} s", done.stdout
 
 
 @pytest.mark.parametrize(
@@ -196,10 +199,27 @@ def test_every_block_runs_as_pasted(page: Path, tmp_path: Path) -> None:
     (tmp_path / ".venv").symlink_to(Path(sys.prefix), target_is_directory=True)
     with start_serve([*args, "--port", "0"], env=_env("")) as served:
         env = _env(served.url)
-        report = [
-            _run(block, n, tmp_path, env) for n, block in enumerate(todo) if block.kind != "server"
-        ]
-    print("\n".join(report))
+        ran = [_run(b, n, tmp_path, env) for n, b in enumerate(todo) if b.kind != "server"]
+        for _, stdout in ran:
+            _check_published_run(stdout, served.url)
+    print("\n".join(line for line, _ in ran))
+
+
+LIVE_PAGE = re.compile(r"live page: (\S+)/runs/([0-9a-f-]{36})")
+PUBLISHED = re.compile(r"published (\d+) events")
+
+
+def _check_published_run(stdout: str, server: str) -> None:
+    """A block that prints its run's page and how many events it published (the README's
+    quickstart): the page answers and the server holds exactly that many events."""
+    page, published = LIVE_PAGE.search(stdout), PUBLISHED.search(stdout)
+    if page is None or published is None:
+        return
+    assert page.group(1) == server, stdout
+    answer = httpx.get(f"{server}/runs/{page.group(2)}", timeout=10)
+    assert answer.status_code == 200, answer.status_code
+    events = list(zstream_mp.subscribe(server, page.group(2), timeout=30, retry_for=10))
+    assert len(events) == int(published.group(1)) > 0, (len(events), stdout)
 
 
 def test_configuration_names_every_variable_and_serve_option() -> None:

@@ -208,6 +208,9 @@ class _ZenMLInfo(BaseHTTPRequestHandler):
             body = json.dumps({"version": "0.98.0", "deployment_type": "other"}).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
+        elif self.path.startswith("/api/v1/runs/"):  # ZenML wants its own token
+            body = b'{"detail":["AuthorizationException","Authentication error: no token"]}'
+            self.send_response(401)
         else:
             body = b'{"detail":"Not Found"}'
             self.send_response(404)
@@ -219,18 +222,22 @@ class _ZenMLInfo(BaseHTTPRequestHandler):
         pass
 
 
-def test_serve_on_a_port_held_by_zenml_says_so() -> None:
+def test_serve_on_a_port_held_by_zenml_says_so_and_tail_asks_for_a_zenml_token() -> None:
     fake = ThreadingHTTPServer(("127.0.0.1", 0), _ZenMLInfo)
     thread = threading.Thread(target=fake.serve_forever, daemon=True)
     thread.start()
+    port = str(fake.server_address[1])
     try:
-        done = cli("serve", "--port", str(fake.server_address[1]), timeout=60)
+        done = cli("serve", "--port", port, timeout=60)
+        tail = cli("tail", str(uuid.uuid4()), "--server", f"http://127.0.0.1:{port}")
     finally:
         fake.shutdown()
         fake.server_close()
     assert done.returncode == 1
     assert "a ZenML 0.98.0 server is listening there" in done.stderr, done.stderr
     assert "hint: pass --port 0" in done.stderr
+    assert tail.returncode == 3, tail.stderr
+    assert "this is a ZenML 0.98.0 server: pass a ZenML API token" in tail.stderr, tail.stderr
 
 
 def test_demo_keep_keeps_the_page_alive_until_interrupted() -> None:

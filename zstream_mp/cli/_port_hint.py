@@ -2,7 +2,8 @@
 
 Port 8237 is ZenML's default as well as ours, so "Address already in use" most often means
 a ZenML server (whose ``/api/v1/info`` answers with its version) or another
-``zstream-mp serve`` (whose run API answers). Either way the way out is another port.
+``zstream-mp serve`` (whose run API answers). Either way the way out is another port. For
+the same reason a client's 401 may come from a ZenML server, which wants a ZenML token.
 """
 
 from __future__ import annotations
@@ -23,18 +24,28 @@ def _base(host: str, port: int) -> str:
     return f"http://{host}:{port}"
 
 
+def zenml_version(base: str) -> str | None:
+    """The version of the ZenML server at ``base`` (its ``/api/v1/info``), else None."""
+    import httpx
+
+    try:
+        info = httpx.get(base.rstrip("/") + ZENML_INFO_PATH, timeout=_PROBE_TIMEOUT)
+        data = info.json() if info.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return None
+    if isinstance(data, dict) and "version" in data and "deployment_type" in data:
+        return str(data["version"])
+    return None
+
+
 def who_listens(host: str, port: int) -> str | None:
-    """ "a ZenML 0.98.0 server", "another zstream-mp serve", or None when neither answers."""
+    """What answers on the port: a ZenML server, another serve, or None (neither)."""
     import httpx
 
     base = _base(host, port)
-    try:
-        info = httpx.get(base + ZENML_INFO_PATH, timeout=_PROBE_TIMEOUT)
-        data = info.json() if info.status_code == 200 else None
-        if isinstance(data, dict) and "version" in data and "deployment_type" in data:
-            return f"a ZenML {data['version']} server"
-    except (httpx.HTTPError, ValueError):
-        pass
+    version = zenml_version(base)
+    if version is not None:
+        return f"a ZenML {version} server"
     try:
         runs = httpx.get(base + RUNS_PATH, timeout=_PROBE_TIMEOUT)
         if runs.status_code in (200, 401):

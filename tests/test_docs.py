@@ -13,6 +13,8 @@ a fence changes that:
   leave running in its own terminal. The test starts exactly that command with
   ``--port 0`` appended (8237 may be taken) and uses it as the page's server.
 - ``<!-- docs-test: file NAME -->``: the block is saved as NAME for a later block to run.
+- ``<!-- docs-test: needs MODULE -->``: run like any block where MODULE is installed (an
+  optional extra, e.g. ``distributed``); skipped, and said so in the report, where not.
 - ``<!-- docs-test: as-notebook -->``: run as ``python -c CODE``, so ``__main__`` has no
   file, as in a notebook kernel.
 
@@ -49,7 +51,7 @@ PAGES = [
 ]
 LANGS = {"python": "python", "py": "python", "bash": "bash", "sh": "bash", "shell": "bash"}
 MARKER = re.compile(r"^<!-- docs-test: (?P<kind>[\w-]+)(?::?\s*(?P<arg>.*?))? -->$")
-KINDS = ("skip", "server", "file", "as-notebook")
+KINDS = ("skip", "server", "file", "as-notebook", "needs")
 BLOCK_TIMEOUT = 180.0
 
 
@@ -128,6 +130,8 @@ def test_markers_are_well_formed() -> None:
                 assert re.fullmatch(r"[\w.-]+\.py", block.arg), f"{block.where}: file NAME.py"
             if block.kind == "server":
                 assert serve_args(block) is not None, f"{block.where}: no `zstream-mp serve`"
+            if block.kind == "needs":
+                assert re.fullmatch(r"[\w.]+", block.arg), f"{block.where}: needs MODULE"
             if block.kind in ("file", "as-notebook"):
                 assert block.lang == "python", block.where
 
@@ -153,6 +157,8 @@ def _env(server: str) -> dict[str, str]:
 
 def _run(block: Block, number: int, cwd: Path, env: dict[str, str]) -> tuple[str, str]:
     """Run one block; (a line for the report, its stdout)."""
+    if block.kind == "needs" and importlib.util.find_spec(block.arg) is None:
+        return f"{block.where}: SKIPPED, {block.arg} is not installed", ""
     if block.lang == "python" and block.kind == "file":
         (cwd / block.arg).write_text(block.code)
         return f"{block.where}: saved as {block.arg}", ""

@@ -112,3 +112,24 @@ def test_zenml_example_explains_itself_without_zenml() -> None:
     done = run_example("zenml_step")
     assert done.returncode == 0, done.stderr
     assert "pip install 'zenml" in done.stdout
+
+
+@pytest.mark.parametrize("name", sorted(NEEDS))
+def test_example_without_its_framework_says_how_to_install_it(name: str) -> None:
+    blocked = NEEDS[name]
+    code = (
+        "import runpy, sys\n"
+        f"sys.modules[{blocked!r}] = None  # as if it were not installed\n"
+        f"sys.path.insert(0, {str(EXAMPLES)!r})\n"
+        f"runpy.run_path({str(EXAMPLES / f'{name}.py')!r}, run_name='__main__')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=driver_env(ZSTREAM_SERVER="http://127.0.0.1:9"),  # never reached
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "pip install 'zstream-mp[" in done.stdout, done.stdout

@@ -267,4 +267,8 @@ def test_mkdocs_build_is_strict_clean(tmp_path: Path) -> None:
         env=env,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert (tmp_path / "reference" / "api" / "index.html").exists()
+    api = (tmp_path / "reference" / "api" / "index.html").read_text()
+    missing = [
+        n for n in zstream_mp.__all__ if n != "__version__" and f'id="zstream_mp.{n}"' not in api
+    ]
+    assert not missing, f"the API reference lacks {missing}"

@@ -19,6 +19,7 @@ from zstream_mp._wire import (
     bearer,
 )
 from zstream_mp.cli._common import EXIT_REFUSED, EXIT_USAGE, Formatter
+from zstream_mp.cli._port_hint import listen_failure
 from zstream_mp.cli._serve_process import banner
 from zstream_mp.server.config import MAX_CONNECTIONS
 
@@ -336,7 +337,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         asyncio.run(serve(config, on_ready=ready))
     except OSError as exc:
-        print(f"zstream-mp serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        print(listen_failure(args.host, args.port, exc), file=sys.stderr)
         return EXIT_REFUSED
     except KeyboardInterrupt:
         return 0
@@ -381,10 +382,7 @@ def _run_workers(config: Any, workers: int, ready: Any) -> int:
     try:
         return serve_workers(config, workers, on_ready=ready)
     except OSError as exc:
-        print(
-            f"zstream-mp serve: cannot listen on {config.host}:{config.port}: {exc}",
-            file=sys.stderr,
-        )
+        print(listen_failure(config.host, config.port, exc), file=sys.stderr)
         return 1
     except Exception as exc:  # broker probe failed and the like: one line, no traceback
         print(f"zstream-mp serve: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 from zstream_mp.cli._common import (
@@ -30,8 +32,10 @@ def register(subparsers: Any) -> None:
         "tail",
         help="print a run's events live (exit 0 when the run ends, 4 when the server goes away)",
         description="Subscribe to a run's SSE stream and print each event. Replays the "
-        "history first unless --since is given. Exit status: 0 the run ended, 1 refused "
-        "(e.g. unknown run), 2 usage, 3 auth, 4 server gone.",
+        "history first unless --since is given, then waits for new events (saying so on "
+        "stderr when the run has none yet). Exit status: 0 the run ended, 1 refused "
+        "(e.g. a run unknown to a ZenML server or to `serve --strict-runs`), 2 usage, "
+        "3 auth, 4 server gone.",
         formatter_class=Formatter,
     )
     parser.add_argument("run_id", metavar="RUN_ID", help="the run to follow (a UUID)")
@@ -64,7 +68,11 @@ def register(subparsers: Any) -> None:
         help="resume after this event id (default: replay all)",
     )
     output = parser.add_mutually_exclusive_group()
-    output.add_argument("--json", action="store_true", help="one JSON object per line")
+    output.add_argument(
+        "--json",
+        action="store_true",
+        help='one JSON object per line: per event, and {"gap": REASON} per gap',
+    )
     output.add_argument(
         "--live",
         action="store_true",
@@ -149,6 +157,49 @@ def _live(stream: Any, run_id: str) -> bool:
     return shutdown
 
 
+WAITING_AFTER = 0.8
+"""Seconds without a first event before ``tail`` says it is waiting (a run's history, when
+it has one, arrives well within this)."""
+
+
+def _say_when_waiting(stream: Iterator[Any], run_id: str, server: str) -> Iterator[Any]:
+    """Pass ``stream`` through; if nothing has come after ``WAITING_AFTER`` s, say so once.
+
+    A server accepts a subscription to a run nobody has published to yet and then stays
+    silent; without this line, ``tail`` on a mistyped run id would look hung. Said only
+    when the server answers its health check: an unreachable one gets its own error.
+    """
+    first = threading.Event()
+
+    def waiting() -> None:
+        if not first.wait(WAITING_AFTER) and _answers(server) and not first.is_set():
+            print(
+                f"zstream-mp: waiting for run {run_id} on {server}: no event yet "
+                "(nobody has published to it); Ctrl-C to stop",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    threading.Thread(target=waiting, name="zstream-tail-waiting", daemon=True).start()
+    try:
+        for item in stream:
+            first.set()
+            yield item
+    finally:
+        first.set()
+
+
+def _answers(server: str) -> bool:
+    import httpx
+
+    from zstream_mp._wire import HEALTH_PATH
+
+    try:
+        return httpx.get(server + HEALTH_PATH, timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def _run(args: argparse.Namespace) -> int:
     from zstream_mp._settings import checked_token
     from zstream_mp._wire import ENV_TOKEN
@@ -172,6 +223,7 @@ def _run(args: argparse.Namespace) -> int:
             reconnect=not args.no_reconnect,
             retry_for=args.retry_for,
         )
+        stream = _say_when_waiting(stream, args.run_id, server)
         shutdown = _live(stream, args.run_id) if args.live else _print_lines(stream, args.json)
     except SubscribeError as exc:
         return report(exc, server, args.run_id)

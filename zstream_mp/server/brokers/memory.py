@@ -14,6 +14,7 @@ it bounds what clients can make it hold:
 from __future__ import annotations
 
 import asyncio
+import bisect
 import itertools
 import re
 import time
@@ -25,6 +26,7 @@ from zstream_mp.server.brokers.base import (
     StreamBroker,
     shown_cursor,
 )
+from zstream_mp.server.brokers.run_meta import BatchFacts, RunMeta
 
 _CURSOR = re.compile(r"^\d{1,20}$")
 _STREAM_CHARGE = 512
@@ -39,6 +41,20 @@ class _Stream:
         self.bytes = _STREAM_CHARGE
         self.next_id = 1
         self.touched = time.monotonic()
+        self.times: deque[tuple[int, float]] = deque()  # (first id of a batch, receive time)
+        self.meta = RunMeta()
+
+    def stamp(self, first_id: int, now: float) -> None:
+        """Remember the batch starting at `first_id` arrived at `now`; forget trimmed ones."""
+        if not self.times or self.times[-1][1] != now:
+            self.times.append((first_id, now))
+        oldest = self.entries[0][0] if self.entries else first_id
+        while len(self.times) > 1 and self.times[1][0] <= oldest:
+            self.times.popleft()
+
+    def received_at(self, entry_id: int) -> float | None:
+        at = bisect.bisect_right(self.times, (entry_id, float("inf"))) - 1
+        return self.times[at][1] if at >= 0 else None
 
     def append(self, payload: bytes) -> tuple[str, int]:
         """Append; returns the id and the bytes freed by trimming to `max_len`."""
@@ -124,11 +140,15 @@ class InMemoryBroker(StreamBroker):
             stream.next_id = self._next_ids.pop(stream_key, 1)
             self._bytes += _STREAM_CHARGE
         ids: list[str] = []
+        first_id = stream.next_id
         for payload in payloads:
             entry_id, freed = stream.append(payload)
             self._bytes += len(payload) - freed
             ids.append(entry_id)
         stream.touched = time.monotonic()
+        now = time.time()
+        stream.stamp(first_id, now)
+        stream.meta.add(BatchFacts.of(payloads), now, ids[-1] if ids else None)
         self._notify()
         return ids
 
@@ -177,6 +197,20 @@ class InMemoryBroker(StreamBroker):
     async def oldest_id(self, stream_key: str) -> str | None:
         stream = self._get(stream_key)
         return str(stream.entries[0][0]) if stream is not None and stream.entries else None
+
+    def received_at(self, stream_key: str, entry_id: str) -> float | None:
+        stream = self._streams.get(stream_key)
+        if stream is None or not entry_id.isdigit():
+            return None
+        return stream.received_at(int(entry_id))
+
+    async def run_summaries(self, stream_keys: list[str]) -> dict[str, RunMeta]:
+        found: dict[str, RunMeta] = {}
+        for key in stream_keys:
+            stream = self._get(key)
+            if stream is not None:
+                found[key] = stream.meta
+        return found
 
     async def delete_stream(self, stream_key: str) -> None:
         stream = self._streams.get(stream_key)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 from typing import Any
 
 from zstream_mp.server.brokers.base import (
@@ -25,10 +26,70 @@ from zstream_mp.server.brokers.base import (
     StreamBroker,
     shown_cursor,
 )
+from zstream_mp.server.brokers.run_meta import MAX_PIDS, MAX_STEPS, BatchFacts, RunMeta
 
 _FIELD = b"p"
 _CURSOR = re.compile(r"^\d{1,20}-\d{1,20}$")
 _POOL_WAIT_S = 5.0
+_INDEX_MAX = 100_000
+"""Runs the shared run index holds (newest kept); older ones leave the list, not Redis."""
+
+
+def meta_key(stream_key: str) -> str:
+    """The hash holding a run's summary, beside (not inside) ZenML's key layout."""
+    return "zstream:meta:" + stream_key
+
+
+def index_key(prefix: str) -> str:
+    """The sorted set of a deployment's runs, scored by their first event's time."""
+    return "zstream:runs:" + prefix
+
+
+def split_key(stream_key: str) -> tuple[str, str]:
+    """`(prefix, run id)` of `...:run:<id>`."""
+    prefix, _, run_id = stream_key.rpartition(":run:")
+    return prefix, run_id
+
+
+def _queue_meta(pipe: Any, stream_key: str, facts: BatchFacts, ttl: int) -> None:
+    """Queue the summary updates of one appended batch on `pipe` (no round trip of its own)."""
+    now = time.time()
+    meta = meta_key(stream_key)
+    if facts.events:
+        pipe.hsetnx(meta, "first", repr(now))
+        pipe.hset(meta, "last", repr(now))
+        pipe.hincrby(meta, "events", facts.events)
+        prefix, run_id = split_key(stream_key)
+        index = index_key(prefix)
+        pipe.zadd(index, {run_id: now}, nx=True)
+        pipe.zremrangebyscore(index, "-inf", now - ttl)
+        pipe.zremrangebyrank(index, 0, -_INDEX_MAX - 1)
+    for step in facts.steps:
+        pipe.hsetnx(meta, "s:" + step, 1)
+    for pid in facts.pids:
+        pipe.hsetnx(meta, f"p:{pid}", 1)
+    if facts.ended:
+        pipe.hset(meta, "ended", 1)
+    pipe.expire(meta, ttl)
+
+
+def _meta_of(fields: dict[Any, Any], last_id: str | None) -> RunMeta:
+    meta = RunMeta(last_id=last_id)
+    for raw_name, raw_value in fields.items():
+        name, value = _text(raw_name), _text(raw_value)
+        if name == "first":
+            meta.first = float(value)
+        elif name == "last":
+            meta.last = float(value)
+        elif name == "events":
+            meta.events = int(value)
+        elif name == "ended":
+            meta.ended = True
+        elif name.startswith("s:") and len(meta.steps) < MAX_STEPS:
+            meta.steps.add(name[2:])
+        elif name.startswith("p:") and len(meta.pids) < MAX_PIDS and name[2:].isdigit():
+            meta.pids.add(int(name[2:]))
+    return meta
 
 
 _PUBLISH_FENCED = """
@@ -113,10 +174,11 @@ class RedisStreamsBroker(StreamBroker):
             for payload in payloads:
                 pipe.xadd(stream_key, {_FIELD: payload}, maxlen=self._max_len, approximate=True)
             pipe.expire(stream_key, self._ttl)
+            _queue_meta(pipe, stream_key, BatchFacts.of(payloads), self._ttl)
             results = await pipe.execute()
         except Exception as exc:
             raise BrokerConnectionError(str(exc)) from exc
-        return [_text(r) for r in results[:-1]]
+        return [_text(r) for r in results[: len(payloads)]]
 
     async def publish_fenced(
         self,
@@ -148,7 +210,13 @@ class RedisStreamsBroker(StreamBroker):
             )
         except Exception as exc:
             raise BrokerConnectionError(str(exc)) from exc
-        return None if last is None else _text(last)
+        if last is None:
+            return None
+        with contextlib.suppress(Exception):  # the batch is in: a lost summary is not an error
+            pipe = client.pipeline(transaction=False)
+            _queue_meta(pipe, stream_key, BatchFacts.of(payloads), self._ttl)
+            await pipe.execute()
+        return _text(last)
 
     async def _xread(
         self, role: str, cursors: dict[str, str | None], max_count: int, block_ms: int
@@ -202,6 +270,58 @@ class RedisStreamsBroker(StreamBroker):
 
     async def oldest_id(self, stream_key: str) -> str | None:
         return await self._edge_id(stream_key, newest=False)
+
+    def received_at(self, stream_key: str, entry_id: str) -> float | None:
+        ms, _, _ = entry_id.partition("-")
+        return int(ms) / 1000.0 if ms.isdigit() else None
+
+    async def run_summaries(self, stream_keys: list[str]) -> dict[str, RunMeta]:
+        if not stream_keys:
+            return {}
+        client = await self._client("read")
+        try:
+            pipe = client.pipeline(transaction=False)
+            for key in stream_keys:
+                pipe.hgetall(meta_key(key))
+                pipe.xrevrange(key, "+", "-", count=1)
+            results = await pipe.execute()
+        except Exception as exc:
+            raise BrokerConnectionError(str(exc)) from exc
+        found: dict[str, RunMeta] = {}
+        for at, key in enumerate(stream_keys):
+            fields, newest = results[2 * at], results[2 * at + 1]
+            last_id = _text(newest[0][0]) if newest else None
+            if fields or last_id is not None:
+                found[key] = _meta_of(fields or {}, last_id)
+        return found
+
+    async def indexed_runs(
+        self, prefix: str, newest_first: bool, cursor: tuple[float, str] | None, limit: int
+    ) -> list[tuple[float, str]] | None:
+        client = await self._client("read")
+        index = index_key(prefix)
+        spare = limit + 64  # entries sharing the cursor's score are skipped below
+        try:
+            if newest_first:
+                top = repr(cursor[0]) if cursor else "+inf"
+                rows = await client.zrevrangebyscore(
+                    index, top, "-inf", start=0, num=spare, withscores=True
+                )
+            else:
+                bottom = repr(cursor[0]) if cursor else "-inf"
+                rows = await client.zrangebyscore(
+                    index, bottom, "+inf", start=0, num=spare, withscores=True
+                )
+        except Exception as exc:
+            raise BrokerConnectionError(str(exc)) from exc
+        found = [(float(score), _text(member)) for member, score in rows]
+        if cursor is not None:
+            if newest_first:
+                found = [row for row in found if row < cursor]
+            else:
+                found = [row for row in found if row > cursor]
+        found.sort(reverse=newest_first)
+        return found[:limit]
 
     async def delete_stream(self, stream_key: str) -> None:
         client = await self._client("write")

@@ -44,6 +44,7 @@ FLAGS = [
 DOCS_IMG = REPO / "docs" / "img"
 HMS = re.compile(r"^\d\d:\d\d:\d\d$")
 WORKERS = 3
+WORDS = ("the", "loss", "falls", "as", "every", "worker", "streams", "its", "tokens", "back")
 STEPS = 40
 
 if not os.path.exists(CHROMIUM) or shutil.which("chromium") is None:
@@ -116,7 +117,7 @@ def _workload(url: str, run_id: str) -> None:
             log.info("training on %d workers", WORKERS)
             with multiprocessing.get_context("fork").Pool(WORKERS) as pool:
                 pending = pool.map_async(_train, range(WORKERS))
-                words = ["the", "loss", "falls", "as", "every", "worker", "streams", "its", "tokens", "back"]
+                words = WORDS
                 for i in range(36):
                     for corr in ("summary-a", "summary-b"):
                         zstream_mp.publish(

@@ -12,6 +12,7 @@ or before a restart). Pages are ordered by first seen and continue from an opaqu
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,8 @@ MAX_LIMIT = 1000
 LIVE_WINDOW_S = 30.0
 """A run with an event this recent is `live`; one without is `quiet` (still open)."""
 SHOWN_STEPS = 8
+_SLICE = 100
+"""Runs summarised between two yields to the event loop, so a big page never holds it."""
 
 
 @dataclass(frozen=True)
@@ -111,24 +114,33 @@ async def summaries(state: ServerState, run_ids: list[UUID]) -> dict[UUID, RunMe
 
 async def list_page(state: ServerState, page: PageRequest) -> dict[str, Any]:
     """`{"runs": [...], "next": cursor or null}`: one page in first-seen order."""
-    local = state.runs.page(page.newest_first, page.cursor, page.limit)
+    rows: dict[str, tuple[float, UUID]] = {
+        text: (stamp, run_id)
+        for stamp, text, run_id in state.runs.page(page.newest_first, page.cursor, page.limit)
+    }
     prefix = state.key(UUID(int=0)).rpartition(":run:")[0]
     try:
         shared = await state.broker.indexed_runs(prefix, page.newest_first, page.cursor, page.limit)
     except Exception:
         shared = None
-    rows = {run_id: stamp for stamp, run_id in local}
-    if shared is not None:  # the shared index's time wins, so a run sits at one place
-        rows.update({run_id: stamp for stamp, run_id in shared})
-    merged = sorted(((t, r) for r, t in rows.items()), reverse=page.newest_first)[: page.limit]
-    ids = [UUID(run_id) for _, run_id in merged]
-    metas = await summaries(state, ids)
-    shared_ids = {run_id for _, run_id in shared or ()}
+    shared_ids = set()
+    for stamp, text in shared or ():  # the shared index's time wins: a run sits at one place
+        shared_ids.add(text)
+        known = rows.get(text)
+        rows[text] = (stamp, known[1] if known else UUID(text))
+    merged = sorted(((t, text, r) for text, (t, r) in rows.items()), reverse=page.newest_first)
+    merged = merged[: page.limit]
+    await asyncio.sleep(0)
+    metas = await summaries(state, [run_id for _, _, run_id in merged])
     runs = []
-    for (stamp, text), run_id in zip(merged, ids, strict=True):
+    for at, (stamp, text, run_id) in enumerate(merged, 1):
         meta = metas.get(run_id)
-        if shared is not None and text not in shared_ids and meta and meta.first is not None:
+        listed_elsewhere = meta is not None and meta.first is not None
+        if shared is not None and text not in shared_ids and listed_elsewhere:
             continue  # a run with events is listed where the shared index puts it
-        runs.append(summary(state, run_id, meta, state.runs.first_seen(run_id) or stamp))
+        runs.append(summary(state, run_id, meta, stamp))
+        if at % _SLICE == 0:
+            await asyncio.sleep(0)
     more = len(merged) == page.limit
-    return {"runs": runs, "next": format_cursor(merged[-1]) if more and merged else None}
+    last = merged[-1][:2] if merged else None
+    return {"runs": runs, "next": format_cursor(last) if more and last else None}

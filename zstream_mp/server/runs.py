@@ -71,7 +71,7 @@ class _FirstSeenIndex:
     """
 
     def __init__(self) -> None:
-        self._rows: list[Cursor] = []
+        self._rows: list[tuple[float, str, UUID]] = []  # a cursor, and the id parsed once
         self._time: dict[UUID, float] = {}
         self._last = 0.0
 
@@ -80,7 +80,7 @@ class _FirstSeenIndex:
             return
         stamp = self._last = max(time.time(), self._last + 1e-6)
         self._time[run_id] = stamp
-        self._rows.append((stamp, str(run_id)))
+        self._rows.append((stamp, str(run_id), run_id))
 
     def first_seen(self, run_id: UUID) -> float | None:
         return self._time.get(run_id)
@@ -92,25 +92,27 @@ class _FirstSeenIndex:
         if len(self._rows) <= 2 * len(held) + 1024:
             return
         self._time = {run: t for run, t in self._time.items() if run in held}
-        self._rows = [row for row in self._rows if UUID(row[1]) in self._time]
+        self._rows = [row for row in self._rows if row[2] in self._time]
 
     def page(
         self, held: _BoundedSet, newest_first: bool, cursor: Cursor | None, limit: int
-    ) -> list[Cursor]:
+    ) -> list[tuple[float, str, UUID]]:
         self.compact(held)
         rows = self._rows
-        found: list[Cursor] = []
+        found: list[tuple[float, str, UUID]] = []
         if newest_first:
             at = bisect.bisect_left(rows, cursor) if cursor else len(rows)
             step, at = -1, at - 1
         else:
             at = bisect.bisect_right(rows, cursor) if cursor else 0
+            while cursor and at < len(rows) and rows[at][:2] <= cursor:
+                at += 1  # a row is longer than its cursor, so bisect puts it after
             step = 1
+        times = self._time
         while 0 <= at < len(rows) and len(found) < limit:
-            stamp, text = rows[at]
-            run_id = UUID(text)
-            if self._time.get(run_id) == stamp and run_id in held:
-                found.append(rows[at])
+            row = rows[at]
+            if times.get(row[2]) == row[0] and row[2] in held:
+                found.append(row)
             at += step
         return found
 
@@ -168,8 +170,11 @@ class RunRegistry:
         """Wall time this process first saw the run (created, published to or ended)."""
         return self._index.first_seen(run_id) if run_id in self._seen else None
 
-    def page(self, newest_first: bool, cursor: Cursor | None, limit: int) -> list[Cursor]:
-        """One page of runs still remembered, by first seen, strictly past `cursor`."""
+    def page(
+        self, newest_first: bool, cursor: Cursor | None, limit: int
+    ) -> list[tuple[float, str, UUID]]:
+        """One page of runs still remembered, by first seen, strictly past `cursor`:
+        `(first seen, id, id as UUID)` rows."""
         return self._index.page(self._seen, newest_first, cursor, limit)
 
     def __len__(self) -> int:

@@ -31,6 +31,8 @@ from zstream_mp.server.brokers.run_meta import MAX_PIDS, MAX_STEPS, BatchFacts, 
 _FIELD = b"p"
 _CURSOR = re.compile(r"^\d{1,20}-\d{1,20}$")
 _POOL_WAIT_S = 5.0
+_SUMMARY_CHUNK = 250
+"""Runs summarised per pipeline: a big page is several short round trips, not one long one."""
 _INDEX_MAX = 100_000
 """Runs the shared run index holds (newest kept); older ones leave the list, not Redis."""
 
@@ -51,10 +53,18 @@ def split_key(stream_key: str) -> tuple[str, str]:
     return prefix, run_id
 
 
-def _queue_meta(pipe: Any, stream_key: str, facts: BatchFacts, ttl: int) -> None:
-    """Queue the summary updates of one appended batch on `pipe` (no round trip of its own)."""
+def _queue_meta(
+    pipe: Any, stream_key: str, facts: BatchFacts, ttl: int, last_id: str | None
+) -> None:
+    """Queue the summary updates of one appended batch on `pipe` (no round trip of its own).
+    Without `last_id` (not known before the pipeline runs) the stored one is dropped, and
+    the list reads the stream's newest id instead."""
     now = time.time()
     meta = meta_key(stream_key)
+    if last_id is None:
+        pipe.hdel(meta, "last_id")
+    else:
+        pipe.hset(meta, "last_id", last_id)
     if facts.events:
         pipe.hsetnx(meta, "first", repr(now))
         pipe.hset(meta, "last", repr(now))
@@ -85,6 +95,8 @@ def _meta_of(fields: dict[Any, Any], last_id: str | None) -> RunMeta:
             meta.events = int(value)
         elif name == "ended":
             meta.ended = True
+        elif name == "last_id":
+            meta.last_id = value
         elif name.startswith("s:") and len(meta.steps) < MAX_STEPS:
             meta.steps.add(name[2:])
         elif name.startswith("p:") and len(meta.pids) < MAX_PIDS and name[2:].isdigit():
@@ -132,7 +144,14 @@ class RedisStreamsBroker(StreamBroker):
         self._ttl = int(ttl_seconds)
         self._connect_timeout = connect_timeout
         self._socket_timeout = socket_timeout
-        self._sizes = {"write": write_connections, "read": read_connections, "tail": 1}
+        # "list": the run list's own few connections, so listers never starve short reads
+        # (the readiness probe, subscribers' catch-up)
+        self._sizes = {
+            "write": write_connections,
+            "read": read_connections,
+            "tail": 1,
+            "list": 4,
+        }
         self._clients: dict[str, Any] = {}
         self._lock = asyncio.Lock()
         self._closed = False
@@ -174,11 +193,16 @@ class RedisStreamsBroker(StreamBroker):
             for payload in payloads:
                 pipe.xadd(stream_key, {_FIELD: payload}, maxlen=self._max_len, approximate=True)
             pipe.expire(stream_key, self._ttl)
-            _queue_meta(pipe, stream_key, BatchFacts.of(payloads), self._ttl)
+            facts = BatchFacts.of(payloads)
+            _queue_meta(pipe, stream_key, facts, self._ttl, None)
             results = await pipe.execute()
         except Exception as exc:
             raise BrokerConnectionError(str(exc)) from exc
-        return [_text(r) for r in results[: len(payloads)]]
+        ids = [_text(r) for r in results[: len(payloads)]]
+        if facts.ended:  # a run's last entry: worth a round trip so the list knows its id
+            with contextlib.suppress(Exception):
+                await client.hset(meta_key(stream_key), "last_id", ids[-1])
+        return ids
 
     async def publish_fenced(
         self,
@@ -214,7 +238,7 @@ class RedisStreamsBroker(StreamBroker):
             return None
         with contextlib.suppress(Exception):  # the batch is in: a lost summary is not an error
             pipe = client.pipeline(transaction=False)
-            _queue_meta(pipe, stream_key, BatchFacts.of(payloads), self._ttl)
+            _queue_meta(pipe, stream_key, BatchFacts.of(payloads), self._ttl, _text(last))
             await pipe.execute()
         return _text(last)
 
@@ -276,29 +300,34 @@ class RedisStreamsBroker(StreamBroker):
         return int(ms) / 1000.0 if ms.isdigit() else None
 
     async def run_summaries(self, stream_keys: list[str]) -> dict[str, RunMeta]:
-        if not stream_keys:
-            return {}
-        client = await self._client("read")
+        client = await self._client("list")
+        found: dict[str, RunMeta] = {}
         try:
-            pipe = client.pipeline(transaction=False)
-            for key in stream_keys:
-                pipe.hgetall(meta_key(key))
-                pipe.xrevrange(key, "+", "-", count=1)
-            results = await pipe.execute()
+            for start in range(0, len(stream_keys), _SUMMARY_CHUNK):
+                keys = stream_keys[start : start + _SUMMARY_CHUNK]
+                pipe = client.pipeline(transaction=False)
+                for key in keys:
+                    pipe.hgetall(meta_key(key))
+                for key, fields in zip(keys, await pipe.execute(), strict=True):
+                    if fields:
+                        found[key] = _meta_of(fields, None)
+            # runs last written without a known id (a client without Idempotency-Key)
+            unknown = [k for k in stream_keys if k not in found or found[k].last_id is None]
+            if unknown:
+                pipe = client.pipeline(transaction=False)
+                for key in unknown:
+                    pipe.xrevrange(key, "+", "-", count=1)
+                for key, newest in zip(unknown, await pipe.execute(), strict=True):
+                    if newest:
+                        found.setdefault(key, RunMeta()).last_id = _text(newest[0][0])
         except Exception as exc:
             raise BrokerConnectionError(str(exc)) from exc
-        found: dict[str, RunMeta] = {}
-        for at, key in enumerate(stream_keys):
-            fields, newest = results[2 * at], results[2 * at + 1]
-            last_id = _text(newest[0][0]) if newest else None
-            if fields or last_id is not None:
-                found[key] = _meta_of(fields or {}, last_id)
         return found
 
     async def indexed_runs(
         self, prefix: str, newest_first: bool, cursor: tuple[float, str] | None, limit: int
     ) -> list[tuple[float, str]] | None:
-        client = await self._client("read")
+        client = await self._client("list")
         index = index_key(prefix)
         spare = limit + 64  # entries sharing the cursor's score are skipped below
         try:

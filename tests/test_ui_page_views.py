@@ -362,3 +362,59 @@ def test_index_pages_through_runs(browser: Any, server: RunningServer) -> None:
     assert second and not set(first) & set(second)
     page.click("#newer")
     page.wait_for_selector(f"tr[data-run='{first[0]}']", timeout=10_000)
+
+
+# -- hostile events -------------------------------------------------------------------------
+HOSTILE = [
+    "<img src=x onerror=\"window.__xss='img'\">",
+    "<script>window.__xss='script'</script>",
+    "<svg onload=\"window.__xss='svg'\"></svg>",
+    '"><iframe src="javascript:window.__xss=1">',
+    "javascript:window.__xss='href'",
+    "</title><script>window.__xss='title'</script>",
+    "{{constructor.constructor('window.__xss=1')()}}",
+    "\u202e\u0000<b>bidi</b>",
+]
+
+
+def test_no_xss_from_hostile_events_in_any_view(browser: Any, server: RunningServer) -> None:
+    run_id = create_run(server.url)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.goto(f"{server.url}/runs/{run_id}")
+    page.wait_for_function("() => document.body.dataset.state === 'live'", timeout=20_000)
+    published = 0
+    for n, bad in enumerate(HOSTILE):
+        with zstream_mp.bind(run_id, server=server.url, step_name=bad):
+            zstream_mp.publish({"text": bad}, kind="token", correlation_id=bad, index=n)
+            zstream_mp.publish(
+                {"worker": bad, "done": n + 1, "total": len(HOSTILE), bad: n + 0.5, "pid": n},
+                kind="progress",
+                correlation_id=bad,
+            )
+            zstream_mp.publish(
+                {"level": bad, "logger": bad, "message": bad, "exception": bad, "where": bad},
+                kind="log",
+            )
+            zstream_mp.publish({bad: bad, "nested": [bad, {bad: bad}]}, kind=bad[:60].strip())
+            published += 4
+            assert zstream_mp.flush(10)
+    page.wait_for_function(f"() => Number(document.body.dataset.count) === {published}")
+    for field in HOSTILE[:3]:  # plot the hostile field names too
+        page.select_option("#plot-field", field)
+        page.wait_for_timeout(50)
+    page.fill("#f-search", "<img")
+    page.fill("#f-search", "")
+    page.wait_for_timeout(1200)
+    assert page.evaluate("() => window.__xss") is None
+    assert not dialogs
+    assert page.locator("main img, main iframe, main script, #tokens svg, #logs svg").count() == 0
+    assert page.locator(".token-stream").count() == len(HOSTILE)
+    assert HOSTILE[0] in page.locator(".log-line .msg").first.inner_text()
+    index = browser.new_page()
+    index.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    index.goto(server.url + "/")
+    index.wait_for_selector(f"tr[data-run='{run_id}']", timeout=10_000)
+    assert HOSTILE[0][:40] in index.locator(f"tr[data-run='{run_id}'] td.steps").inner_text()
+    assert index.evaluate("() => window.__xss") is None and not dialogs

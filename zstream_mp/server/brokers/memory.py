@@ -32,6 +32,10 @@ _CURSOR = re.compile(r"^\d{1,20}$")
 _STREAM_CHARGE = 512
 """Bytes charged per stream against `max_bytes` for its bookkeeping."""
 _ID_MEMORY = 100_000
+_STAMP_S = 0.01
+"""Receive times are kept to 10 ms: batches closer together share their first one's."""
+_STAMP_CHARGE = 64
+"""Bytes charged per receive-time stamp (a tuple in a deque) against `max_bytes`."""
 
 
 class _Stream:
@@ -44,13 +48,19 @@ class _Stream:
         self.times: deque[tuple[int, float]] = deque()  # (first id of a batch, receive time)
         self.meta = RunMeta()
 
-    def stamp(self, first_id: int, now: float) -> None:
-        """Remember the batch starting at `first_id` arrived at `now`; forget trimmed ones."""
-        if not self.times or self.times[-1][1] != now:
+    def stamp(self, first_id: int, now: float) -> int:
+        """Remember the batch starting at `first_id` arrived at `now` (to `_STAMP_S`: one
+        stamp per batch at most, fewer under load) and forget trimmed ones; returns the
+        bytes this adds to the stream's charge (negative when it frees some)."""
+        charge = 0
+        if not self.times or now - self.times[-1][1] >= _STAMP_S:
             self.times.append((first_id, now))
+            charge += _STAMP_CHARGE
         oldest = self.entries[0][0] if self.entries else first_id
         while len(self.times) > 1 and self.times[1][0] <= oldest:
             self.times.popleft()
+            charge -= _STAMP_CHARGE
+        return charge
 
     def received_at(self, entry_id: int) -> float | None:
         at = bisect.bisect_right(self.times, (entry_id, float("inf"))) - 1
@@ -147,7 +157,9 @@ class InMemoryBroker(StreamBroker):
             ids.append(entry_id)
         stream.touched = time.monotonic()
         now = time.time()
-        stream.stamp(first_id, now)
+        charge = stream.stamp(first_id, now)
+        stream.bytes += charge
+        self._bytes += charge
         stream.meta.add(BatchFacts.of(payloads), now, ids[-1] if ids else None)
         self._notify()
         return ids

@@ -18,7 +18,7 @@ function runRow(run) {
       zs.el("code", {}, run.id.slice(0, 8)), zs.el("span", { class: "muted id-rest" }, run.id.slice(8)))),
     zs.el("td", {}, zs.el("span", { class: "badge " + (run.state || "live") }, run.state || (run.ended ? "ended" : "live"))),
     zs.el("td", { class: "started", title: zs.stamp(started) },
-      started === null ? "–" : zs.el("span", {}, zs.el("span", { class: "muted" }, zs.day(started) + " "), zs.el("time", {}, zs.hms(started)))),
+      started === null ? "–" : zs.el("span", {}, zs.el("span", { class: "muted day" }, zs.day(started) + " "), zs.el("time", {}, zs.hms(started)))),
     zs.el("td", { class: "n events" }, zs.number(run.events ?? 0)),
     zs.el("td", { class: "steps" }, steps || "–"),
     zs.el("td", { class: "n processes" }, run.processes ?? 0),

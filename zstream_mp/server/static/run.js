@@ -4,7 +4,7 @@
 // Each event carries the server's receive time; a `clock` frame gives the server's time,
 // so events/s counts only events received after this page opened (never the replay).
 const runId = decodeURIComponent(location.pathname.split("/").filter(Boolean).pop() || "");
-const MAX_ROWS = 10000;
+const MAX_ROWS = 2000; // rows in the table; filters and search reach every event kept
 const MAX_EVENTS = 50000;
 const MAX_LOG_LINES = 5000;
 const MAX_POINTS = 4000;
@@ -65,7 +65,8 @@ function renderTable(full) {
     view.held += view.pending.filter((ev) => !ev.control).length;
     view.pending = [];
   }
-  const rows = view.pending.filter((ev) => matches(ev, f)).map(views.row);
+  // only the rows the table keeps are built (a filter change over 50,000 events builds 10,000)
+  const rows = view.pending.filter((ev) => matches(ev, f)).slice(-MAX_ROWS).map(views.row);
   view.pending = [];
   if (newest) {
     rows.reverse();
@@ -85,6 +86,7 @@ function renderTable(full) {
   const active = filtering(f);
   $("shown").hidden = !active && shown === view.count;
   $("shown").textContent = shown === view.count && !active ? "" : `showing ${shown} of ${view.count}`;
+  $("capped").hidden = shown < MAX_ROWS;
   $("f-clear").hidden = !active;
   for (const [id, on] of [["f-kind", f.kind], ["f-step", f.step], ["f-corr", f.corr], ["f-search", f.search]]) {
     $(id).closest("label").classList.toggle("active", Boolean(on));

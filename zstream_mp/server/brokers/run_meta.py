@@ -20,16 +20,31 @@ MAX_PIDS = 1024
 MAX_STEP_CHARS = 200
 
 _END = b'{"type":"end"}'
+_STEP_KEY = b',"step_name":"'
+_STEP_WITHIN = 200
+"""The step name follows two ids at most: it starts within the frame's first 200 bytes."""
 _STEP = re.compile(
     rb'\{"type":"event","event":\{"pipeline_run_id":"[^"]*","step_run_id":(?:null|"[^"]*"),'
-    rb'"step_name":(null|"(?:[^"\\]|\\.)*")'
+    rb'"step_name":("(?:[^"\\]|\\.)*")'
 )
-_PID = re.compile(rb'(?<!\\)"pid":(\d{1,10})[,}]')
+_PID_KEY = b'"pid":'
+_DIGITS = re.compile(rb"\d{1,10}(?=[,}])")
+
+
+def _escaped_step(payload: bytes) -> str | None:
+    """A step name with escapes in it: the anchored pattern and a JSON parse (rare)."""
+    head = _STEP.match(payload)
+    try:
+        name = json.loads(head.group(1)) if head is not None else None
+    except ValueError:
+        return None
+    return name if isinstance(name, str) else None
 
 
 @dataclass(frozen=True)
 class BatchFacts:
-    """What one appended batch tells about its run."""
+    """What one appended batch tells about its run (about 1 µs per event: byte searches,
+    no JSON parse unless a step name has escapes)."""
 
     events: int
     steps: frozenset[str]
@@ -40,25 +55,34 @@ class BatchFacts:
     def of(cls, payloads: list[bytes]) -> BatchFacts:
         events = 0
         ended = False
+        raw_steps: set[bytes] = set()
         steps: set[str] = set()
-        pids: set[int] = set()
+        raw_pids: set[bytes] = set()
         for payload in payloads:
             if payload == _END:
                 ended = True
                 continue
             events += 1
-            head = _STEP.match(payload)
-            if head is not None and head.group(1) != b"null":
-                try:
-                    name = json.loads(head.group(1))
-                except ValueError:
-                    name = None
-                if isinstance(name, str) and name:
-                    steps.add(name[:MAX_STEP_CHARS])
-            pid = _PID.search(payload)
-            if pid is not None:
-                pids.add(int(pid.group(1)))
-        return cls(events, frozenset(steps), frozenset(pids), ended)
+            at = payload.find(_STEP_KEY, 0, _STEP_WITHIN)
+            if at >= 0:
+                start = at + len(_STEP_KEY)
+                raw = payload[start : payload.find(b'"', start)]
+                if b"\\" not in raw:
+                    raw_steps.add(raw)
+                else:
+                    name = _escaped_step(payload)
+                    if name:
+                        steps.add(name[:MAX_STEP_CHARS])
+            at = payload.find(_PID_KEY, _STEP_WITHIN // 2)
+            while at >= 0:
+                if payload[at - 1 : at] != b"\\":  # not inside a string (quotes there are escaped)
+                    digits = _DIGITS.match(payload, at + len(_PID_KEY))
+                    if digits is not None:
+                        raw_pids.add(digits.group())
+                        break
+                at = payload.find(_PID_KEY, at + 1)
+        steps.update(raw.decode("utf-8", "replace")[:MAX_STEP_CHARS] for raw in raw_steps if raw)
+        return cls(events, frozenset(steps), frozenset(int(p) for p in raw_pids), ended)
 
 
 @dataclass

@@ -21,7 +21,13 @@ from starlette.routing import Route
 
 from zstream_mp._wire import RUN_PATH, RUNS_PATH, error_detail
 from zstream_mp.server.models import parse_uuid
-from zstream_mp.server.run_index import PageRequest, list_page, summaries, summary
+from zstream_mp.server.run_index import (
+    PageRequest,
+    list_page,
+    listing_gate,
+    summaries,
+    summary,
+)
 from zstream_mp.server.runs import not_found_message
 
 if TYPE_CHECKING:
@@ -55,7 +61,8 @@ class RunAPI:
             page = PageRequest.of(request.query_params)
         except ValueError as exc:
             return JSONResponse({"detail": error_detail("ValueError", str(exc))}, status_code=422)
-        return JSONResponse(await list_page(self.state, page))
+        async with listing_gate(self.state):  # the JSON of a big page is built inside too
+            return JSONResponse(await list_page(self.state, page))
 
     async def status(self, request: Request) -> Response:
         denied = self.gate(request, "read")

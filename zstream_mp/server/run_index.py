@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -33,6 +34,18 @@ LIVE_WINDOW_S = 30.0
 SHOWN_STEPS = 8
 _SLICE = 100
 """Runs summarised between two yields to the event loop, so a big page never holds it."""
+CONCURRENT_PAGES = 4
+"""Pages built at once per server process; more listers wait their turn (idle), so they
+queue behind each other instead of in front of every other request."""
+_gates: weakref.WeakKeyDictionary[object, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+
+
+def listing_gate(state: ServerState) -> asyncio.Semaphore:
+    """The server's semaphore of `CONCURRENT_PAGES` (made on first use, in its loop)."""
+    gate = _gates.get(state.runs)
+    if gate is None:
+        gate = _gates[state.runs] = asyncio.Semaphore(CONCURRENT_PAGES)
+    return gate
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from zstream_mp.server.brokers.run_meta import MAX_PIDS, MAX_STEPS, BatchFacts, 
 _FIELD = b"p"
 _CURSOR = re.compile(r"^\d{1,20}-\d{1,20}$")
 _POOL_WAIT_S = 5.0
-_SUMMARY_CHUNK = 250
+_SUMMARY_CHUNK = 100
 """Runs summarised per pipeline: a big page is several short round trips, not one long one."""
 _INDEX_MAX = 100_000
 """Runs the shared run index holds (newest kept); older ones leave the list, not Redis."""

@@ -167,8 +167,8 @@ def test_run_page_views_live_at_1280_and_390(
     # mid-run: a live rate, per-worker pace, a chart with bars
     page.wait_for_function("() => Number(document.body.dataset.rate || 0) > 0", timeout=30_000)
     page.wait_for_function(
-        "() => [...document.querySelectorAll('#progress .pace')]"
-        ".some(p => /ETA/.test(p.textContent))",
+        "() => [...document.querySelectorAll('#progress .bar-row')]"
+        ".some(r => Number(r.dataset.pct) >= 45 && /ETA/.test(r.textContent))",
         timeout=30_000,
     )
     assert page.eval_on_selector_all("#rate-svg rect", "r => r.length") >= 1

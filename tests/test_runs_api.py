@@ -101,3 +101,12 @@ def test_strict_server_refuses_uncreated_runs() -> None:
             end_run(srv.url, str(uuid.uuid4()))
         run_id = create_run(srv.url)
         assert run_status(srv.url, run_id).id == run_id
+
+
+def test_list_runs_follows_the_servers_pages() -> None:
+    """The server answers 1,000 runs a page; ``list_runs()`` follows ``next`` to the end."""
+    with start_server() as srv:
+        made = [create_run(srv.url) for _ in range(1_100)]
+        listed = [info.id for info in list_runs(srv.url)]
+    assert len(listed) == len(set(listed)) == 1_100
+    assert set(made) == set(listed)

@@ -12,6 +12,7 @@ import json
 import os
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 from uuid import UUID
 
 import httpx
@@ -172,9 +173,19 @@ def run_status(
 def list_runs(
     server: str | None = None, *, token: str | None = None, timeout: float = DEFAULT_TIMEOUT
 ) -> list[RunInfo]:
-    """Every run the server knows (created, published to or ended), oldest first."""
-    data = _request("GET", runs_url(_server(server)), token, timeout)
-    runs = data.get("runs") if isinstance(data, dict) else None
-    if not isinstance(runs, list):
-        raise SubscribeError(f"unexpected answer from the server: {data!r:.200}")
-    return [RunInfo.from_json(item) for item in runs]
+    """Every run the server knows (created, published to or ended), oldest first: the
+    server answers a page at a time, and this follows its ``next`` cursor to the end."""
+    base = runs_url(_server(server))
+    found: list[RunInfo] = []
+    cursor: str | None = None
+    while True:
+        url = base if cursor is None else f"{base}?{urlencode({'cursor': cursor})}"
+        data = _request("GET", url, token, timeout)
+        runs = data.get("runs") if isinstance(data, dict) else None
+        if not isinstance(runs, list):
+            raise SubscribeError(f"unexpected answer from the server: {data!r:.200}")
+        found.extend(RunInfo.from_json(item) for item in runs)
+        following = data.get("next")
+        if not isinstance(following, str) or not following or not runs:
+            return found
+        cursor = following

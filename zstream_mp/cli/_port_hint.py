@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import errno
 
-from zstream_mp._wire import RUNS_PATH
+from zstream_mp._wire import RUNS_PATH, ZENML_INFO_PATH
 
-ZENML_INFO_PATH = "/api/v1/info"
 _PROBE_TIMEOUT = 1.0
 
 

@@ -149,6 +149,12 @@ class ProcessState:
         assert isinstance(queue, DurableQueue)
         queue.leave_for_adoption(why)
 
+    def server_deduplicates(self, server: str) -> None:
+        queue = self.queue
+        if isinstance(queue, DurableQueue):
+            queue.server_deduplicates(server)
+        self.spill.server_deduplicates(server)
+
     def resume_due(self) -> bool:
         return self.spill.due()
 

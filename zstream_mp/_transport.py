@@ -53,6 +53,7 @@ from zstream_mp._version import __version__
 from zstream_mp._wire import (
     AUTHORIZATION,
     IDEMPOTENCY_KEY,
+    IDEMPOTENT_REPLAYED,
     RETRY_AFTER,
     bearer,
     describe_detail,
@@ -98,6 +99,8 @@ class Result:
     maybe_landed: bool = False
     """Some attempt may have reached the server without an answer (a read timeout, a dropped
     connection, a 5xx): a batch that is not delivered may still be stored there."""
+    deduplicates: bool = False
+    """The server said it honours the Idempotency-Key (``IDEMPOTENT_REPLAYED``)."""
 
 
 class Observer(Protocol):
@@ -235,7 +238,8 @@ class Transport:
                 reason = _reason(status, head, response.headers.get("content-encoding"))
                 if status < 300:
                     self._tell_delivered(server)
-                    return Result(Outcome.DELIVERED, attempt, status)
+                    dedupes = IDEMPOTENT_REPLAYED in response.headers
+                    return Result(Outcome.DELIVERED, attempt, status, deduplicates=dedupes)
                 if status in MUTE_STATUSES:
                     return Result(Outcome.MUTED, attempt, status, reason)
                 if status == 401 and not refreshed and self._refresh_token is not None:

@@ -88,6 +88,10 @@ def run_end_url(server: str, run_id: str) -> str:
 
 AUTHORIZATION = "Authorization"
 IDEMPOTENCY_KEY = "Idempotency-Key"
+IDEMPOTENT_REPLAYED = "Idempotent-Replayed"
+"""Beyond ZenML: our server's answer to a keyed POST says whether it replayed a stored
+answer (``true``) or stored the batch now (``false``). A publisher that sees it knows the
+server deduplicates, so a batch whose fate is unknown can be resent without a check."""
 LAST_EVENT_ID = "Last-Event-ID"
 RETRY_AFTER = "Retry-After"
 BROKER_RETRY_AFTER = "5"

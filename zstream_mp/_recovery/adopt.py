@@ -169,7 +169,7 @@ def deliver(
         result.servers.add(server)
         token = override or _token(dest, server, token_for)
         events = [r.event for r in chunk]
-        if inflight is not None and (first, last, key) == inflight:
+        if inflight is not None and (first, last, key) == inflight and not dest.get("deduplicates"):
             # its sender stopped during the POST: send only what the stream lacks
             lacking = history.missing(
                 server, run_id, token, events, page.inflight_started, deadline

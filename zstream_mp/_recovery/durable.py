@@ -68,6 +68,7 @@ class DurableQueue(EventQueue):
         self.page = _spool.StatePage(os.path.join(self.directory, "state"), create=True)
         self.max_segments = max(1, max_bytes // SEGMENT_BYTES)
         self.dests: list[Any] = []
+        self.deduplicating: set[str] = set()
         self._dest_cache: tuple[Any, int] | None = None
         self.segments: list[_Segment] = [_Segment(self.directory, 0)]
         self._off = _spool.SEG_HEADER
@@ -92,7 +93,7 @@ class DurableQueue(EventQueue):
         else:
             self.dests.append(dest)
             i = len(self.dests) - 1
-            _spool.write_dests(self.directory, self.dests)
+            _spool.write_dests(self.directory, self.dests, self.deduplicating)
         self._dest_cache = (dest, i)
         return i
 
@@ -142,6 +143,13 @@ class DurableQueue(EventQueue):
                 reason,
             )
         return None
+
+    def server_deduplicates(self, server: str) -> None:
+        """Mark ``server``'s events in the spool as resendable without a check."""
+        with self._lock:
+            self.deduplicating.add(server)
+            with contextlib.suppress(OSError):
+                _spool.write_dests(self.directory, self.dests, self.deduplicating)
 
     # ------------------------------------------------------------------ reading (sender)
 

@@ -31,8 +31,9 @@ from zstream_mp._wire import AUTHORIZATION, bearer, stream_url
 
 QUIET = 0.5
 """Seconds of silence that end the replay of the stream's history."""
-SETTLE = 1.0
-"""Seconds after a batch was sent before its absence from the stream is believed."""
+SETTLE = 5.0
+"""Seconds after a batch was sent before its absence from the stream is believed: a loaded
+ZenML server was seen storing a batch more than a second after its sender had died."""
 REPLAY_BUDGET = 10.0
 """Seconds one replay may take at most."""
 

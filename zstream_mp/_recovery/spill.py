@@ -19,6 +19,7 @@ order per producer holds; when it is gone, an adopter does (``adopt``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -51,6 +52,7 @@ class Spill:
         self.directory: str | None = None
         self.page: _spool.StatePage | None = None
         self.dests: list[Destination] = []
+        self.deduplicating: set[str] = set()
         self.next_seq = 0
         self.bytes_written = 0
         self.resume_after = 0.0
@@ -110,7 +112,7 @@ class Spill:
             if self.bytes_written + size > self.max_bytes:
                 raise OSError(f"the spool cap of {self.max_bytes >> 20} MiB is reached")
             directory = self._ensure_dir()
-            _spool.write_dests(directory, self.dests)
+            _spool.write_dests(directory, self.dests, self.deduplicating)
             if inflight is not None:
                 assert self.page is not None
                 self.page.set_inflight(*inflight)
@@ -142,6 +144,13 @@ class Spill:
         )
         settle = self._settler(inflight) if inflight is not None else None
         return Spilled(kept=len(records), settle=settle)
+
+    def server_deduplicates(self, server: str) -> None:
+        """Mark ``server``'s events in the spool as resendable without a check."""
+        self.deduplicating.add(server)
+        if self.directory is not None:
+            with contextlib.suppress(OSError):
+                _spool.write_dests(self.directory, self.dests, self.deduplicating)
 
     def _ensure_dir(self) -> str:
         if self.directory is None:

@@ -31,7 +31,7 @@ import shutil
 import struct
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,21 +62,32 @@ def batch_key(iid: str, first: int, last: int) -> str:
     return str(uuid.uuid5(KEY_NAMESPACE, f"{iid}:{first}:{last}"))
 
 
-def dest_record(run_id: str, server: str | None, token_file: str | None) -> dict[str, Any]:
-    return {"run_id": run_id, "server": server, "token_file": token_file}
+def dest_record(
+    run_id: str, server: str | None, token_file: str | None, deduplicates: bool = False
+) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "server": server,
+        "token_file": token_file,
+        "deduplicates": deduplicates,
+    }
 
 
-def write_dests(directory: str, dests: Sequence[Destination]) -> None:
+def write_dests(
+    directory: str, dests: Sequence[Destination], deduplicating: Collection[str] = ()
+) -> None:
     """Record where the spool's events go. A token is kept in its own 0600 handoff file in
     the state dir (never in the spool), so whoever delivers the spool later has the
-    credentials it was given for that server, and only for that server."""
+    credentials it was given for that server, and only for that server. A server known to
+    honour the Idempotency-Key (``deduplicating``) is marked: a batch whose fate is
+    unknown is resent there without reading the stream first."""
     records = []
     for d in dests:
         token_file = None
         if d.token:
             with contextlib.suppress(OSError):
                 token_file = _handoff.token_file(d.token)
-        records.append(dest_record(d.run_id, d.server, token_file))
+        records.append(dest_record(d.run_id, d.server, token_file, d.server in deduplicating))
     write_private(os.path.join(directory, "dests.json"), json.dumps(records))
 
 

@@ -30,6 +30,7 @@ from zstream_mp._wire import (
     EVENTS_PATH,
     IDEMPOTENCY_KEY,
     IDEMPOTENCY_KEY_MAX,
+    IDEMPOTENT_REPLAYED,
     LAST_EVENT_ID,
     RESERVED_KINDS,
     RUN_BODY_MAX,
@@ -86,6 +87,13 @@ _batch_adapter: TypeAdapter[StreamBatchRequest] = TypeAdapter(StreamBatchRequest
 def _zenml_route(method: str, path: str) -> str:
     """The route as ZenML's traceback names it (its path parameter is `pipeline_run_id`)."""
     return f"{method} {path.replace('{run_id}', '{pipeline_run_id}')}"
+
+
+def _replayed(response: Response, replayed: bool) -> Response:
+    """Say on a stored batch's answer that the key was honoured (``IDEMPOTENT_REPLAYED``)."""
+    if response.status_code == 200:
+        response.headers[IDEMPOTENT_REPLAYED] = "true" if replayed else "false"
+    return response
 
 
 def _bad_idempotency_key(key: str) -> str | None:
@@ -242,7 +250,7 @@ class Handlers:
                 logger.warning("idempotency claim failed for run %s: %s", run_id, exc)
                 return unavailable("Broker publish failed.")
             if isinstance(outcome, Replay):
-                return JSONResponse(outcome.result)
+                return _replayed(JSONResponse(outcome.result), True)
             if isinstance(outcome, Mismatch):
                 return exception_response(
                     422,
@@ -256,12 +264,12 @@ class Handlers:
                 response = await self._publish(run_id, payloads)
                 result = json.loads(bytes(response.body)) if response.status_code == 200 else None
                 await store.finish(scope, key, fp, result)
-                return response
+                return _replayed(response, False)
             fenced = await self._publish_fenced(run_id, payloads, outcome.fence)
             if fenced is not None:
                 if fenced.status_code != 200:
                     await store.release(outcome.fence)
-                return fenced
+                return _replayed(fenced, False)
             # the claim's lease ran out mid-publish and another attempt took the key over:
             # nothing was appended; claim again to answer with that attempt's result
         return exception_response(

@@ -26,7 +26,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))
+# --against: a child measures the checkout it is told to (this one by default)
+sys.path.insert(0, os.environ.get("ZSTREAM_BENCH_CHECKOUT") or str(HERE.parent))
 
 from _common import ingest_ceiling, new_run, run_child, server, table  # noqa: E402
 
@@ -158,11 +159,49 @@ def _run_child(
     return run_child(__file__, mode, *args, python=python, env=env, timeout=600)
 
 
+def _compare(other: Path, bursts: int, rounds: int) -> None:
+    """This checkout's publish() against another's, in alternating children, same server."""
+    import statistics
+
+    here = str(HERE.parent)
+    measured: dict[str, dict[str, list[float]]] = {here: {}, str(other): {}}
+    with server() as url:
+        for _ in range(rounds):
+            for checkout in (str(other), here):
+                env = {"ZSTREAM_BENCH_CHECKOUT": checkout}
+                cost = _run_child(sys.executable, "cost", url, str(bursts), env=env)
+                for key, value in cost.items():
+                    measured[checkout].setdefault(key, []).append(value)
+    rows = []
+    for key, label in (
+        ("publish_alone_ns", "publish(), caller's work alone (queue full, drop-oldest)"),
+        ("publish_ns", "publish(), sender busy (GIL)"),
+    ):
+        ours = statistics.median(measured[here][key])
+        theirs = statistics.median(measured[str(other)][key])
+        floor = statistics.median(measured[here][key.replace("publish", "floor")])
+        rows.append(
+            [label, f"{theirs:.0f}", f"{ours:.0f}", f"{ours / theirs:.2f}x", f"{floor:.0f}"]
+        )
+    table(
+        f"ns per call, median of {rounds} interleaved rounds; baseline: {other}",
+        ["measure", "baseline", "this checkout", "ratio", "floor"],
+        rows,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=40_000)
     parser.add_argument("--bursts", type=int, default=15)
     parser.add_argument("--child", nargs="+")
+    parser.add_argument(
+        "--against",
+        metavar="CHECKOUT",
+        help="another checkout of zstream-mp (a git worktree of an earlier commit): "
+        "measure the caller's cost of both, interleaved, and print their ratio",
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of --against")
     args = parser.parse_args()
     if args.child:
         mode, *rest = args.child
@@ -175,6 +214,9 @@ def main() -> None:
         print(json.dumps(result))
         return
 
+    if args.against:
+        _compare(Path(args.against).resolve(), args.bursts, args.rounds)
+        return
     print(
         f"Python {sys.version.split()[0]}, {os.cpu_count()} cores; payload "
         f"{len(json.dumps(PAYLOAD, separators=(',', ':')))} bytes of compact JSON"

@@ -86,6 +86,8 @@ class ProcessState:
         )
         self.exit_deadline: float | None = None
         self.hooks_installed = False
+        """Everything a first publish installs is in place."""
+        self._exit_hooks = False
 
     def give_up_at(self) -> float:
         deadline = self.exit_deadline
@@ -183,11 +185,16 @@ class ProcessState:
         self.queue.mute()
 
     def _install_exit_hooks(self, *, maintain: bool = True) -> None:
-        if not self.hooks_installed:
-            self.hooks_installed = True
-            atexit.register(exit_flush)
-        if maintain and self.entry is not None:
-            _recovery.maintain_soon(own_token_for, self._count_adopted)
+        """The exit hooks (once per process: at its bind or first publish), and with the
+        first publish the scan that delivers what dead processes left."""
+        if maintain:
+            self.hooks_installed = True  # publish() checks only this
+            if self.entry is not None:
+                _recovery.maintain_soon(own_token_for, self._count_adopted)
+        if self._exit_hooks:
+            return
+        self._exit_hooks = True
+        atexit.register(exit_flush)
         if "multiprocessing" in sys.modules:
             import multiprocessing.util
 

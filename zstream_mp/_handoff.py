@@ -265,11 +265,12 @@ def token_file(token: str) -> str:
 
     Never removed at exit: other binders of the same token, saved contexts and unsent
     spools may name it. The sweep removes it once nothing live references it."""
+    directory = state_dir()
     path = _token_files.get(token)
-    if path is not None and os.path.exists(path):
+    if path is not None and os.path.dirname(path) == directory and os.path.exists(path):
         return path
     name = hashlib.sha256(token.encode()).hexdigest()[:24]
-    path = os.path.join(state_dir(), f"token-{name}")
+    path = os.path.join(directory, f"token-{name}")
     if not os.path.exists(path):
         write_private(path, token)
     else:

@@ -171,6 +171,12 @@ class Transport:
         self._tokens: dict[tuple[str, str | None], str] = {}
         """Tokens refreshed after a 401, by (server, the token the context gave)."""
 
+    @property
+    def http_transport(self) -> httpx.BaseTransport | None:
+        """The transport given instead of the sender's own (tests), for the other requests
+        a deliverer makes (reading a stream) to go the same way."""
+        return self._http_transport
+
     def _http(self, server: str) -> httpx.Client:
         """The client for ``server``'s scheme, created on first use in this process."""
         secure = server.startswith("https://")

@@ -144,7 +144,7 @@ def deliver(
     """Deliver the unsettled events of the spool at ``path`` in order, until ``deadline``."""
     override = token
     settings = settings or Settings.from_env()
-    history = history or _landed.History()
+    history = history or _landed.History(transport.http_transport)
     result = Adopted()
     dests = _spool.read_dests(path)
     records = _spool.pending_records(path, page.resolved_below)

@@ -62,7 +62,8 @@ def signature(event: dict[str, Any]) -> str:
 class History:
     """The replayed streams of one delivery pass, by (server, run)."""
 
-    def __init__(self) -> None:
+    def __init__(self, http_transport: httpx.BaseTransport | None = None) -> None:
+        self._http_transport = http_transport
         self._seen: dict[tuple[str, str], tuple[float, set[str] | None]] = {}
         """(wall time the replay started, what it held) by (server, run)."""
 
@@ -88,7 +89,7 @@ class History:
             if budget <= QUIET:
                 return NOT_YET
             started = time.time()
-            found = replay(server, run_id, token, budget)
+            found = replay(server, run_id, token, budget, self._http_transport)
             if found is NOT_YET:
                 return NOT_YET
             cached = self._seen[key] = (started, found)
@@ -106,7 +107,13 @@ class History:
         return out
 
 
-def replay(server: str, run_id: str, token: str | None, budget: float) -> set[str] | _NotYet | None:
+def replay(
+    server: str,
+    run_id: str,
+    token: str | None,
+    budget: float,
+    http_transport: httpx.BaseTransport | None = None,
+) -> set[str] | _NotYet | None:
     """Signatures of every event the run's stream replays; None when it cannot be read,
     ``NOT_YET`` when the budget ended before the replay did."""
     headers = {"Accept": "text/event-stream"}
@@ -117,7 +124,7 @@ def replay(server: str, run_id: str, token: str | None, budget: float) -> set[st
     seen: set[str] = set()
     try:
         with (
-            _transport.build_client(server, timeout) as client,
+            _transport.build_client(server, timeout, http_transport=http_transport) as client,
             _quiet.requests(),
             client.stream("GET", stream_url(server, run_id), headers=headers) as r,
         ):

@@ -552,6 +552,11 @@ class FaultProcess:
         with urllib.request.urlopen(req, timeout=5) as resp:
             resp.read()
 
+    def state(self) -> dict[str, int]:
+        """The counters: publish requests received (answered or not) and events accepted."""
+        with urllib.request.urlopen(f"{self.url}/_control/state", timeout=5) as resp:
+            return dict(json.loads(resp.read()))
+
     def _lines(self, name: str) -> list[dict[str, Any]]:
         path = self.record / name
         if not path.exists():

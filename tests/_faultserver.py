@@ -371,6 +371,7 @@ class Handler(BaseHTTPRequestHandler):
         status, answer = self._validate(run, headers, events, bad)
         if status != 200:
             entry["status"] = status
+            entry["detail"] = answer
             st.log_request(entry)
             self._answer(status, answer)
             return

@@ -350,9 +350,11 @@ def history_summary(backend: Backend, run: str, payloads: list[dict[str, Any]]) 
     per = Counter(str(p.get("w")) for p in payloads)
     reqs = backend.requests(run)
     statuses = Counter(str(r["status"] if r["status"] is not None else r["action"]) for r in reqs)
+    details = {json.dumps(r["detail"])[:160] for r in reqs if r.get("detail") is not None}
     return (
         f"server {backend.name}: {len(payloads)} events stored, per producer {dict(per)}; "
         f"{len(reqs)} publish requests, answers {dict(statuses)}"
+        + (f"; refusals said {sorted(details)[:3]}" if details else "")
     )
 
 
@@ -368,6 +370,7 @@ def assert_history(
 ) -> None:
     payloads = backend.history(run)
     problems = problems_of(payloads, want, maybe=maybe, subset=subset)
+    print(f"row {row}: {history_summary(backend, run, payloads)}")
     assert not problems, (
         f"row {row} on {backend.name}: " + "; ".join(problems) + "\n"
         f"{history_summary(backend, run, payloads)}\n{context}"
@@ -415,17 +418,18 @@ def test_row01_refused_at_exit_live_parent_flush_tree(
     backend: Backend, mode: str, procs: Procs, turns: Path
 ) -> None:
     """Row 1, refused at exit, adopter `flush_tree()` of a live parent whose children
-    exited normally while nothing listened."""
+    exited normally while nothing listened (the parent's own events, queued when it
+    forked, are its own: no child sends them)."""
     run = backend.new_run()
     backend.down()
     cmd = faultcase("forks", backend, run, turns, mode=mode, children=2, events=50)
-    proc = procs.start([*cmd, "--wait-go", "--adopter", "flush_tree"])
+    proc = procs.start([*cmd, "--parent-before", "30", "--wait-go", "--adopter", "flush_tree"])
     wait_for(turns / "children-done", proc)
     backend.up()
     (turns / "go").touch()
     res = procs.finish(proc)
     assert res.returncode == 0, res.tail()
-    assert_history(backend, run, {"c0": 50, "c1": 50}, "1", context=res.tail())
+    assert_history(backend, run, {"parent": 30, "c0": 50, "c1": 50}, "1", context=res.tail())
     assert res.report.get("flush_tree") is True, f"flush_tree() returned False: {res.report}"
 
 
@@ -456,6 +460,25 @@ def test_row02_hung_server_at_exit(backend: Backend, mode: str, procs: Procs) ->
         f"row 2: the batch in flight ({len(seqs)} events, key {first['key']}) was delivered "
         f"under the keys {keys}"
     )
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_row02_hung_server_at_exit_live_parent_flush_tree(
+    backend: Backend, mode: str, procs: Procs, turns: Path
+) -> None:
+    """Row 2, the server hangs while forked children exit normally; adopter `flush_tree()`
+    of their live parent once the server is healthy: every event once."""
+    run = backend.new_run()
+    backend.script([{"action": "stall"}])
+    cmd = faultcase("forks", backend, run, turns, mode=mode, children=2, events=50)
+    proc = procs.start([*cmd, "--wait-go", "--adopter", "flush_tree"])
+    wait_for(turns / "children-done", proc)
+    backend.script([])
+    (turns / "go").touch()
+    res = procs.finish(proc)
+    assert res.returncode == 0, res.tail()
+    assert_history(backend, run, {"c0": 50, "c1": 50}, "2", context=res.tail())
+    assert res.report.get("flush_tree") is True, f"flush_tree() returned False: {res.report}"
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -521,18 +544,20 @@ def test_row06_flush_timeout_then_os_exit(
     backend: Backend, adopter: str, procs: Procs, turns: Path
 ) -> None:
     """Row 6, `flush(0.2)` times out, then `os._exit`: 20 forked children, 10 events each,
-    0.3 s per POST. What flush waited for is kept; the parent's flush_tree() or exit
-    delivers it; none lost, none twice."""
+    0.3 s per POST, the parent's own queue not empty when it forks. What flush waited for
+    is kept; the parent's flush_tree() or exit delivers it; none lost, none twice."""
     run = backend.new_run()
     backend.script([{"action": "accept", "delay": 0.3}])
     cmd = faultcase("forks", backend, run, turns, children=20, events=10, child_flush=0.2)
-    proc = procs.start([*cmd, "--child-exit", "os_exit", "--wait-go", "--adopter", adopter])
+    cmd += ["--parent-before", "20", "--child-exit", "os_exit"]
+    proc = procs.start([*cmd, "--wait-go", "--adopter", adopter])
     wait_for(turns / "children-done", proc)
     backend.script([])
     (turns / "go").touch()
     res = procs.finish(proc)
     assert res.returncode == 0, res.tail()
-    assert_history(backend, run, {f"c{i}": 10 for i in range(20)}, "6", context=res.tail())
+    want = {"parent": 20, **{f"c{i}": 10 for i in range(20)}}
+    assert_history(backend, run, want, "6", context=res.tail())
     if adopter == "flush_tree":
         assert res.report.get("flush_tree") is True, res.report
 
@@ -559,17 +584,19 @@ def test_row07_os_exit_without_flush_durable_loses_nothing(
 ) -> None:
     """Row 7, `os._exit` without flush in durable mode: 2 forked children, 1,100 events,
     a batch in flight at each death (0.2 s per POST); all delivered exactly once by the
-    parent's exit or its flush_tree()."""
+    parent's exit or its flush_tree() (the parent published 20 events before forking)."""
     run = backend.new_run()
     backend.script([{"action": "accept", "delay": 0.2}])
     cmd = faultcase("forks", backend, run, turns, mode="durable", children=2, events=550)
-    proc = procs.start([*cmd, "--child-exit", "os_exit", "--wait-go", "--adopter", adopter])
+    cmd += ["--parent-before", "20", "--child-exit", "os_exit"]
+    proc = procs.start([*cmd, "--wait-go", "--adopter", adopter])
     wait_for(turns / "children-done", proc)
     backend.script([])
     (turns / "go").touch()
     res = procs.finish(proc)
     assert res.returncode == 0, res.tail()
-    assert_history(backend, run, {"c0": 550, "c1": 550}, "7", context=res.tail())
+    want = {"parent": 20, "c0": 550, "c1": 550}
+    assert_history(backend, run, want, "7", context=res.tail())
     if adopter == "flush_tree":
         assert res.report.get("flush_tree") is True, res.report
 
@@ -693,6 +720,7 @@ def test_row11_server_down_for_long_process_alive(
         assert res.returncode == 0, res.tail()
     drained = drain(procs)
     context = "\n".join(f"{m}: {r.tail()}" for m, r in results.items())
+    context += f"\ndrain: {drained.stdout}{drained.stderr}"
     assert_history(backend, run, {m: 100 for m in MODES}, "11", context=context)
     assert_drained(drained, "11")
 
@@ -876,5 +904,5 @@ def test_row17_background_adoption_and_exit_hook(
     cmd = faultcase("forks", backend, run, turns, mode="durable", children=2, events=600)
     res = procs.run([*cmd, "--child-exit", "os_exit", "--parent-publish", "5", "--adopter", "exit"])
     assert res.returncode == 0, res.tail()
-    want = {"c0": 600, "c1": 600, "parent": 5}
+    want = {"c0": 600, "c1": 600, "parent-late": 5}
     assert_history(backend, run, want, "17", context=res.tail())

@@ -9,7 +9,8 @@ program returns normally: its exit hooks are the adopter) or ``none``. ``DIR`` h
 files the test and the program use to take turns (``children-done``, ``go``, ...).
 
 CASEs:
-  forks          ``--children`` os.fork children publish ``--events`` each; a child then
+  forks          the parent publishes ``--parent-before`` events (producer ``parent``), then
+                 ``--children`` os.fork children publish ``--events`` each; a child then
                  calls ``flush(--child-flush)`` if given, and leaves by ``--child-exit``
                  (``normal``: its exit hooks run; ``os_exit``: they do not)
   kill           ``--workers`` multiprocessing Processes publish up to ``--cap`` events each;
@@ -76,6 +77,8 @@ def adopt(args: argparse.Namespace, report: dict[str, Any]) -> None:
 
 
 def forks(args: argparse.Namespace, report: dict[str, Any]) -> None:
+    # what the parent queued before the fork is the parent's: a child must not send it
+    _work.burst("parent", args.parent_before)
     pids = []
     for i in range(args.children):
         pid = os.fork()
@@ -211,6 +214,7 @@ def main() -> None:
     parser.add_argument("--tree-timeout", type=float, default=30.0)
     parser.add_argument("--wait-go", action="store_true", help="wait for DIR/go before adopting")
     parser.add_argument("--parent-publish", type=int, default=0)
+    parser.add_argument("--parent-before", type=int, default=0)
     parser.add_argument("--children", type=int, default=2)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--events", type=int, default=100)
@@ -241,7 +245,7 @@ def main() -> None:
     if args.wait_go:
         report["go"] = wait_file(Path(args.dir) / "go")
     if args.parent_publish:
-        _work.burst("parent", args.parent_publish)
+        _work.burst("parent-late", args.parent_publish)
     adopt(args, report)
     report["stats"] = snapshot()
     print(json.dumps(report), flush=True)

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 CHILD = r"""
 import json, os, sys, uuid
 import zstream_mp
-from zstream_mp import _statedir
+from zstream_mp._recovery import statedir as _statedir
 zstream_mp.bind(str(uuid.uuid4()), server="http://127.0.0.1:9", token="secret-token-xyz")
 print(json.dumps({"dir": _statedir.state_dir(), "ctx": os.environ["ZSTREAM_CONTEXT"]}))
 """

@@ -69,7 +69,11 @@ def test_one_sweep_leaves_nothing_of_dead_processes(tmp_path: Path) -> None:
     assert len([n for n in os.listdir(state) if n.startswith("ctx-")]) >= 100
 
     sweep = subprocess.run(
-        [sys.executable, "-c", "from zstream_mp import _registry; print(_registry.sweep(0.0))"],
+        [
+            sys.executable,
+            "-c",
+            "from zstream_mp._recovery import registry; print(registry.sweep(0.0))",
+        ],
         env=env,
         capture_output=True,
         text=True,
@@ -84,7 +88,7 @@ def test_one_sweep_leaves_nothing_of_dead_processes(tmp_path: Path) -> None:
 
 
 def test_a_recycled_pid_is_not_its_old_owner(tmp_path: Path) -> None:
-    from zstream_mp import _liveness
+    from zstream_mp._recovery import liveness as _liveness
 
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
@@ -107,7 +111,11 @@ def test_a_recycled_pid_is_not_its_old_owner(tmp_path: Path) -> None:
                 (state / "procs" / f"{name}{suffix}").chmod(0o600)
         env = dict(os.environ, ZSTREAM_STATE_DIR=str(state), PYTHONPATH=str(REPO))
         subprocess.run(
-            [sys.executable, "-c", "from zstream_mp import _registry; _registry.sweep(0.0)"],
+            [
+                sys.executable,
+                "-c",
+                "from zstream_mp._recovery import registry; registry.sweep(0.0)",
+            ],
             env=env,
             check=True,
             timeout=120,

@@ -97,7 +97,7 @@ def flush_tree(timeout: float | None = 10.0, *, run_id: str | None = None) -> bo
     the server or dropped by policy; False when ``timeout`` passes first (a hung process)
     or when a process was killed with events that no spool kept.
     """
-    from zstream_mp import _tree
+    from zstream_mp._recovery import tree as _tree
 
     return _tree.flush_tree(
         _deadline(timeout),
@@ -123,7 +123,7 @@ def stats(scope: str = "process", run_id: str | None = None) -> PublisherStats |
         return st.snapshot()
     if scope not in ("tree", "run"):
         raise ValueError(f"scope must be 'process', 'tree' or 'run', got {scope!r}")
-    from zstream_mp import _tree
+    from zstream_mp._recovery import tree as _tree
 
     return _tree.tree_stats(scope, None if run_id is None else str(run_id))
 

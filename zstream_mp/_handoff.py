@@ -38,9 +38,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from zstream_mp import _liveness
 from zstream_mp._forksafe import on_fork_in_child
-from zstream_mp._statedir import in_trusted_dir, read_private, state_dir, write_private
+from zstream_mp._recovery import liveness as _liveness
+from zstream_mp._recovery.statedir import in_trusted_dir, read_private, state_dir, write_private
 from zstream_mp._stream_context import StreamContext
 from zstream_mp._wire import ENV_CONTEXT, ENV_TOKEN
 

@@ -26,14 +26,17 @@ import sys
 import threading
 import time
 
-from zstream_mp import _adopt, _registry, _sigterm, _tree
-from zstream_mp._durable import DurableQueue
+from zstream_mp import _sigterm
 from zstream_mp._forksafe import on_fork_in_child
 from zstream_mp._health import DeliveryHealth
 from zstream_mp._queue import EventQueue
+from zstream_mp._recovery import adopt as _adopt
+from zstream_mp._recovery import registry as _registry
+from zstream_mp._recovery import tree as _tree
+from zstream_mp._recovery.durable import DurableQueue
+from zstream_mp._recovery.spill import Spill
 from zstream_mp._sender import Sender, start_without_signals
 from zstream_mp._settings import Settings, env_server
-from zstream_mp._spill import Spill
 from zstream_mp._stats import F_DURABLE, F_EXITED, F_MUTED, Counters, PublisherStats
 from zstream_mp._stream_context import Destination
 from zstream_mp._transport import Transport

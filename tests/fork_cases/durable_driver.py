@@ -22,7 +22,7 @@ import sys
 import time
 
 import zstream_mp
-from zstream_mp import _registry
+from zstream_mp._recovery import registry as _registry
 
 
 def forever(worker: str, tag: str, progress: object, cap: int) -> None:

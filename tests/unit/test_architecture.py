@@ -300,9 +300,9 @@ def _spellings(tree: ast.Module, path: str) -> list[Spelling]:
 ALLOWED: dict[tuple[str, str], str] = {
     # Same value, another meaning.
     ("zstream_mp/consumer.py", "limit 65536"): "the consumer's dedupe window, not a limit",
-    ("zstream_mp/_spool.py", "limit 4096"): "the size of a spool's state page",
+    ("zstream_mp/_recovery/spool.py", "limit 4096"): "the size of a spool's state page",
     ("zstream_mp/_stats.py", "limit 4096"): "the size of a counter page",
-    ("zstream_mp/_statedir.py", "limit 65536"): "a read's chunk size",
+    ("zstream_mp/_recovery/statedir.py", "limit 65536"): "a read's chunk size",
 }
 """(module or package prefix, what): why it may stay. Keep it short; remove entries as the
 modules they name import from ``_wire``."""

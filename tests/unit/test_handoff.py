@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from zstream_mp import _handoff
-from zstream_mp._statedir import write_private
+from zstream_mp._recovery.statedir import write_private
 from zstream_mp._stream_context import StreamContext
 from zstream_mp._wire import ENV_CONTEXT, ENV_STATE_DIR
 

@@ -38,7 +38,8 @@ def register(subparsers: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from zstream_mp import _adopt, _tree
+    from zstream_mp._recovery import adopt as _adopt
+    from zstream_mp._recovery import tree as _tree
 
     if args.action == "ls":
         rows = [

@@ -39,7 +39,9 @@ def register(subparsers: Any) -> None:
 
 
 def collect(tree: int | None, run: str | None) -> list[Any]:
-    from zstream_mp import _liveness, _registry, _tree
+    from zstream_mp._recovery import liveness as _liveness
+    from zstream_mp._recovery import registry as _registry
+    from zstream_mp._recovery import tree as _tree
 
     if tree is not None:
         root = (tree, _liveness.start_of(tree))

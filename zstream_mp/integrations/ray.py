@@ -35,8 +35,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeAlias
 
 import zstream_mp
+from zstream_mp._recovery.statedir import state_dir
 from zstream_mp._sender import THREAD_PREFIX, start_without_signals
-from zstream_mp._statedir import state_dir
 from zstream_mp._stream_context import StreamContext
 from zstream_mp.errors import InvalidContextError, MissingExtraError
 from zstream_mp.integrations._extras import require

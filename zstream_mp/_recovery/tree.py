@@ -16,7 +16,10 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from zstream_mp import _adopt, _liveness, _registry, _spool
+from zstream_mp._recovery import adopt as _adopt
+from zstream_mp._recovery import liveness as _liveness
+from zstream_mp._recovery import registry as _registry
+from zstream_mp._recovery import spool as _spool
 from zstream_mp._stats import ProcessRow, TreeStats
 
 POLL_MIN = 0.005

@@ -22,9 +22,9 @@ import mmap
 import os
 from typing import Any
 
-from zstream_mp import _spool
 from zstream_mp._queue import EventQueue, Group, Item
-from zstream_mp._registry import Entry
+from zstream_mp._recovery import spool as _spool
+from zstream_mp._recovery.registry import Entry
 from zstream_mp._stats import Counters
 
 logger = logging.getLogger("zstream_mp")

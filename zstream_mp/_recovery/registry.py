@@ -28,9 +28,11 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from zstream_mp import _handoff, _liveness, _spool
+from zstream_mp import _handoff
 from zstream_mp._forksafe import on_fork_in_child
-from zstream_mp._statedir import read_private, state_dir, subdir, write_private
+from zstream_mp._recovery import liveness as _liveness
+from zstream_mp._recovery import spool as _spool
+from zstream_mp._recovery.statedir import read_private, state_dir, subdir, write_private
 from zstream_mp._stats import (
     F_EXITED,
     N_SLOTS,

@@ -33,8 +33,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from zstream_mp import _liveness
-from zstream_mp._statedir import read_private, subdir, write_private
+from zstream_mp._recovery import liveness as _liveness
+from zstream_mp._recovery.statedir import read_private, subdir, write_private
 
 SEG_MAGIC = b"ZSPSEG1\0"
 STATE_MAGIC = 0x31455441545350

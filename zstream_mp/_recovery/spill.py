@@ -14,8 +14,8 @@ import os
 import secrets
 from typing import Any
 
-from zstream_mp import _spool
 from zstream_mp._queue import EventQueue
+from zstream_mp._recovery import spool as _spool
 from zstream_mp._stream_context import Destination
 
 logger = logging.getLogger("zstream_mp")

@@ -22,10 +22,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from zstream_mp import _landed, _liveness, _registry, _spool
+from zstream_mp._recovery import landed as _landed
+from zstream_mp._recovery import liveness as _liveness
+from zstream_mp._recovery import registry as _registry
+from zstream_mp._recovery import spool as _spool
+from zstream_mp._recovery.statedir import in_trusted_dir, read_private, state_dir
 from zstream_mp._sender import EXIT_BATCH_EVENTS, THREAD_PREFIX, start_without_signals
 from zstream_mp._settings import Settings
-from zstream_mp._statedir import in_trusted_dir, read_private, state_dir
 from zstream_mp._stats import S_SPOOL_DROPPED, S_SPOOL_SENT, S_SPOOLED
 from zstream_mp._transport import Outcome, Transport
 from zstream_mp._wire import ENV_TOKEN

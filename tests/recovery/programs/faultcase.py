@@ -4,9 +4,10 @@
 
 The program binds the run (``--durable``: ``durable=True``), makes its children fail the way
 the CASE says, then lets the adopter named by ``--adopter`` deliver what they left:
-``flush_tree`` (``flush_tree(--tree-timeout)``, its result in the report), ``exit`` (the
-program returns normally: its exit hooks are the adopter) or ``none``. ``DIR`` holds the
-files the test and the program use to take turns (``children-done``, ``go``, ...).
+``flush_tree`` (``flush_tree()`` with its default timeout, or ``--tree-timeout``; its result
+and duration in the report), ``exit`` (the program returns normally: its exit hooks are the
+adopter) or ``none``. ``DIR`` holds the files the test and the program use to take turns
+(``children-done``, ``go``, ...).
 
 CASEs:
   forks          the parent publishes ``--parent-before`` events (producer ``parent``), then
@@ -60,7 +61,10 @@ def wait_file(path: Path, timeout: float = 60.0) -> bool:
 def adopt(args: argparse.Namespace, report: dict[str, Any]) -> None:
     if args.adopter == "flush_tree":
         started = time.monotonic()
-        report["flush_tree"] = zstream_mp.flush_tree(args.tree_timeout)
+        if args.tree_timeout is None:  # as users call it: the default timeout
+            report["flush_tree"] = zstream_mp.flush_tree()
+        else:
+            report["flush_tree"] = zstream_mp.flush_tree(args.tree_timeout)
         report["flush_tree_s"] = round(time.monotonic() - started, 2)
         tree = zstream_mp.stats("tree")
         report["tree"] = {
@@ -211,7 +215,7 @@ def main() -> None:
     parser.add_argument("--durable", action="store_true")
     parser.add_argument("--method", default=None)
     parser.add_argument("--adopter", choices=["flush_tree", "exit", "none"], default="none")
-    parser.add_argument("--tree-timeout", type=float, default=30.0)
+    parser.add_argument("--tree-timeout", type=float, default=None)
     parser.add_argument("--wait-go", action="store_true", help="wait for DIR/go before adopting")
     parser.add_argument("--parent-publish", type=int, default=0)
     parser.add_argument("--parent-before", type=int, default=0)

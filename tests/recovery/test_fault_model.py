@@ -725,24 +725,32 @@ def test_row11_server_down_for_long_process_alive(
     assert_drained(drained, "11")
 
 
-@pytest.fixture
-def full_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A state dir on a 1 MiB tmpfs that is full."""
-    mount = tmp_path / "full"
-    mount.mkdir()
-    r = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-    )
+def _mount(args: list[str]) -> None:
+    r = subprocess.run(["mount", *args], capture_output=True, text=True)
     if r.returncode != 0:
-        pytest.skip(f"FULL-DISK ROW NOT RUN: cannot mount a tmpfs: {r.stderr.strip()}")
+        pytest.skip(f"ROW 12 NOT RUN: mount {' '.join(args)}: {r.stderr.strip()}")
+
+
+@pytest.fixture(params=["full", "read_only"])
+def bad_state_dir(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
+    """A state dir on a 1 MiB tmpfs that is full, or on a read-only mount (root writes
+    through a read-only mode, not through a read-only mount)."""
+    mount = tmp_path / request.param
+    mount.mkdir(mode=0o700)
+    state = mount / "state"
     try:
-        state = mount / "state"
-        state.mkdir(mode=0o700)
-        with open(mount / "filler", "wb", buffering=0) as fh, contextlib.suppress(OSError):
-            while True:
-                fh.write(b"\0" * 4096)
+        if request.param == "full":
+            _mount(["-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mount)])
+            state.mkdir(mode=0o700)
+            with open(mount / "filler", "wb", buffering=0) as fh, contextlib.suppress(OSError):
+                while True:
+                    fh.write(b"\0" * 4096)
+        else:
+            state.mkdir(mode=0o700)
+            _mount(["--bind", str(mount), str(mount)])
+            _mount(["-o", "remount,ro,bind", str(mount)])
         monkeypatch.setenv("ZSTREAM_STATE_DIR", str(state))
         yield state
     finally:
@@ -750,22 +758,25 @@ def full_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_row12_full_disk_healthy_server(
-    backend: Backend, mode: str, procs: Procs, full_state_dir: Path
+def test_row12_bad_state_dir_healthy_server(
+    backend: Backend, mode: str, procs: Procs, bad_state_dir: Path
 ) -> None:
-    """Row 12, the state dir's filesystem is full: no crash (no SIGBUS), no hang; a warning
-    (the spool cannot be written), and publishing to a healthy server still delivers."""
+    """Row 12, the state dir's filesystem is full (or read-only): no crash (no SIGBUS), no
+    hang; a warning (nothing can be kept there), and publishing to a healthy server still
+    delivers every event once."""
     run = backend.new_run()
     res = procs.run(client(backend, run, [{"publish": 200}, {"flush": 10}], mode=mode))
     assert res.returncode == 0, f"row 12: the publisher died: {res.tail()}"
     assert res.elapsed <= EXIT_BOUND + 10, f"row 12: took {res.elapsed:.1f}s"
-    assert res.warnings, f"row 12: a full state dir went unsaid: {res.tail()}"
+    assert res.warnings, f"row 12: an unusable state dir went unsaid: {res.tail()}"
     assert_history(backend, run, {"solo": 200}, "12", context=res.tail())
 
 
-def test_row12_full_disk_server_down(backend: Backend, procs: Procs, full_state_dir: Path) -> None:
-    """Row 12, full state dir and nothing listening, durable mode: no crash, no hang; a
-    warning that counts what could not be kept."""
+def test_row12_bad_state_dir_server_down(
+    backend: Backend, procs: Procs, bad_state_dir: Path
+) -> None:
+    """Row 12, full (or read-only) state dir and nothing listening, durable mode: no crash,
+    no hang; a warning that states the true total of what could not be kept (200)."""
     run = backend.new_run()
     backend.down()
     res = procs.run(client(backend, run, [{"publish": 200}], mode="durable"))

@@ -93,6 +93,7 @@ class Backend:
         self.upstream = upstream
         self.token = TOKEN
         self._ended: dict[str, list[dict[str, Any]]] = {}
+        self._logged_before = 0  # requests recorded by the server's earlier incarnations
 
     @property
     def url(self) -> str:
@@ -110,6 +111,7 @@ class Backend:
 
     def up(self, script: list[dict[str, Any]] | None = None) -> None:
         """Listening again, on the same port."""
+        self._logged_before = len(self.front.requests())
         self.front.start(script)
 
     def script(self, rules: list[dict[str, Any]]) -> None:
@@ -123,7 +125,8 @@ class Backend:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                if self.front.state()["requests"] == len(self.front.requests()):
+                logged = len(self.front.requests()) - self._logged_before
+                if self.front.state()["requests"] == logged:
                     return
             except OSError:
                 return  # not running: nothing is pending on it

@@ -148,7 +148,7 @@ def test_spool_ls_and_drain_deliver_what_an_unwatched_process_left(
         timeout=60,
     )
     assert out.returncode == 0, out.stderr
-    assert "spooled them to" in out.stderr, out.stderr
+    assert "kept in the spool" in out.stderr, out.stderr
     cli = [sys.executable, "-m", "zstream_mp", "spool"]
     listed = subprocess.run([*cli, "ls", "--json"], capture_output=True, text=True, timeout=60)
     rows = __import__("json").loads(listed.stdout)

@@ -54,7 +54,11 @@ def publish(
         raise
     st = _process.current
     if st is None or st.pid != _getpid():
-        st = _process.state()
+        try:
+            st = _process.state()
+        except _process.Reentered:
+            _process.drop_reentered(kind)
+            return
     st.enqueue(dest, event)
 
 
@@ -67,17 +71,17 @@ def flush(timeout: float | None = 2.0) -> bool:
     st = _process.existing_state()
     if st is None:
         return True
+    given_up = st.settled_count()
     if st.flush_until(_deadline(timeout)):
-        return True
-    pending = st.queue.pending()
-    if pending:
-        logger.warning(
-            "flush() gave up after %gs with %d events still queued%s",
-            timeout,
-            pending,
-            f" (last failure: {st.health.last_failure})" if st.health.last_failure else "",
-        )
-    return pending == 0
+        return st.settled_count() <= given_up
+    # What this flush waited for goes to disk before it returns: a process that leaves
+    # through os._exit next loses none of it (its sender still delivers it if it lives).
+    failure = st.health.last_failure
+    st.spill.spill_unsettled(
+        st.queue,
+        f"flush() gave up after {timeout:g} s" + (f" (last failure: {failure})" if failure else ""),
+    )
+    return False
 
 
 def _deadline(timeout: float | None) -> float:
@@ -97,9 +101,9 @@ def flush_tree(timeout: float | None = 10.0, *, run_id: str | None = None) -> bo
     the server or dropped by policy; False when ``timeout`` passes first (a hung process)
     or when a process was killed with events that no spool kept.
     """
-    from zstream_mp._recovery import tree as _tree
+    from zstream_mp import _recovery
 
-    return _tree.flush_tree(
+    return _recovery.flush_tree(
         _deadline(timeout),
         None if run_id is None else str(run_id),
         own=_process.existing_state(),
@@ -123,9 +127,9 @@ def stats(scope: str = "process", run_id: str | None = None) -> PublisherStats |
         return st.snapshot()
     if scope not in ("tree", "run"):
         raise ValueError(f"scope must be 'process', 'tree' or 'run', got {scope!r}")
-    from zstream_mp._recovery import tree as _tree
+    from zstream_mp import _recovery
 
-    return _tree.tree_stats(scope, None if run_id is None else str(run_id))
+    return _recovery.tree_stats(scope, None if run_id is None else str(run_id))
 
 
 STEP_END_TIMEOUT = 10.0

@@ -132,6 +132,7 @@ def bind(
     previous = _bound[0] if _bound else None
     previous_export = _handoff.exported()
     _set_bound(ctx)
+    _after_binding()
     return Binding(ctx, previous, previous_export)
 
 
@@ -158,6 +159,12 @@ def _set_bound(ctx: StreamContext | None) -> None:
     _handoff.forget_inherited()
     if ctx is not None:
         _handoff.export(ctx)
+
+
+def _after_binding() -> None:
+    from zstream_mp import _process
+
+    _process.on_bind()
 
 
 def unbind() -> None:

@@ -101,3 +101,10 @@ class DeadlineBackend(httpcore.NetworkBackend):
 
     def sleep(self, seconds: float) -> None:
         self._backend.sleep(seconds)
+
+
+def acquire_until(lock: threading.Lock, deadline: float) -> bool:
+    """Acquire ``lock`` by ``deadline`` (``time.monotonic()``; ``math.inf`` waits for ever)."""
+    if deadline == math.inf:
+        return lock.acquire()
+    return lock.acquire(timeout=max(0.0, deadline - time.monotonic()))

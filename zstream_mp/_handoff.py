@@ -34,18 +34,20 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from zstream_mp._forksafe import on_fork_in_child
 from zstream_mp._recovery import liveness as _liveness
-from zstream_mp._recovery.statedir import in_trusted_dir, read_private, state_dir, write_private
+from zstream_mp._recovery.statedir import read_private, state_dir, write_private
 from zstream_mp._stream_context import StreamContext
 from zstream_mp._wire import ENV_CONTEXT, ENV_TOKEN
 
 logger = logging.getLogger("zstream_mp")
 
+_TOKEN_NAME = re.compile(r"token-[0-9a-f]{24}")
 RECHECK_SECONDS = 1.0
 """How often a child looks at its origin's file for a newer context."""
 
@@ -64,7 +66,7 @@ def export(ctx: StreamContext) -> None:
         data["server"] = ctx.server
     try:
         if ctx.token:
-            data["token_file"] = _token_file(ctx.token)
+            data["token_file"] = token_file(ctx.token)
         pid, start = _liveness.own_identity()
         data["origin"] = pid
         data["origin_start"] = start
@@ -130,12 +132,17 @@ def inherited() -> StreamContext | None:
     if cached is not None and now - cached.checked < RECHECK_SECONDS:
         return cached.current
     raw = os.environ.get(ENV_CONTEXT)
+    origin_path: str | None = None
     if not raw:
-        _inherited = None
-        return None
+        found = _from_ancestors()
+        if found is None:
+            _inherited = _Inherited("", None, None, now, None, None)
+            return None
+        raw, origin_path = found
     if cached is None or cached.raw != raw:
         handed_down = parse(raw)
-        cached = _Inherited(raw, _origin_of(raw), None, now, handed_down, handed_down)
+        origin_path = origin_path or _origin_of(raw)
+        cached = _Inherited(raw, origin_path, None, now, handed_down, handed_down)
     cached.checked = now
     if cached.origin_path is not None:
         try:
@@ -153,6 +160,28 @@ def inherited() -> StreamContext | None:
     return cached.current
 
 
+def _from_ancestors() -> tuple[str, str] | None:
+    """The context an ancestor exports now, for a process started before that ancestor
+    bound its run: a pool made before ``bind()``, the forkserver (started once, with the
+    environment of that moment), loky's reusable workers. Nearest ancestor first; an
+    ancestor's file counts only when its recorded start time is that ancestor's own."""
+    try:
+        lineage = _liveness.ancestors()
+        directory = state_dir()
+    except OSError:
+        return None
+    for pid, start in lineage:
+        path = os.path.join(directory, f"ctx-{pid}.json")
+        try:
+            raw = read_private(path).decode("utf-8")
+            data = json.loads(raw)
+        except (OSError, UnicodeDecodeError, ValueError):
+            continue
+        if isinstance(data, dict) and data.get("origin_start") in (None, start):
+            return raw, path
+    return None
+
+
 def forget_inherited() -> None:
     """Drop the cache, so the next ``inherited()`` reads the variable afresh."""
     global _inherited
@@ -164,11 +193,12 @@ def parse(raw: str) -> StreamContext | None:
     try:
         data = json.loads(raw)
         token = None
-        token_file = data.get("token_file")
-        if token_file:
-            if not in_trusted_dir(token_file):
+        named = data.get("token_file")
+        if named:
+            token = read_token_file(named)
+            if token is None:
+                _refuse_once(raw, "its token_file is not a token file of this user's state dir")
                 return None
-            token = read_private(token_file).decode("utf-8").strip() or None
         return StreamContext(
             run_id=data["run_id"],
             step_run_id=data.get("step_run_id"),
@@ -178,6 +208,35 @@ def parse(raw: str) -> StreamContext | None:
         )
     except (ValueError, KeyError, TypeError, OSError, AttributeError, UnicodeDecodeError):
         return None
+
+
+_refused: set[str] = set()
+
+
+def _refuse_once(raw: str, why: str) -> None:
+    if raw not in _refused:
+        _refused.add(raw)
+        logger.warning(
+            "%s is ignored: %s; events published here without bind() are dropped "
+            "(counted as no_context)",
+            ENV_CONTEXT,
+            why,
+        )
+
+
+def read_token_file(path: object) -> str | None:
+    """The token in ``path`` when it is one of this user's token files in the state dir, else
+    None. Only the state dir is trusted: a context or spool naming another file (any other
+    private file of the user) never has it read and sent as a credential."""
+    if not isinstance(path, str) or not _TOKEN_NAME.fullmatch(os.path.basename(path)):
+        return None
+    try:
+        if os.path.dirname(os.path.abspath(path)) != os.path.abspath(state_dir()):
+            return None
+        token = read_private(path).decode("utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return token or None
 
 
 def _origin_of(raw: str) -> str | None:
@@ -200,8 +259,11 @@ def _origin_path(pid: int) -> str:
 _token_files: dict[str, str] = {}
 
 
-def _token_file(token: str) -> str:
-    """A 0600 file holding ``token``, named by its hash so every binder agrees on it."""
+def token_file(token: str) -> str:
+    """A 0600 file holding ``token``, named by its hash so every binder agrees on it.
+
+    Never removed at exit: other binders of the same token, saved contexts and unsent
+    spools may name it. The sweep removes it once nothing live references it."""
     path = _token_files.get(token)
     if path is not None and os.path.exists(path):
         return path
@@ -209,7 +271,8 @@ def _token_file(token: str) -> str:
     path = os.path.join(state_dir(), f"token-{name}")
     if not os.path.exists(path):
         write_private(path, token)
-        _remove_at_exit(path)
+    else:
+        os.utime(path)  # in use again: the sweep's age test starts over
     _token_files[token] = path
     return path
 

@@ -14,7 +14,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from zstream_mp._queue import EventQueue
+from zstream_mp._queue import Queue
 
 logger = logging.getLogger("zstream_mp")
 
@@ -32,7 +32,7 @@ class _Failing:
 class DeliveryHealth:
     """Failure and recovery of delivery, per server, for one process."""
 
-    def __init__(self, queue: EventQueue) -> None:
+    def __init__(self, queue: Queue) -> None:
         self._queue = queue
         self._failing: dict[str, _Failing] = {}
         self._said: dict[object, float] = {}
@@ -43,8 +43,7 @@ class DeliveryHealth:
         now = time.monotonic()
         self.last_failure = f"{server}: {reason}"
         if will_retry:
-            with self._queue.lock:
-                self._queue.counters.retries += 1
+            self._queue.count("retries")
         state = self._failing.get(server)
         if state is None:
             self._failing[server] = _Failing(now, 1, now)

@@ -20,27 +20,32 @@ page holds the counters, so other processes see them live.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import sys
 import threading
 import time
 
-from zstream_mp import _sigterm
+from zstream_mp import _recovery, _sigterm
 from zstream_mp._forksafe import on_fork_in_child
 from zstream_mp._health import DeliveryHealth
 from zstream_mp._queue import EventQueue
-from zstream_mp._recovery import adopt as _adopt
 from zstream_mp._recovery import registry as _registry
-from zstream_mp._recovery import tree as _tree
 from zstream_mp._recovery.durable import DurableQueue
 from zstream_mp._recovery.spill import Spill
 from zstream_mp._sender import Sender, start_without_signals
 from zstream_mp._settings import Settings, env_server
-from zstream_mp._stats import F_DURABLE, F_EXITED, F_MUTED, Counters, PublisherStats
+from zstream_mp._stats import (
+    F_DURABLE,
+    F_EXITED,
+    F_MUTED,
+    Counters,
+    PublisherStats,
+)
 from zstream_mp._stream_context import Destination
 from zstream_mp._transport import Transport
-from zstream_mp._wire import ENV_TOKEN, QUEUE_MAXSIZE
+from zstream_mp._wire import ENV_EXIT_TIMEOUT, ENV_TOKEN, QUEUE_MAXSIZE
 from zstream_mp.errors import ConfigurationError
 
 logger = logging.getLogger("zstream_mp")
@@ -60,7 +65,9 @@ class ProcessState:
         if self.queue.durable:
             counters.flags |= F_DURABLE
         self.health = DeliveryHealth(self.queue)
-        self.spill = Spill(self.entry.name if self.entry is not None else None)
+        self.spill = Spill(
+            self.entry.name if self.entry is not None else None, settings.spool_max_bytes
+        )
         self._last_dest: Destination | None = None
         self.transport = Transport(
             settings.request_timeout,
@@ -76,6 +83,7 @@ class ProcessState:
             settings.idle_exit,
             self.give_up_at,
             self._muted,
+            self,
         )
         self.exit_deadline: float | None = None
         self.hooks_installed = False
@@ -89,13 +97,8 @@ class ProcessState:
         sender = self.sender
         if dest is not self._last_dest:
             self._new_destination(dest)
-        with queue.lock:
-            if sender.muted:
-                queue.counters.dropped["muted"] += 1
-                return
-            queue.append_locked(dest, event)
-            if sender.thread is None:
-                sender.ensure_running()
+        if queue.append(dest, event):
+            sender.ensure_running()
         if not self.hooks_installed:
             self._install_exit_hooks()
 
@@ -110,40 +113,76 @@ class ProcessState:
             entry.note_run(dest.run_id, token_file)
 
     def flush_until(self, deadline: float) -> bool:
+        """Wait until what this process queued (its own spool first) is settled."""
         queue = self.queue
-        with queue.lock:
-            if queue.waiting():
-                self.sender.ensure_running()
-        return queue.wait_drained(deadline)
+        if queue.pending():
+            self.sender.ensure_running()
+        drained = queue.wait_drained(deadline)
+        spill = self.spill
+        while spill.pending() and time.monotonic() < deadline:
+            if spill.awaiting_verdict:  # its sender's answer settles the batch on the wire
+                time.sleep(0.005)
+            elif not self.resume(deadline).complete:
+                break
+        return drained and queue.wait_drained(deadline) and not spill.pending()
+
+    def settled_count(self) -> int:
+        """Events given up so far (dropped after being queued, or spooled): a flush that
+        sees this grow did not deliver everything it waited for."""
+        return self.queue.given_up()
+
+    # --------------------------------------------------------------- the sender's keeper
+
+    def keep_refused(self, why: str) -> None:
+        if self.queue.durable:
+            self._leave_durable(why)
+        else:
+            self.spill.spill_posting(self.queue, why)
+
+    def keep_unsettled(self, why: str, maybe_landed: bool) -> None:
+        if self.queue.durable:
+            self._leave_durable(why)
+        else:
+            self.spill.spill_unsettled(self.queue, why, maybe_landed)
+
+    def _leave_durable(self, why: str) -> None:
+        queue = self.queue
+        assert isinstance(queue, DurableQueue)
+        queue.leave_for_adoption(why)
+
+    def resume_due(self) -> bool:
+        return self.spill.due()
+
+    def resume(self, deadline: float) -> _recovery.Adopted:
+        result = self.spill.resume(self.transport, deadline, own_token_for)
+        queue = self.queue
+        if result.sent or result.dropped:
+            queue.count("spooled", -(result.sent + result.dropped))
+            queue.count("sent", result.sent)
+            queue.count_drop("rejected", result.dropped)
+        return result
 
     def count_drop(self, reason: str) -> None:
-        with self.queue.lock:
-            self.queue.counters.dropped[reason] += 1
+        self.queue.count_drop(reason)
 
     def snapshot(self) -> PublisherStats:
-        queue = self.queue
-        with queue.lock:
-            return queue.counters.snapshot(
-                self.pid,
-                queue.waiting() + queue.in_flight,
-                self.sender.muted,
-                self.health.last_failure,
-            )
+        return self.queue.snapshot(self.pid, self.health.last_failure)
 
     def _muted(self, reason: str) -> None:
-        self.queue.counters.flags |= F_MUTED
+        self.queue.set_flag(F_MUTED)
         logger.warning(
             "Streaming is disabled on the server (%s). Further publishes will be "
             "dropped for the rest of this process.",
             reason,
         )
-        self.queue.discard("muted")
+        self.queue.mute()
 
-    def _install_exit_hooks(self) -> None:
-        self.hooks_installed = True
-        atexit.register(exit_flush)
-        if self.entry is not None:
-            _adopt.maintain_soon(own_token_for, self._count_adopted)
+    def _install_exit_hooks(self, *, maintain: bool = True) -> None:
+        if not self.hooks_installed:
+            self.hooks_installed = True
+            atexit.register(exit_flush)
+        if maintain and self.entry is not None:
+            _recovery.maintain_soon(own_token_for, self._count_adopted)
         if "multiprocessing" in sys.modules:
             import multiprocessing.util
 
@@ -159,9 +198,9 @@ class ProcessState:
         if _in_pool_child():
             _sigterm.install(exit_flush, start_without_signals)
 
-    def _count_adopted(self, n: int) -> None:
-        with self.queue.lock:
-            self.queue.counters.adopted += n
+    def _count_adopted(self, result: _recovery.Adopted) -> None:
+        if result.sent:
+            self.queue.count("adopted", result.sent)
 
     def _after_bootstrap(self) -> None:
         if self.pid == os.getpid():
@@ -232,26 +271,68 @@ def existing_state() -> ProcessState | None:
     return st if st is not None and st.pid == os.getpid() else None
 
 
+class Reentered(RuntimeError):
+    """``state()`` was called again while this thread builds the state (a signal handler
+    that publishes, run in the middle of the process's first publish)."""
+
+
+_building: int | None = None
+"""The thread building this process's state, if one is."""
+_early_drops = 0
+"""Events dropped before the state existed (counted into it once it does)."""
+
+
 def _new_state() -> ProcessState:
-    global current
+    global current, _building, _early_drops
     pid = os.getpid()
+    if _building == threading.get_ident():
+        raise Reentered("publish() re-entered during this process's first publish")
     with _state_lock:
         st = current
         if st is not None and st.pid == pid:
             return st
         if st is not None:  # a fork the hooks did not see
             _orphans.append(st)
-        fresh = ProcessState(pid, Settings.from_env())
+        _building = threading.get_ident()
+        try:
+            fresh = ProcessState(pid, Settings.from_env())
+        finally:
+            _building = None
+        if _early_drops:
+            fresh.queue.count("published", _early_drops)
+            fresh.queue.count_drop("failed", _early_drops)
+            _early_drops = 0
         current = fresh
         return fresh
 
 
+def drop_reentered(kind: str) -> None:
+    """Count an event published from a signal handler during the first publish (it cannot
+    be queued: the queue is being built), and say so once."""
+    global _early_drops
+    _early_drops += 1
+    if _early_drops == 1:
+        logger.warning(
+            "an event of kind %r was published from a signal handler while this process's "
+            "first publish was setting up; it is dropped (counted as failed)",
+            kind,
+        )
+
+
+def on_bind() -> None:
+    """A process that binds a run adopts, at its exit, what its children leave behind,
+    whether or not it ever publishes itself."""
+    with contextlib.suppress(Reentered):
+        state()._install_exit_hooks(maintain=False)
+
+
 def _after_fork_in_child() -> None:
-    global current, _state_lock
+    global current, _state_lock, _building
     st = current
     if st is not None:
         _orphans.append(st)  # its mapped pages and files are the parent's: never touched
     current = None
+    _building = None
     _state_lock = threading.Lock()
 
 
@@ -274,21 +355,21 @@ def exit_flush() -> None:
     if st.exit_deadline is None:
         st.exit_deadline = time.monotonic() + st.settings.exit_timeout
     queue = st.queue
-    delivered = not queue.pending() or st.flush_until(st.exit_deadline)
+    delivered = not (queue.pending() or st.spill.pending()) or st.flush_until(st.exit_deadline)
+    why = f"the exit budget ({st.settings.exit_timeout:g} s, {ENV_EXIT_TIMEOUT}) ran out"
     if queue.durable:
         assert isinstance(queue, DurableQueue)
         if delivered:
             queue.remove_if_settled()
         else:
-            queue.leave_for_adoption(st.settings.exit_timeout)
+            queue.leave_for_adoption(why)
     elif not delivered:
-        st.spill.spill(queue, st.settings.exit_timeout)
+        st.spill.spill_unsettled(queue, why)
     if st.entry is not None and time.monotonic() < st.exit_deadline:
-        _tree.adopt_descendants(
-            st.exit_deadline, token_for=own_token_for, on_sent=st._count_adopted
+        _recovery.adopt_descendants(
+            st.exit_deadline, token_for=own_token_for, on_result=st._count_adopted
         )
-    with queue.lock:
-        queue.counters.flags |= F_EXITED
+    queue.set_flag(F_EXITED)
 
 
 def _in_pool_child() -> bool:

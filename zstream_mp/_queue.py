@@ -1,7 +1,13 @@
-"""The bounded, drop-oldest queue of one process, and the conditions around it.
+"""The queue of one process: the one seam between ``publish()``, the sender and the spill.
 
-One re-entrant lock guards the deque, the in-flight count and the counters: a SIGTERM
-handler that flushes may interrupt the main thread inside ``put()``.
+``Queue`` is what the rest of the publisher may do with a queue; two classes implement it:
+``EventQueue`` here (memory, 4,096 events, drop-oldest) and ``DurableQueue`` in the
+recovery wing (the spool itself). Nothing outside them touches their lock, their counters or
+their bookkeeping: ``publish()`` appends, the sender takes, posts and settles, the spill
+takes what is unsettled through ``spill_with``, and everyone else counts through ``count``.
+
+One re-entrant lock guards the events, the batch on the wire and the counters: a SIGTERM
+handler that flushes may interrupt the main thread inside ``append()``.
 
 Waiting events are stored as ``(slot, bytes)``, the slot indexing a small table of the
 destinations in the queue: such a tuple holds nothing the cyclic garbage collector tracks,
@@ -10,8 +16,8 @@ generations (in a process with a large heap, such as a ZenML step, every promoti
 the next full collection closer). ``take`` hands the sender ``(destination, bytes)``.
 
 The batch the sender holds is tracked too (``held``: groups not yet posted, ``posting``: the
-one on the wire and its Idempotency-Key), so that an exit path that runs out of budget can
-spill every unsettled event to the spool (``take_unsettled``), the one in flight with its key.
+one on the wire and its Idempotency-Key), so that a spill can take every unsettled event,
+the one in flight with its key.
 """
 
 from __future__ import annotations
@@ -22,56 +28,153 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from zstream_mp._stats import S_PUBLISHED, Counters
+from zstream_mp._stats import S_PUBLISHED, Counters, PublisherStats
 
 Item = tuple[Any, bytes]
 """``(destination, event bytes)``."""
 Group = tuple[Any, list[bytes]]
 """``(destination, its events)``: one POST."""
-Settle = Callable[[bool, int], None]
-"""Told whether a spilled in-flight batch was delivered after all, and its size."""
+Posting = tuple[Any, list[bytes], str]
+"""The group on the wire and its Idempotency-Key."""
+Settle = Callable[[bool], bool]
+"""Told whether a spilled batch that was on the wire was delivered after all; True when
+that settles it as sent (it leaves the spool's count for the sent count)."""
+
+
+@dataclass
+class Spilled:
+    """What a spill writer did with what it was handed."""
+
+    kept: int = 0
+    lost: int = 0
+    settle: Settle | None = None
+    """Who settles the batch that was on the wire, when the writer recorded it in flight."""
+
+
+SpillWriter = Callable[["Posting | None", "list[Group]"], Spilled]
+"""Writes what a spill took, under the queue's lock."""
+
+
+class Queue(Protocol):
+    """What the publisher does with a process's queue, memory or durable."""
+
+    durable: bool
+
+    def append(self, dest: Any, event: bytes) -> bool:
+        """Queue one event (dropping the oldest when full); True when no sender takes."""
+
+    def claim_taker(self) -> bool:
+        """The caller becomes the sender, unless one runs already."""
+
+    def retire_taker(self) -> bool:
+        """The sender may stop: True (and it is stopped) when nothing is waiting."""
+
+    def take(self, limit: int, idle: float, max_bytes: int | None = None) -> list[Item] | None:
+        """Up to ``limit`` events, waiting at most ``idle`` s for one; None when idle."""
+
+    def hold(self, groups: list[Group]) -> None:
+        """The taken batch, grouped by destination, each group one POST to come."""
+
+    def begin_post(self) -> Posting | None:
+        """The next held group and its Idempotency-Key; None when none is left."""
+
+    def settle(self, n: int, dropped: str | None = None, batch: bool = True) -> None:
+        """The verdict on the group on the wire: sent, or dropped for ``dropped``."""
+
+    def retry_later(self) -> bool:
+        """Keep the batch on the wire to send again, where the queue can (durable)."""
+
+    def done(self) -> None:
+        """The taken batch is over."""
+
+    def pending(self) -> int:
+        """Events waiting or in flight."""
+
+    def wait_drained(self, deadline: float) -> bool:
+        """True once nothing is waiting or in flight; False when ``deadline`` passes."""
+
+    def count(self, name: str, n: int = 1) -> None:
+        """Add ``n`` to counter ``name`` (``retries``, ``adopted``, ``sent``, ``spooled``)."""
+
+    def count_drop(self, reason: str, n: int = 1) -> None:
+        """Count ``n`` events dropped for ``reason``."""
+
+    def set_flag(self, flag: int) -> None:
+        """Set a flag of the counter page (muted, exited)."""
+
+    def given_up(self) -> int:
+        """Events given up or set aside so far (refused, failed, spooled)."""
+
+    def mute(self) -> int:
+        """Refuse everything from now on, dropping what waits (counted as muted)."""
+
+    def spill_with(self, writer: SpillWriter, only_posting: bool = False) -> int:
+        """Hand ``writer`` every unsettled event (or only the batch on the wire); how
+        many it kept."""
+
+    def snapshot(self, pid: int, last_failure: str | None) -> PublisherStats:
+        """The counters as a stats value."""
+
+
+GIVEN_UP = ("rejected", "failed", "spool_full")
+"""Drops that make a flush say False. Not ``muted`` (the server has streaming off: ZenML's
+publisher drops silently there too) nor ``overflow`` (newer events pushed out older ones)."""
 
 
 class EventQueue:
+    """The memory queue: bounded, drop-oldest, counted."""
+
     durable = False
 
     def __init__(self, maxsize: int, counters: Counters | None = None) -> None:
-        self.lock = threading.RLock()
-        self.has_work = threading.Condition(self.lock)
-        self.drained = threading.Condition(self.lock)
-        self.items: deque[tuple[int, bytes]] = deque(maxlen=maxsize)
+        self._lock = threading.RLock()
+        self._has_work = threading.Condition(self._lock)
+        self._drained = threading.Condition(self._lock)
+        self._items: deque[tuple[int, bytes]] = deque(maxlen=maxsize)
         """``(slot in _dests, event bytes)``."""
         self._dests: list[Any] = []
         self._slot_by_id: dict[int, int] = {}
         self._last_dest: Any = None
         self._last_slot = -1
-        self.maxsize = maxsize
-        self.in_flight = 0
-        self.sender_waiting = False
-        self.counters = counters if counters is not None else Counters()
-        self._counter_page = self.counters.slots
-        self.held: list[Group] = []
-        self.posting: tuple[Any, list[bytes], str] | None = None
-        self.settle_spilled: Settle | None = None
-        """Set by the exit spill when it took the batch on the wire."""
+        self._maxsize = maxsize
+        self._in_flight = 0
+        self._taker_waiting = False
+        self._taker = False
+        self._muted = False
+        self._counters = counters if counters is not None else Counters()
+        self._counter_page = self._counters.slots
+        self._held: list[Group] = []
+        self._posting: Posting | None = None
+        self._settle_spilled: Settle | None = None
+        """Set by a spill that took the batch on the wire."""
 
-    def append_locked(self, dest: Any, event: bytes) -> None:
-        """Append; when full the oldest event is dropped and counted. Caller holds ``lock``."""
+    # ------------------------------------------------------------------ publish()
+
+    def append(self, dest: Any, event: bytes) -> bool:
+        with self._lock:
+            if self._muted:
+                self._counters.dropped["muted"] += 1
+                return False
+            self._append_locked(dest, event)
+            return not self._taker
+
+    def _append_locked(self, dest: Any, event: bytes) -> None:
         slot = self._last_slot if dest is self._last_dest else self._slot_of(dest)
-        items = self.items
-        if len(items) >= self.maxsize:
-            self.counters.dropped["overflow"] += 1
+        items = self._items
+        if len(items) >= self._maxsize:
+            self._counters.dropped["overflow"] += 1
         items.append((slot, event))
         self._counter_page[S_PUBLISHED] += 1  # counters.published, without the property's call
-        if self.sender_waiting:
-            self.has_work.notify()
+        if self._taker_waiting:
+            self._has_work.notify()
 
     def _slot_of(self, dest: Any) -> int:
         """The table slot of ``dest``; the table restarts whenever the queue is empty, so it
         holds only destinations with events waiting. Caller holds ``lock``."""
-        if not self.items:
+        if not self._items:
             self._dests.clear()
             self._slot_by_id.clear()
         slot = self._slot_by_id.get(id(dest))
@@ -81,23 +184,41 @@ class EventQueue:
         self._last_dest, self._last_slot = dest, slot
         return slot
 
+    # ------------------------------------------------------------------ the sender
+
+    def claim_taker(self) -> bool:
+        with self._lock:
+            if self._taker or self._muted:
+                return False
+            self._taker = True
+            return True
+
+    def retire_taker(self) -> bool:
+        with self._lock:
+            if self._waiting():
+                return False
+            self._taker = False
+            return True
+
+    def _waiting(self) -> int:
+        """Events not yet taken by the sender. Caller holds ``lock``."""
+        return len(self._items)
+
     def _popleft(self) -> Item:
-        slot, event = self.items.popleft()
+        slot, event = self._items.popleft()
         return self._dests[slot], event
 
     def take(self, limit: int, idle: float, max_bytes: int | None = None) -> list[Item] | None:
-        """Up to ``limit`` events (and, past the first, ``max_bytes`` of them), waiting at
-        most ``idle`` s for one; None when idle."""
-        with self.lock:
-            if not self.items:
-                self.sender_waiting = True
+        with self._lock:
+            if not self._items:
+                self._taker_waiting = True
                 try:
-                    self.has_work.wait(idle)
+                    self._has_work.wait(idle)
                 finally:
-                    self.sender_waiting = False
-                if not self.items:
+                    self._taker_waiting = False
+                if not self._items:
                     return None
-            items = self.items
+            items = self._items
             count = min(limit, len(items))
             pop = self._popleft
             if max_bytes is None:
@@ -109,88 +230,141 @@ class EventQueue:
                     item = pop()
                     size += len(item[1]) + 1
                     batch.append(item)
-            self.in_flight = len(batch)
+            self._in_flight = len(batch)
             return batch
 
-    def done(self) -> None:
-        with self.lock:
-            self.in_flight = 0
-            self.drained.notify_all()
-
-    def discard(self, reason: str) -> int:
-        """Drop everything waiting, counted under ``reason``."""
-        with self.lock:
-            n = len(self.items)
-            self.items.clear()
-            self.counters.dropped[reason] += n
-            self.drained.notify_all()
-            return n
-
-    def waiting(self) -> int:
-        """Events not yet taken by the sender. Caller holds ``lock``."""
-        return len(self.items)
-
     def hold(self, groups: list[Group]) -> None:
-        with self.lock:
-            self.held = groups
+        with self._lock:
+            self._held = groups
 
-    def batch_key(self, group: Group) -> str | None:
+    def _batch_key(self, group: Group) -> str | None:
         """A stable key for ``group``, where the queue can derive one (the durable log)."""
         return None
 
-    def begin_post(self) -> tuple[Any, list[bytes], str] | None:
-        """The next held group and its Idempotency-Key; None when the spill took the rest."""
-        with self.lock:
-            if not self.held:
+    def begin_post(self) -> Posting | None:
+        with self._lock:
+            if not self._held:
                 return None
-            group = self.held.pop(0)
-            key = self.batch_key(group) or str(uuid.uuid4())
-            self.posting = (group[0], group[1], key)
-            return self.posting
+            group = self._held.pop(0)
+            key = self._batch_key(group) or str(uuid.uuid4())
+            self._posting = (group[0], group[1], key)
+            return self._posting
 
-    def end_post(self) -> Settle | None:
-        """The group on the wire is settled; the spill's callback if the spill took it.
+    def settle(self, n: int, dropped: str | None = None, batch: bool = True) -> None:
+        with self._lock:
+            self._posting = None
+            settle, self._settle_spilled = self._settle_spilled, None
+            counters = self._counters
+            if settle is not None:  # a spill holds these events: settle them there
+                if settle(dropped is None):
+                    counters.spooled -= n
+                    counters.sent += n
+            elif dropped is None:
+                counters.sent += n
+            else:
+                counters.dropped[dropped] += n
+            if batch:
+                counters.batches += 1
 
-        Caller holds ``lock``.
-        """
-        self.posting = None
-        settle, self.settle_spilled = self.settle_spilled, None
-        return settle
+    def retry_later(self) -> bool:
+        return False
 
-    def take_unsettled(self) -> tuple[tuple[Any, list[bytes], str] | None, list[Group]]:
-        """Everything not yet settled, for the exit spill: the group on the wire (with its
-        key), then the held groups and the waiting events, grouped by destination in order.
+    def done(self) -> None:
+        with self._lock:
+            self._in_flight = 0
+            self._drained.notify_all()
 
-        Caller holds ``lock``. Afterwards the queue is empty and counts nothing in flight.
-        """
-        posting = self.posting
-        groups: list[Group] = list(self.held)
+    def pending(self) -> int:
+        with self._lock:
+            return self._waiting() + self._in_flight
+
+    def wait_drained(self, deadline: float) -> bool:
+        with self._lock:
+            while self._waiting() or self._in_flight:
+                if deadline == math.inf:
+                    self._drained.wait()
+                    continue
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._drained.wait(remaining)
+            return True
+
+    # ------------------------------------------------------------------ counting
+
+    def count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            setattr(self._counters, name, getattr(self._counters, name) + n)
+
+    def count_drop(self, reason: str, n: int = 1) -> None:
+        with self._lock:
+            self._counters.dropped[reason] += n
+
+    def set_flag(self, flag: int) -> None:
+        with self._lock:
+            self._counters.flags |= flag
+
+    def given_up(self) -> int:
+        with self._lock:
+            counters = self._counters
+            return int(counters.spooled) + sum(counters.dropped[r] for r in GIVEN_UP)
+
+    def snapshot(self, pid: int, last_failure: str | None) -> PublisherStats:
+        with self._lock:
+            return self._counters.snapshot(
+                pid, self._waiting() + self._in_flight, self._muted, last_failure
+            )
+
+    def mute(self) -> int:
+        with self._lock:
+            self._muted = True
+            n = self._waiting()
+            self._discard_waiting()
+            self._counters.dropped["muted"] += n
+            self._drained.notify_all()
+            return n
+
+    def _discard_waiting(self) -> None:
+        self._items.clear()
+
+    # ------------------------------------------------------------------ the spill
+
+    def spill_with(self, writer: SpillWriter, only_posting: bool = False) -> int:
+        with self._lock:
+            if only_posting:
+                if self._posting is None:
+                    return 0
+                posting, groups = None, [(self._posting[0], self._posting[1])]
+            else:
+                posting, groups = self._take_unsettled()
+            result = writer(posting, groups)
+            self._counters.spooled += result.kept
+            self._counters.dropped["failed"] += result.lost
+            if only_posting or posting is not None:
+                self._settle_spilled = result.settle or _counted
+            return result.kept
+
+    def _take_unsettled(self) -> tuple[Posting | None, list[Group]]:
+        """Everything not yet settled: the group on the wire (with its key), then the held
+        groups and the waiting events, grouped by destination in order. Afterwards the
+        queue is empty and counts nothing in flight. Caller holds ``lock``."""
+        posting = self._posting
+        groups: list[Group] = list(self._held)
         dests = self._dests
-        for slot, event in self.items:
+        for slot, event in self._items:
             dest = dests[slot]
             if groups and groups[-1][0] is dest:
                 groups[-1][1].append(event)
             else:
                 groups.append((dest, [event]))
-        self.items.clear()
-        self.held = []
-        self.in_flight = 0
-        self.drained.notify_all()
+        self._items.clear()
+        self._held = []
+        self._posting = None  # the spill owns it now; the sender's verdict goes to its settle
+        self._in_flight = 0
+        self._drained.notify_all()
         return posting, groups
 
-    def pending(self) -> int:
-        with self.lock:
-            return len(self.items) + self.in_flight
 
-    def wait_drained(self, deadline: float) -> bool:
-        """True once nothing is waiting or in flight; False when ``deadline`` passes."""
-        with self.lock:
-            while self.waiting() or self.in_flight:
-                if deadline == math.inf:
-                    self.drained.wait()
-                    continue
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self.drained.wait(remaining)
-            return True
+def _counted(delivered: bool) -> bool:
+    """The verdict on a batch a spill has accounted for already."""
+    return False

@@ -10,13 +10,15 @@ import logging
 import math
 import signal
 import threading
+import time
 from collections.abc import Callable
+from typing import Protocol
 
 from zstream_mp._health import DeliveryHealth
-from zstream_mp._queue import EventQueue, Item
+from zstream_mp._queue import Item, Queue
 from zstream_mp._stream_context import Destination
 from zstream_mp._transport import Outcome, Transport
-from zstream_mp._wire import ENV_SERVER, MAX_BATCH_SIZE
+from zstream_mp._wire import ENV_SERVER, ENV_TOKEN, MAX_BATCH_SIZE, batch_body
 
 THREAD_PREFIX = "zstream-mp-"
 """Every thread the package starts is named with this prefix (`LogHandler` skips them)."""
@@ -30,6 +32,9 @@ exit budget where the configured size would not."""
 EXIT_BATCH_BYTES = 1024 * 1024
 """...and at most this many bytes of events per POST (past the first event), so that a
 proxy's common request-body limit is not hit by the exit path alone."""
+
+DURABLE_RETRY_PAUSE = 1.0
+"""Seconds a durable sender pauses before it sends again a batch whose retries ran out."""
 
 _ASYNC_SIGNALS = frozenset(
     getattr(signal, name)
@@ -66,17 +71,35 @@ def start_without_signals(thread: threading.Thread) -> None:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
+class Keeper(Protocol):
+    """What the sender hands the batches it cannot deliver now (the process's spill)."""
+
+    def keep_refused(self, why: str) -> None:
+        """The batch on the wire was refused for its credentials: keep it for later."""
+
+    def keep_unsettled(self, why: str, maybe_landed: bool) -> None:
+        """The process is leaving and the server fails: keep everything unsettled."""
+
+    def resume_due(self) -> bool:
+        """This process's own spool holds older events worth sending now."""
+
+    def resume(self, deadline: float) -> object:
+        """Send them (oldest first), until ``deadline``."""
+
+
 class Sender:
     def __init__(
         self,
-        queue: EventQueue,
+        queue: Queue,
         transport: Transport,
         health: DeliveryHealth,
         batch_size: int,
         idle_exit: float,
         give_up_at: Callable[[], float],
         on_mute: Callable[[str], None],
+        keeper: Keeper,
     ) -> None:
+        self._keeper = keeper
         self._queue = queue
         self._transport = transport
         self._health = health
@@ -90,25 +113,28 @@ class Sender:
         self.muted = False
 
     def ensure_running(self) -> None:
-        """Start the thread if it is not running. Caller holds the queue lock."""
-        if self.thread is None and not self.muted:
+        """Start the thread unless one runs (the queue says which: it knows who takes)."""
+        if self._queue.claim_taker():
             thread = threading.Thread(target=self._run, name=f"{THREAD_PREFIX}sender", daemon=True)
             self.thread = thread
             start_without_signals(thread)
 
     def _run(self) -> None:
         queue = self._queue
+        keeper = self._keeper
         while True:
+            if keeper.resume_due():  # what this process spooled goes before anything newer
+                keeper.resume(self._give_up_at())
             if self._give_up_at() == math.inf:
                 batch = queue.take(self._batch_size, self._idle_exit)
             else:  # leaving: fewer, larger POSTs drain the queue several times faster
                 size = max(self._batch_size, EXIT_BATCH_EVENTS)
                 batch = queue.take(size, self._idle_exit, EXIT_BATCH_BYTES)
             if batch is None:
-                with queue.lock:
-                    if not queue.items:
-                        self.thread = None
-                        return
+                if queue.retire_taker():
+                    if self.thread is threading.current_thread():
+                        self.thread = None  # unless a newer sender has started already
+                    return
                 continue
             try:
                 self._send(batch)
@@ -157,9 +183,13 @@ class Sender:
                 n,
             )
             return
-        body = b'{"events":[' + b",".join(events) + b"]}"
         result = self._transport.post(
-            dest.server, dest.run_id, dest.token, body, self._give_up_at, idempotency_key=key
+            dest.server,
+            dest.run_id,
+            dest.token,
+            batch_body(events),
+            self._give_up_at,
+            idempotency_key=key,
         )
         if result.outcome is Outcome.DELIVERED:
             self._count(n=n, batch=True)
@@ -167,6 +197,29 @@ class Sender:
             self._count(dropped="muted", n=n, batch=True)
             self.muted = True
             self._on_mute(result.reason)
+        elif result.status in (401, 403):
+            # kept (not dropped) for an attempt with valid credentials; counted as spooled
+            self._keeper.keep_refused(
+                f"{dest.server} refused run {dest.run_id}'s events with {result.reason} "
+                f"(check the token: bind(token=...) or {ENV_TOKEN})"
+            )
+            self._count(dropped="rejected", n=n, batch=True)
+        elif result.outcome is Outcome.FAILED and self._give_up_at() != math.inf:
+            self._keeper.keep_unsettled(
+                f"{dest.server} did not take run {dest.run_id}'s events before the exit "
+                f"budget ran out ({result.reason or 'no response'})",
+                result.maybe_landed,
+            )
+            self._count(dropped="failed", n=n, batch=True)
+        elif result.outcome is Outcome.FAILED and self._queue.retry_later():
+            self._health.dropped(
+                ("retry", dest.server),
+                "durable: %d events for run %s stay in the spool and are sent again (%s)",
+                n,
+                dest.run_id,
+                result.reason or "no response",
+            )
+            time.sleep(DURABLE_RETRY_PAUSE)
         else:
             reason = "rejected" if result.outcome is Outcome.REJECTED else "failed"
             self._count(dropped=reason, n=n, batch=True)
@@ -180,16 +233,5 @@ class Sender:
             )
 
     def _count(self, *, n: int, dropped: str | None = None, batch: bool = False) -> None:
-        queue = self._queue
         self._counted = True
-        with queue.lock:
-            counters = queue.counters
-            settle = queue.end_post()
-            if settle is not None:  # the exit spill holds these events: settle them there
-                settle(dropped is None, n)
-            elif dropped is None:
-                counters.sent += n
-            else:
-                counters.dropped[dropped] += n
-            if batch:
-                counters.batches += 1
+        self._queue.settle(n, dropped, batch)

@@ -70,6 +70,8 @@ MIN_RETRY_WAIT = 0.05
 CONNECT_TIMEOUT_CAP = 3.0
 SPILL_GRACE = 1.0
 """Seconds an attempt may outlive its process's exit deadline (see ``post``)."""
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol)
+"""Failures that prove the request never reached the server."""
 _LIMITS = httpx.Limits(max_connections=4, max_keepalive_connections=2)
 
 
@@ -86,6 +88,9 @@ class Result:
     attempts: int
     status: int | None = None
     reason: str = ""
+    maybe_landed: bool = False
+    """Some attempt may have reached the server without an answer (a read timeout, a dropped
+    connection, a 5xx): a batch that is not delivered may still be stored there."""
 
 
 class Observer(Protocol):
@@ -191,6 +196,7 @@ class Transport:
         refreshed = False
         batch_deadline = time.monotonic() + self._retry_deadline
         attempt = 0
+        maybe_landed = False
         while True:
             attempt += 1
             if token:
@@ -208,6 +214,7 @@ class Transport:
                     response = client.post(url, content=body, headers=headers)
             except httpx.HTTPError as exc:
                 reason = _describe_error(exc)
+                maybe_landed = maybe_landed or not isinstance(exc, _NOT_SENT)
             else:
                 status = response.status_code
                 reason = _reason(response)
@@ -222,9 +229,10 @@ class Transport:
                     if fresh and fresh != token:
                         token = self._tokens[(server, given)] = fresh
                         continue
+                maybe_landed = maybe_landed or (status >= 500 and status not in (429, 503))
                 if status not in RETRY_STATUSES:
                     outcome = Outcome.REJECTED if status < 500 else Outcome.FAILED
-                    return Result(outcome, attempt, status, reason)
+                    return Result(outcome, attempt, status, reason, maybe_landed)
                 retry_after = _retry_after(response)
             delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1)) * random.random()
             if retry_after is not None:
@@ -235,7 +243,7 @@ class Transport:
             will_retry = remaining > MIN_RETRY_WAIT
             self._tell_failed(server, reason, will_retry)
             if not will_retry:
-                return Result(Outcome.FAILED, attempt, status, reason)
+                return Result(Outcome.FAILED, attempt, status, reason, maybe_landed)
             time.sleep(min(delay, remaining - MIN_RETRY_WAIT / 2))
 
     def _tell_failed(self, server: str, reason: str, will_retry: bool) -> None:

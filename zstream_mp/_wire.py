@@ -142,3 +142,8 @@ ENV_DURABLE = "ZSTREAM_DURABLE"
 ENV_SPOOL_MAX_BYTES = "ZSTREAM_SPOOL_MAX_BYTES"
 ENV_REGISTRY = "ZSTREAM_REGISTRY"
 ENV_SERVE_TOKEN = "ZSTREAM_SERVE_TOKEN"
+
+
+def batch_body(events: list[bytes]) -> bytes:
+    """The body of one POST: the events' bytes exactly as encoded, joined (encode once)."""
+    return b'{"events":[' + b",".join(events) + b"]}"

@@ -61,6 +61,7 @@ def snapshot() -> dict[str, Any]:
         "batches": st.batches,
         "retries": st.retries,
         "muted": st.muted,
+        "spooled": st.spooled,
         "dropped": dict(st.dropped),
         "last_failure": st.last_failure,
     }

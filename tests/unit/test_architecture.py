@@ -433,3 +433,63 @@ def test_the_error_hierarchy_is_drawn_whole() -> None:
     assert defined == set(errors.__all__)
     drawing = errors.__doc__ or ""
     assert [name for name in sorted(defined) if name not in drawing] == []
+
+
+# --------------------------------------------------------------------------- seams
+
+RECOVERY = "zstream_mp._recovery"
+RECOVERY_OPEN_TO_OTHERS = {
+    f"{RECOVERY}.statedir": "the state dir: the context wing keeps its handoff files there",
+    f"{RECOVERY}.liveness": "process identity: the context wing checks its ancestors",
+    f"{RECOVERY}.registry": "a process's state registers itself",
+    f"{RECOVERY}.spill": "a process's state owns its spill",
+    f"{RECOVERY}.durable": "durable mode's queue is one of the two queues",
+}
+"""The recovery modules another wing may import; the rest only through the façade."""
+
+
+def test_the_recovery_wing_is_reached_through_its_facade() -> None:
+    found = []
+    for name in MODULES:
+        if name == RECOVERY or name.startswith(RECOVERY + "."):
+            continue
+        for target in imports_of(name):
+            if target.startswith(RECOVERY + ".") and target not in RECOVERY_OPEN_TO_OTHERS:
+                found.append(f"{_rel(name)} imports {target}")
+    assert not found, "use the façade (zstream_mp._recovery):\n" + "\n".join(found)
+
+
+QUEUES = {"zstream_mp._queue", "zstream_mp._recovery.durable"}
+_QUEUE_NAMES = {"queue", "_queue", "q"}
+
+
+def _queue_reaches(tree: ast.AST, label: str) -> Iterator[str]:
+    """``<a queue>._private`` anywhere in ``tree``: a reach past the queue's seam."""
+    for node in _runtime_nodes(tree):
+        if not (isinstance(node, ast.Attribute) and node.attr.startswith("_")):
+            continue
+        owner = node.value
+        owner_name = (
+            owner.id
+            if isinstance(owner, ast.Name)
+            else owner.attr
+            if isinstance(owner, ast.Attribute)
+            else None
+        )
+        if owner_name in _QUEUE_NAMES and not node.attr.startswith("__"):
+            yield f"{label}:{node.lineno}: {owner_name}.{node.attr}"
+
+
+def test_nothing_outside_a_queue_touches_its_insides() -> None:
+    found = [
+        hit
+        for name in MODULES
+        if name not in QUEUES
+        for hit in _queue_reaches(_tree(name), _rel(name))
+    ]
+    assert not found, "go through the Queue protocol (zstream_mp._queue):\n" + "\n".join(found)
+
+
+def test_the_queue_check_finds_a_reach() -> None:
+    tree = ast.parse("def f(st):\n    with st.queue._lock:\n        st.queue.count('sent')\n")
+    assert list(_queue_reaches(tree, "x")) == ["x:2: queue._lock"]

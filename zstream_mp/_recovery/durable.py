@@ -22,7 +22,7 @@ import mmap
 import os
 from typing import Any
 
-from zstream_mp._queue import EventQueue, Group, Item
+from zstream_mp._queue import EventQueue, Group, Item, Settle, SpillWriter
 from zstream_mp._recovery import spool as _spool
 from zstream_mp._recovery.registry import Entry
 from zstream_mp._stats import Counters
@@ -44,8 +44,12 @@ class _Segment:
         self.path = os.path.join(directory, _spool.segment_name(first_seq))
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
-            os.ftruncate(fd, SEGMENT_BYTES)
+            _spool.allocate(fd, SEGMENT_BYTES)
             self.map = mmap.mmap(fd, SEGMENT_BYTES)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+            raise
         finally:
             os.close(fd)
         self.map[0:8] = _spool.SEG_MAGIC
@@ -72,7 +76,9 @@ class DurableQueue(EventQueue):
         self._read_seg = 0
         self._read_off = _spool.SEG_HEADER
         self._taken: tuple[int, int] | None = None
+        self._taken_from = (0, 0, _spool.SEG_HEADER)
         self._left = False
+        self._full_said = False
 
     # ------------------------------------------------------------------ writing (publish)
 
@@ -84,35 +90,25 @@ class DurableQueue(EventQueue):
         if found is not None:
             i = found
         else:
-            from zstream_mp import _handoff
-
             self.dests.append(dest)
             i = len(self.dests) - 1
-            _spool.write_dests(
-                self.directory,
-                [
-                    _spool.dest_record(
-                        d.run_id, d.server, _handoff.token_file_of(d.token) if d.token else None
-                    )
-                    for d in self.dests
-                ],
-            )
+            _spool.write_dests(self.directory, self.dests)
         self._dest_cache = (dest, i)
         return i
 
-    def append_locked(self, dest: Any, event: bytes) -> None:
+    def _append_locked(self, dest: Any, event: bytes) -> None:
         idx = self._dest_index(dest)
         n = len(event)
         seg = self.segments[-1]
         off = self._off
         end = off + _RECORD_SIZE + n
         if end > SEGMENT_BYTES:
-            if len(self.segments) >= self.max_segments:
-                self.counters.published += 1
-                self.counters.dropped["spool_full"] += 1
+            fresh = self._next_segment()
+            if fresh is None:
+                self._counters.published += 1
+                self._counters.dropped["spool_full"] += 1
                 return
-            seg = _Segment(self.directory, self.seq)
-            self.segments.append(seg)
+            seg = fresh
             off = _spool.SEG_HEADER
             end = off + _RECORD_SIZE + n
         m = seg.map
@@ -121,27 +117,50 @@ class DurableQueue(EventQueue):
         _pack_commit(m, 8, end)  # the commit point
         self._off = end
         self.seq += 1
-        self.counters.published += 1
-        if self.sender_waiting:
-            self.has_work.notify()
+        self._counters.published += 1
+        if self._taker_waiting:
+            self._has_work.notify()
+
+    def _next_segment(self) -> _Segment | None:
+        """A new segment, or None when the cap is reached or the disk refuses one."""
+        if len(self.segments) >= self.max_segments:
+            reason = f"the spool cap ({self.max_segments * SEGMENT_BYTES >> 20} MiB) is reached"
+        else:
+            try:
+                seg = _Segment(self.directory, self.seq)
+            except OSError as exc:
+                reason = f"no room for a new segment ({exc.strerror or exc})"
+            else:
+                self.segments.append(seg)
+                return seg
+        if not self._full_said:
+            self._full_said = True
+            logger.warning(
+                "The durable spool %s cannot grow: %s; new events are dropped (counted as "
+                "spool_full) until the sender catches up",
+                self.directory,
+                reason,
+            )
+        return None
 
     # ------------------------------------------------------------------ reading (sender)
 
-    def waiting(self) -> int:
+    def _waiting(self) -> int:
         return 0 if self._left else self.seq - self.read_seq
 
     def take(self, limit: int, idle: float, max_bytes: int | None = None) -> list[Item] | None:
-        with self.lock:
-            if not self.waiting():
-                self.sender_waiting = True
+        with self._lock:
+            if not self._waiting():
+                self._taker_waiting = True
                 try:
-                    self.has_work.wait(idle)
+                    self._has_work.wait(idle)
                 finally:
-                    self.sender_waiting = False
-                if not self.waiting():
+                    self._taker_waiting = False
+                if not self._waiting():
                     return None
             batch: list[Item] = []
             first = self.read_seq
+            start_seg, start_off = self._read_seg, self._read_off
             first_dest = -1
             size = 0
             while self.read_seq < self.seq and len(batch) < limit:
@@ -163,10 +182,21 @@ class DurableQueue(EventQueue):
                 self._read_off = start + n
                 self.read_seq += 1
             self._taken = (first, self.read_seq - 1)
-            self.in_flight = len(batch)
+            self._taken_from = (first, start_seg, start_off)
+            self._in_flight = len(batch)
             return batch
 
-    def batch_key(self, group: Group) -> str | None:
+    def retry_later(self) -> bool:
+        """Nothing durable is given up: the batch is read again by the next ``take``."""
+        with self._lock:
+            if self._taken is None or self._left:
+                return False
+            self.read_seq, self._read_seg, self._read_off = self._taken_from
+            self._taken = None
+            self._posting = None
+            return True
+
+    def _batch_key(self, group: Group) -> str | None:
         taken = self._taken
         if taken is None:
             return None
@@ -175,13 +205,13 @@ class DurableQueue(EventQueue):
         return key
 
     def done(self) -> None:
-        with self.lock:
+        with self._lock:
             taken, self._taken = self._taken, None
             if taken is not None and not self._left:
                 self.page.resolve(taken[1] + 1)
                 self._free_settled()
-            self.in_flight = 0
-            self.drained.notify_all()
+            self._in_flight = 0
+            self._drained.notify_all()
 
     def _free_settled(self) -> None:
         while self._read_seg > 0 and len(self.segments) > 1:
@@ -192,15 +222,7 @@ class DurableQueue(EventQueue):
             with contextlib.suppress(BufferError, ValueError):
                 seg.map.close()
 
-    def discard(self, reason: str) -> int:
-        with self.lock:
-            n = self.waiting()
-            self._skip_to_end()
-            self.counters.dropped[reason] += n
-            self.drained.notify_all()
-            return n
-
-    def _skip_to_end(self) -> None:
+    def _discard_waiting(self) -> None:
         self.read_seq = self.seq
         self._read_seg = len(self.segments) - 1
         self._read_off = self._off
@@ -209,38 +231,45 @@ class DurableQueue(EventQueue):
 
     # ------------------------------------------------------------------ exit
 
-    def leave_for_adoption(self, budget: float) -> int:
-        """The exit budget ran out: what is unsettled stays in the spool for an adopter."""
-        with self.lock:
+    def leave_for_adoption(self, why: str) -> int:
+        """This process stops sending (its exit budget ran out, or the server refused its
+        credentials): what is unsettled, and anything published later, stays in the spool
+        for whoever delivers it after this process is gone."""
+        with self._lock:
+            if self._left:
+                return 0
             taken = self._taken
             n = self.seq - self.page.resolved_below
             self._left = True
-            self.in_flight = 0
-            self.counters.spooled += n
+            self._in_flight = 0
+            self._counters.spooled += n
             if taken is not None:
-                self.settle_spilled = self._settler(taken)
-            self.drained.notify_all()
+                self._settle_spilled = self._settler(taken)
+            self._drained.notify_all()
         logger.warning(
-            "Could not deliver %d events within the exit budget (%.1f s); "
-            "they stay in the durable spool %s, to be delivered by the parent, the next "
-            "publisher or `zstream-mp spool drain`",
+            "%s: %d events stay in the durable spool %s, to be delivered once this process "
+            "is gone by its parent, a later publisher or `zstream-mp spool drain`",
+            why,
             n,
-            budget,
             self.directory,
         )
         return n
 
-    def _settler(self, taken: tuple[int, int]) -> Any:
-        def settle(delivered: bool, n: int) -> None:  # under the queue lock
+    def _settler(self, taken: tuple[int, int]) -> Settle:
+        def settle(delivered: bool) -> bool:  # under the queue lock
             if delivered and self.page.resolved_below == taken[0]:
                 self.page.resolve(taken[1] + 1)
-                self.counters.spooled -= n
-                self.counters.sent += n
+                return True
+            return False
 
         return settle
 
     def remove_if_settled(self) -> None:
         """At a clean exit: nothing is left to adopt, so the spool goes."""
-        with self.lock:
-            if not self._left and self.page.resolved_below >= self.seq and not self.in_flight:
+        with self._lock:
+            if not self._left and self.page.resolved_below >= self.seq and not self._in_flight:
                 _spool.remove(self.directory)
+
+    def spill_with(self, writer: SpillWriter, only_posting: bool = False) -> int:
+        """Nothing to move: every event is in the spool from ``publish()`` on."""
+        return 0

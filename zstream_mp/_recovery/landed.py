@@ -1,19 +1,27 @@
-"""Did a batch that was in flight when its sender died reach the server? Ask the stream.
+"""Did a batch that was in flight when its sender stopped reach the server? Ask the stream.
 
 A server that deduplicates on the Idempotency-Key (ours) makes resending such a batch
-harmless; ZenML's does not, and would append it twice. So before an adopter resends the
+harmless; ZenML's does not, and would append it twice. So before a deliverer resends the
 batch recorded as in flight, it reads the run's stream and resends only the events of the
 batch that are not there. An event is recognised by its kind, correlation id, index and
 payload. When the stream cannot be read (no read permission, no server), the answer is
 "unknown" and the batch is resent under its key.
 
-The adopter runs in a background thread of a process that may fork at any moment, so its
+Budget. The replay of one run is read once per pass (``History``) and shared by every
+spool of that run the pass checks; it ends at the first ``QUIET`` seconds of silence. A
+batch sent less than ``SETTLE`` seconds ago may still be on its way into the server: the
+check waits for that moment when the deliverer's deadline allows, and otherwise answers
+``NOT_YET`` so the deliverer leaves the spool for a later attempt instead of guessing.
+
+The deliverer runs in a background thread of a process that may fork at any moment, so its
 client is built like the sender's (``_transport.build_client``) and logs nothing per request.
 """
 
 from __future__ import annotations
 
+import enum
 import json
+import time
 from typing import Any
 
 import httpx
@@ -21,11 +29,23 @@ import httpx
 from zstream_mp import _quiet, _transport
 from zstream_mp._wire import AUTHORIZATION, bearer, stream_url
 
-QUIET = 1.0
+QUIET = 0.5
 """Seconds of silence that end the replay of the stream's history."""
+SETTLE = 1.0
+"""Seconds after a batch was sent before its absence from the stream is believed."""
+REPLAY_BUDGET = 10.0
+"""Seconds one replay may take at most."""
 
 
-def _signature(event: dict[str, Any]) -> str:
+class _NotYet(enum.Enum):
+    NOT_YET = "not yet"
+
+
+NOT_YET = _NotYet.NOT_YET
+"""Too early to tell, or no time left to look: ask again later."""
+
+
+def signature(event: dict[str, Any]) -> str:
     return json.dumps(
         [
             event.get("kind"),
@@ -38,21 +58,60 @@ def _signature(event: dict[str, Any]) -> str:
     )
 
 
-def missing(
-    server: str, run_id: str, token: str | None, events: list[bytes], budget: float
-) -> list[bytes] | None:
-    """The events of ``events`` the run's stream does not hold; None when it cannot tell."""
-    wanted: dict[str, list[bytes]] = {}
-    for raw in events:
-        try:
-            wanted.setdefault(_signature(json.loads(raw)), []).append(raw)
-        except ValueError:
+class History:
+    """The replayed streams of one delivery pass, by (server, run)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, str], set[str] | None] = {}
+
+    def missing(
+        self,
+        server: str,
+        run_id: str,
+        token: str | None,
+        events: list[bytes],
+        sent_at: float,
+        deadline: float,
+    ) -> list[bytes] | _NotYet | None:
+        """The events of ``events`` the run's stream lacks; None when it cannot tell."""
+        wait = sent_at + SETTLE - time.time()
+        if wait > 0:
+            if time.monotonic() + wait + QUIET >= deadline:
+                return NOT_YET
+            time.sleep(wait)
+            self._seen.pop((server, run_id), None)  # read what arrived meanwhile
+        key = (server, run_id)
+        if key not in self._seen:
+            budget = min(REPLAY_BUDGET, deadline - time.monotonic())
+            if budget <= QUIET:
+                return NOT_YET
+            seen = replay(server, run_id, token, budget)
+            if seen is NOT_YET:
+                return NOT_YET
+            self._seen[key] = seen
+        seen = self._seen[key]
+        if seen is None:
             return None
+        out: list[bytes] = []
+        for raw in events:
+            try:
+                sig = signature(json.loads(raw))
+            except ValueError:
+                return None
+            if sig not in seen:
+                out.append(raw)
+        return out
+
+
+def replay(server: str, run_id: str, token: str | None, budget: float) -> set[str] | _NotYet | None:
+    """Signatures of every event the run's stream replays; None when it cannot be read,
+    ``NOT_YET`` when the budget ended before the replay did."""
     headers = {"Accept": "text/event-stream"}
     if token:
         headers[AUTHORIZATION] = bearer(token)
-    timeout = httpx.Timeout(max(budget, QUIET), read=QUIET)
-    found: set[str] = set()
+    end = time.monotonic() + budget
+    timeout = httpx.Timeout(budget, read=QUIET)
+    seen: set[str] = set()
     try:
         with (
             _transport.build_client(server, timeout) as client,
@@ -61,33 +120,26 @@ def missing(
         ):
             if r.status_code >= 300:
                 return None
-            data: list[str] = []
-            buf = b""
-            for chunk in r.iter_bytes():
-                buf += chunk
-                while b"\n" in buf:
-                    line, buf = buf.split(b"\n", 1)
-                    text = line.decode("utf-8").rstrip("\r")
-                    if text.startswith("data:"):
-                        data.append(text[5:].lstrip(" "))
-                    elif not text and data:
-                        _match("\n".join(data), wanted, found)
-                        data = []
-                        if len(found) == len(wanted):
-                            return []
+            data: list[bytes] = []
+            for line in r.iter_lines():
+                if time.monotonic() > end:
+                    return NOT_YET
+                if line.startswith("data:"):
+                    data.append(line[5:].lstrip(" ").encode())
+                elif not line and data:
+                    _add(b"\n".join(data), seen)
+                    data = []
     except httpx.ReadTimeout:
         pass  # silence: the history has been replayed
     except (httpx.HTTPError, UnicodeDecodeError):
         return None
-    return [raw for sig, raws in wanted.items() if sig not in found for raw in raws]
+    return seen
 
 
-def _match(data: str, wanted: dict[str, list[bytes]], found: set[str]) -> None:
+def _add(data: bytes, seen: set[str]) -> None:
     try:
         event = json.loads(data)
     except ValueError:
         return
     if isinstance(event, dict):
-        sig = _signature(event)
-        if sig in wanted:
-            found.add(sig)
+        seen.add(signature(event))

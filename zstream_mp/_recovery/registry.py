@@ -97,14 +97,15 @@ def register(durable: bool) -> Entry | None:
         pid, start = _liveness.own_identity()
         iid = secrets.token_hex(4)
         name = f"p{pid}-{iid}"
-        fd = os.open(
-            os.path.join(directory, name + ".ctr"),
-            os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
-            0o600,
-        )
+        ctr = os.path.join(directory, name + ".ctr")
+        fd = os.open(ctr, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
-            os.ftruncate(fd, PAGE_SIZE)
+            _spool.allocate(fd, PAGE_SIZE)
             page = mmap.mmap(fd, PAGE_SIZE)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(ctr)
+            raise
         finally:
             os.close(fd)
         identity: dict[str, Any] = {
@@ -125,8 +126,20 @@ def register(durable: bool) -> Entry | None:
         entry.write()
         return entry
     except OSError as exc:
-        logger.debug("Running without a registry entry: %s", exc)
+        logger.warning(
+            "zstream-mp runs without its registry entry in %s (%s): flush_tree(), stats "
+            "and adoption will not see this process",
+            _registry_dir_for_message(),
+            exc,
+        )
         return None
+
+
+def _registry_dir_for_message() -> str:
+    try:
+        return state_dir()
+    except OSError:
+        return "the state dir"
 
 
 def _origin() -> int | None:
@@ -312,6 +325,7 @@ def sweep(grace: float = SWEEP_GRACE) -> int | None:
             if found.spool is not None:
                 _spool.remove(found.spool.path)
         removed += _sweep_orphan_spools()
+        referenced.update(_tokens_of_unsettled_spools())
         removed += _handoff.sweep(state_dir(), referenced)
         return removed
     finally:
@@ -323,6 +337,18 @@ def _expired(path: str, now: float) -> bool:
         return now - os.stat(path).st_mtime > SPOOL_RETENTION
     except OSError:
         return False
+
+
+def _tokens_of_unsettled_spools() -> set[str]:
+    """Token files that spools with events still to deliver name: their deliverer needs them."""
+    out: set[str] = set()
+    with contextlib.suppress(OSError):
+        for spool in _spool.list_spools():
+            if _spool.count_pending(spool.path):
+                for dest in _spool.read_dests(spool.path):
+                    if isinstance(dest.get("token_file"), str):
+                        out.add(dest["token_file"])
+    return out
 
 
 def _sweep_orphan_spools() -> int:

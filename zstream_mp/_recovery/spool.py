@@ -23,18 +23,22 @@ mmap'd segments. Exactly one process resumes a spool, after claiming it by an at
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import mmap
 import os
 import shutil
 import struct
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from zstream_mp import _handoff
 from zstream_mp._recovery import liveness as _liveness
 from zstream_mp._recovery.statedir import read_private, subdir, write_private
+from zstream_mp._stream_context import Destination
 
 SEG_MAGIC = b"ZSPSEG1\0"
 STATE_MAGIC = 0x31455441545350
@@ -43,7 +47,7 @@ RECORD = struct.Struct("<IHHQ")
 COMMIT = struct.Struct("<Q")
 STATE_SIZE = 4096
 # state slots
-T_MAGIC, T_RESOLVED, T_INFLIGHT_FIRST, T_INFLIGHT_LAST = range(4)
+T_MAGIC, T_RESOLVED, T_INFLIGHT_FIRST, T_INFLIGHT_LAST, T_INFLIGHT_STARTED = range(5)
 KEY_OFFSET = 64
 CLAIM = ".claim-"
 KEY_NAMESPACE = uuid.UUID("5d0c1b7e-8a4e-4f0e-9c55-7a2a2b7f1e01")
@@ -62,7 +66,33 @@ def dest_record(run_id: str, server: str | None, token_file: str | None) -> dict
     return {"run_id": run_id, "server": server, "token_file": token_file}
 
 
+def write_dests(directory: str, dests: Sequence[Destination]) -> None:
+    """Record where the spool's events go. A token is kept in its own 0600 handoff file in
+    the state dir (never in the spool), so whoever delivers the spool later has the
+    credentials it was given for that server, and only for that server."""
+    records = []
+    for d in dests:
+        token_file = None
+        if d.token:
+            with contextlib.suppress(OSError):
+                token_file = _handoff.token_file(d.token)
+        records.append(dest_record(d.run_id, d.server, token_file))
+    write_private(os.path.join(directory, "dests.json"), json.dumps(records))
+
+
 # --------------------------------------------------------------------------- state page
+
+
+def allocate(fd: int, size: int) -> None:
+    """Give the file ``size`` bytes of real blocks before it is mapped: a sparse file written
+    through ``mmap`` on a full disk kills the process with SIGBUS; this raises ENOSPC here."""
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+        os.ftruncate(fd, size)  # a file system without fallocate (writes below may still fail)
+        os.pwrite(fd, bytes(size), 0)
 
 
 class StatePage:
@@ -73,7 +103,9 @@ class StatePage:
         fd = os.open(path, flags, 0o600)
         try:
             if create:
-                os.ftruncate(fd, STATE_SIZE)
+                allocate(fd, STATE_SIZE)
+            elif os.fstat(fd).st_size < STATE_SIZE:
+                raise OSError(errno.EINVAL, f"{path}: a torn state page")
             self._map = mmap.mmap(fd, STATE_SIZE)
         finally:
             os.close(fd)
@@ -86,11 +118,17 @@ class StatePage:
     def resolved_below(self) -> int:
         return int(self.slots[T_RESOLVED])
 
-    def set_inflight(self, first: int, last: int, key: str) -> None:
+    def set_inflight(self, first: int, last: int, key: str, started: float | None = None) -> None:
         """Record the batch about to be POSTed (first, then the range that makes it valid)."""
         self._map[KEY_OFFSET : KEY_OFFSET + 16] = uuid.UUID(key).bytes
+        self.slots[T_INFLIGHT_STARTED] = int((time.time() if started is None else started) * 1000)
         self.slots[T_INFLIGHT_LAST] = last
         self.slots[T_INFLIGHT_FIRST] = first
+
+    @property
+    def inflight_started(self) -> float:
+        """Wall-clock time at which the batch recorded in flight was (last) sent."""
+        return int(self.slots[T_INFLIGHT_STARTED]) / 1000.0
 
     def inflight(self) -> tuple[int, int, str] | None:
         first = int(self.slots[T_INFLIGHT_FIRST])
@@ -98,6 +136,10 @@ class StatePage:
             return None
         key = uuid.UUID(bytes=bytes(self._map[KEY_OFFSET : KEY_OFFSET + 16]))
         return first, int(self.slots[T_INFLIGHT_LAST]), str(key)
+
+    def resolve_inflight(self) -> None:
+        """The batch recorded in flight proved not to have reached the server."""
+        self.slots[T_INFLIGHT_FIRST] = -1
 
     def resolve(self, below: int) -> None:
         """Everything below ``below`` is settled; no batch is in flight."""
@@ -113,17 +155,9 @@ class StatePage:
 # --------------------------------------------------------------------------- writing
 
 
-def process_spool_dir(pid: int, iid: str) -> str:
-    return os.path.join(spool_root(), f"p{pid}-{iid}")
-
-
 def ensure_dir(path: str) -> None:
     with contextlib.suppress(FileExistsError):
         os.mkdir(path, 0o700)
-
-
-def write_dests(directory: str, dests: list[dict[str, Any]]) -> None:
-    write_private(os.path.join(directory, "dests.json"), json.dumps(dests))
 
 
 def encode_segment(first_seq: int, records: list[tuple[int, bytes]]) -> bytes:
@@ -269,6 +303,14 @@ def claim(spool: SpoolDir) -> str | None:
     except OSError:
         return None
     return target
+
+
+def unclaim(path: str) -> None:
+    """Give a claim back (the claimer could not finish): the spool is anyone's again."""
+    base, sep, _ = os.path.basename(path).partition(CLAIM)
+    if sep:
+        with contextlib.suppress(OSError):
+            os.rename(path, os.path.join(os.path.dirname(path), base))
 
 
 def remove(path: str) -> None:

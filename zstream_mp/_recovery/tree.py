@@ -61,7 +61,7 @@ class OwnProcess(Protocol):
 
     def flush_until(self, deadline: float) -> bool: ...
 
-    def _count_adopted(self, n: int) -> None: ...
+    def _count_adopted(self, result: _adopt.Adopted) -> None: ...
 
 
 TokenFor = Callable[[str], "str | None"]
@@ -72,7 +72,7 @@ def adopt_descendants(
     run_id: str | None = None,
     *,
     token_for: TokenFor,
-    on_sent: Callable[[int], None] | None,
+    on_result: Callable[[_adopt.Adopted], None] | None,
 ) -> bool:
     """Adopt the spools that dead processes in scope left; True when none is left."""
     root = None if run_id is not None else _liveness.own_identity()
@@ -82,7 +82,7 @@ def adopt_descendants(
         deadline,
         only=lambda s: s.entry_name in names and s.owner_pid != me[0],
         token_for=token_for,
-        on_sent=on_sent,
+        on_result=on_result,
     )
 
 
@@ -91,7 +91,7 @@ def flush_tree(
 ) -> bool:
     """Wait until everything published in scope is on the server (or settled by policy)."""
     st = own
-    on_sent = st._count_adopted if st is not None else None
+    on_result = st._count_adopted if st is not None else None
     own_ok = True
     if st is not None:
         own_ok = st.flush_until(deadline)
@@ -119,7 +119,7 @@ def flush_tree(
             elif row.stats.queued:
                 lost = True  # killed without a spool: nothing left to wait for
         adopted = adopt and adopt_descendants(
-            deadline, run_id, token_for=token_for, on_sent=on_sent
+            deadline, run_id, token_for=token_for, on_result=on_result
         )
         if adopted and time.monotonic() < deadline:
             continue  # adopted everything there was: look again at once

@@ -39,16 +39,14 @@ def register(subparsers: Any) -> None:
 
 
 def collect(tree: int | None, run: str | None) -> list[Any]:
-    from zstream_mp._recovery import liveness as _liveness
-    from zstream_mp._recovery import registry as _registry
-    from zstream_mp._recovery import tree as _tree
+    from zstream_mp import _recovery
 
     if tree is not None:
-        root = (tree, _liveness.start_of(tree))
-        return _tree.rows(root, None)
+        root = (tree, _recovery.start_of(tree))
+        return _recovery.rows(root, None)
     if run is not None:
-        return _tree.rows(None, run)
-    return [f.row() for f in _registry.scan()]
+        return _recovery.rows(None, run)
+    return _recovery.process_rows()
 
 
 def _as_json(rows: list[Any]) -> str:

@@ -10,8 +10,8 @@ token must not travel there. ``runtime_env(ctx)`` instead puts a
 
 ``ray.shutdown()`` ends a local cluster's workers without running their exit hooks, so
 events still queued in them are lost. ``shutdown(timeout)`` (or ``flush_workers(timeout)``
-before your own ``ray.shutdown()``) delivers them first: the setup hook also gives each
-worker a small flush channel on its node, which every node's flush uses.
+before your own ``ray.shutdown()``) delivers them first: on every node, a flush waits
+through the host's registry until each worker of the run has delivered what it published.
 
 Actors: ``ray.actor.exit_actor()`` and ``actor.__ray_terminate__.remote()`` run the
 actor's exit hooks, so its events are delivered. ``ray.kill(actor)`` and the OOM killer
@@ -20,23 +20,15 @@ run none: only durable mode survives them.
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import importlib
 import logging
 import math
-import os
-import shutil
 import sys
-import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, TypeAlias
 
 import zstream_mp
-from zstream_mp._recovery.statedir import state_dir
-from zstream_mp._sender import THREAD_PREFIX, start_without_signals
 from zstream_mp._stream_context import StreamContext
 from zstream_mp.errors import InvalidContextError, MissingExtraError
 from zstream_mp.integrations._extras import require
@@ -93,14 +85,6 @@ class _BindHook:
 
     def __call__(self) -> None:
         zstream_mp.bind(self.ctx)
-        try:
-            _register_this_worker()
-        except OSError as exc:  # a failing hook would cost Ray the worker; this costs the flush
-            logger.warning(
-                "this Ray worker cannot register for flush_workers() (%s); "
-                "its events are still published, but ray.shutdown() may cut their tail",
-                exc,
-            )
 
 
 class _ChainedHooks:
@@ -194,158 +178,21 @@ def _export_hook(env: dict[str, Any]) -> dict[str, Any]:
     return upload(env, worker)  # type: ignore[no-any-return]
 
 
-# --------------------------------------------------------------------------- registration
+# --------------------------------------------------------------------------- one node
 #
-# Each worker's setup hook leaves, in ``<state dir>/ray/<job>/<node>/``, a FIFO named by its
-# PID (and a file with its start time, against PID reuse), and starts one small thread that
-# blocks on opening it. A flush on that node writes ``"<request id> <timeout>"`` into every
-# FIFO; each worker's thread runs ``zstream_mp.flush(timeout)`` and answers in
-# ``<pid>.ack``. Nothing is ended, so actors and warm task workers survive a flush.
+# Every worker that publishes registers itself in the host's registry, like any publisher
+# (``zstream_mp._recovery``): a flush on a node is ``flush_tree(run_id=...)`` there, which
+# waits until every process of the run on that host has delivered (or left spools, which
+# it adopts). Nothing is ended, so actors and warm task workers survive a flush.
 
 
-def _workers_dir(job_id: str, node_id: str) -> str:
-    return os.path.join(state_dir(), "ray", job_id, node_id)
-
-
-def _register_this_worker() -> None:
-    """Make this worker reachable by the flush on its node (one thread, blocked on a FIFO)."""
-    import psutil
-
-    context = _ray().get_runtime_context()
-    directory = _workers_dir(context.get_job_id(), context.get_node_id())
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    pid = os.getpid()
-    base = os.path.join(directory, str(pid))
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(base + ".fifo")
-    os.mkfifo(base + ".fifo", 0o600)
-    with open(base + ".start", "w", encoding="utf-8") as fh:
-        fh.write(repr(psutil.Process(pid).create_time()))
-
-    def remove() -> None:
-        if os.getpid() == pid:
-            for suffix in (".fifo", ".start", ".ack"):
-                with contextlib.suppress(OSError):
-                    os.unlink(base + suffix)
-
-    atexit.register(remove)
-    thread = threading.Thread(
-        target=_answer_flush_requests, args=(base,), name=f"{THREAD_PREFIX}ray-flush", daemon=True
-    )
-    start_without_signals(thread)
-
-
-def _answer_flush_requests(base: str) -> None:
-    """In a worker: flush on every request written to this worker's FIFO, then answer."""
-    while True:
-        try:
-            with open(base + ".fifo", "rb") as fh:  # blocks until a flusher opens it
-                requests = fh.read().decode("ascii", "replace").split()
-        except OSError:  # the directory is gone (the job was shut down)
-            return
-        for rid, timeout in zip(requests[::2], requests[1::2], strict=False):
-            try:
-                ok = zstream_mp.flush(max(0.0, float(timeout)))
-            except ValueError:
-                continue
-            with contextlib.suppress(OSError):
-                tmp = f"{base}.ack.tmp"
-                with open(tmp, "w", encoding="ascii") as out:
-                    out.write(f"{rid} {int(ok)}")
-                os.replace(tmp, base + ".ack")
-
-
-def _registered_workers(job_id: str, node_id: str) -> list[str]:
-    """FIFO bases of this job's live workers on this node, except this process."""
-    import psutil
-
-    directory = _workers_dir(job_id, node_id)
-    try:
-        names = os.listdir(directory)
-    except FileNotFoundError:
-        return []
-    found = []
-    for name in names:
-        pid, _, suffix = name.partition(".")
-        if suffix != "start" or not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        base = os.path.join(directory, pid)
-        try:
-            with open(base + ".start", encoding="utf-8") as fh:
-                started = float(fh.read())
-            proc = psutil.Process(int(pid))
-            if abs(proc.create_time() - started) < 0.01 and proc.status() != psutil.STATUS_ZOMBIE:
-                found.append(base)  # alive, and not a reused PID
-        except (OSError, ValueError, psutil.Error):
-            continue
-    return found
-
-
-def _request_flush(base: str, rid: str, timeout: float) -> bool:
-    """Write a request into a worker's FIFO; False while its thread is not listening."""
-    try:
-        fd = os.open(base + ".fifo", os.O_WRONLY | os.O_NONBLOCK)
-    except OSError:  # ENXIO: no reader right now (busy answering, or gone)
-        return False
-    try:
-        os.write(fd, f"{rid} {timeout:.3f}\n".encode("ascii"))
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-    return True
-
-
-def _answer(base: str, rid: str) -> bool | None:
-    try:
-        with open(base + ".ack", encoding="ascii") as fh:
-            got, _, ok = fh.read().partition(" ")
-    except OSError:
-        return None
-    return ok == "1" if got == rid else None
-
-
-def _alive(pid: int) -> bool:
-    import psutil
-
-    try:
-        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
-    except psutil.Error:
-        return False
-
-
-def _flush_registered_workers(job_id: str, node_id: str, timeout: float) -> bool:
-    """Ask every registered worker of this job on this node to flush; wait for them all."""
+def _flush_node(runs: list[str], timeout: float) -> bool:
+    """Deliver what the workers on this node published to ``runs``; runs on that node."""
     deadline = time.monotonic() + timeout
-    rid = uuid.uuid4().hex
-    waiting = set(_registered_workers(job_id, node_id))
-    asked: set[str] = set()
     ok = True
-    while waiting and time.monotonic() < deadline:
-        for base in list(waiting):
-            if base not in asked:
-                if _request_flush(base, rid, deadline - time.monotonic()):
-                    asked.add(base)
-                elif not _alive(int(os.path.basename(base))):
-                    waiting.discard(base)  # gone: exit hooks flushed, or killed (ray.kill)
-                continue
-            answer = _answer(base, rid)
-            if answer is not None:
-                ok = ok and answer
-                waiting.discard(base)
-            elif not _alive(int(os.path.basename(base))):
-                waiting.discard(base)  # died before answering (ray.kill): nothing to wait for
-        if waiting:
-            time.sleep(0.01)
-    own = zstream_mp.flush(max(0.0, deadline - time.monotonic()))
-    return ok and own and not waiting
-
-
-def _flush_node(job_id: str, node_id: str, run_id: str | None, timeout: float) -> bool:
-    """Deliver what this job's workers on this node published; runs on that node."""
-    return _flush_registered_workers(job_id, node_id, timeout)
-    # With the host registry: return zstream_mp.flush_tree(timeout, run_id=run_id)
-    # (the FIFO channel above is then no longer needed: drop _register_this_worker's call)
+    for run_id in runs:
+        ok = zstream_mp.flush_tree(max(0.0, deadline - time.monotonic()), run_id=run_id) and ok
+    return zstream_mp.flush(max(0.0, deadline - time.monotonic())) and ok
 
 
 # --------------------------------------------------------------------------- flushing
@@ -364,23 +211,20 @@ def flush_workers(timeout: float = DEFAULT_FLUSH_TIMEOUT, *, run_id: str | None 
     ray = _ray()
     if not ray.is_initialized():
         return zstream_mp.flush(timeout)
-    if run_id is None:
-        current = zstream_mp.current_context()
-        run_id = current.run_id if current is not None else None
+    runs = _runs(run_id)
     deadline = time.monotonic() + timeout
-    context = ray.get_runtime_context()
-    job_id, here = context.get_job_id(), context.get_node_id()
+    here = ray.get_runtime_context().get_node_id()
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     remote_flush = ray.remote(num_cpus=0, max_retries=0)(_flush_node)
     pending = [
         remote_flush.options(
             scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
-        ).remote(job_id, node["NodeID"], run_id, timeout)
+        ).remote(runs, timeout)
         for node in ray.nodes()
         if node.get("Alive") and node["NodeID"] != here
     ]
-    ok = _flush_node(job_id, here, run_id, timeout)
+    ok = _flush_node(runs, timeout)
     for ref in pending:
         try:
             ok = bool(ray.get(ref, timeout=max(0.0, deadline - time.monotonic()))) and ok
@@ -389,26 +233,24 @@ def flush_workers(timeout: float = DEFAULT_FLUSH_TIMEOUT, *, run_id: str | None 
     return zstream_mp.flush(max(0.0, deadline - time.monotonic())) and ok
 
 
+def _runs(run_id: str | None) -> list[str]:
+    """The runs a flush covers: the one named, else those this driver handed to workers
+    and the one it is bound to."""
+    if run_id is not None:
+        return [str(run_id)]
+    runs = set(_runs_handed_out)
+    current = zstream_mp.current_context()
+    if current is not None:
+        runs.add(current.run_id)
+    return sorted(runs)
+
+
 def shutdown(timeout: float = DEFAULT_FLUSH_TIMEOUT) -> bool:
-    """``flush_workers(timeout)``, adopt what dead workers of this driver's runs spooled on
-    this host (durable mode), then ``ray.shutdown()``; False if either timed out."""
+    """``flush_workers(timeout)`` (which also adopts what dead workers of this driver's
+    runs spooled on each host, in durable mode), then ``ray.shutdown()``; False if it
+    timed out."""
     ray = _ray()
-    where = None
-    if ray.is_initialized():
-        context = ray.get_runtime_context()
-        where = _workers_dir(context.get_job_id(), context.get_node_id())
-    deadline = time.monotonic() + timeout
     try:
-        flushed = flush_workers(timeout)
-        # Workers that died without their exit hooks (ray.kill, the OOM killer) left their
-        # events in their spools in durable mode: adopt them while this host still can.
-        for run_id in sorted(_runs_handed_out):
-            left = max(0.0, deadline - time.monotonic())
-            flushed = zstream_mp.flush_tree(left, run_id=run_id) and flushed
-        return flushed
+        return flush_workers(timeout)
     finally:
         ray.shutdown()
-        if where is not None:  # job ids repeat across clusters: remove this node's part only
-            shutil.rmtree(where, ignore_errors=True)
-            with contextlib.suppress(OSError):
-                os.rmdir(os.path.dirname(where))

@@ -912,11 +912,17 @@ def test_row17_background_adoption_and_exit_hook(
     """Row 17, a parent's background adoption and its exit hook on the same spools: durable
     children leave through `os._exit` with batches in flight (0.2 s per POST); the parent
     publishes (its first publish starts the background adoption) and exits at once:
-    exactly once."""
+    exactly once. What the exit's budget leaves (an in-flight batch it cannot judge yet)
+    stays spooled for a later process (`spool drain`), which must not send it twice."""
     run = backend.new_run()
     backend.script([{"action": "accept", "delay": 0.2}])
     cmd = faultcase("forks", backend, run, turns, mode="durable", children=2, events=600)
     res = procs.run([*cmd, "--child-exit", "os_exit", "--parent-publish", "5", "--adopter", "exit"])
     assert res.returncode == 0, res.tail()
+    backend.wait_settled()
+    drained = drain(procs)
+    print(f"row 17: the parent took {res.elapsed:.1f}s; then spool drain: {drained.stdout.strip()}")
     want = {"c0": 600, "c1": 600, "parent-late": 5}
-    assert_history(backend, run, want, "17", context=res.tail())
+    context = f"parent: {res.tail()}\ndrain: {drained.stdout}{drained.stderr}"
+    assert_history(backend, run, want, "17", context=context)
+    assert_drained(drained, "17")

@@ -302,6 +302,27 @@ class Handler(BaseHTTPRequestHandler):
     def _publish(self, run: str) -> None:
         st = self.server.state
         raw = self._body()
+        if len(raw) < int(self.headers.get("Content-Length") or 0):
+            # the client left mid-body (a process killed while posting): like any server,
+            # process nothing; note it, so a test can tell
+            with st.lock:
+                st.requests += 1
+                n = st.requests
+            st.log_request(
+                {
+                    "n": n,
+                    "t": time.time(),
+                    "run": run,
+                    "key": self.headers.get("Idempotency-Key"),
+                    "headers": {},
+                    "count": 0,
+                    "events": [],
+                    "status": None,
+                    "action": "truncated",
+                }
+            )
+            self.close_connection = True
+            return
         headers = {k.lower(): v for k, v in self.headers.items()}
         key = headers.get("idempotency-key")
         with st.lock:
@@ -406,6 +427,11 @@ class Handler(BaseHTTPRequestHandler):
             self._drop(reset=False)
             return
         entry["status"] = status
+        if status >= 300:
+            try:
+                entry["detail"] = json.loads(data)
+            except ValueError:
+                entry["detail"] = data[:300].decode("utf-8", "replace")
         st.log_request(entry)
         self.send_response(status)
         self.send_header("Content-Type", "application/json")

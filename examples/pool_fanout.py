@@ -1,27 +1,28 @@
-"""Fan a step out over a process pool; every worker's events reach the server exactly once.
+"""Fan work out over ``multiprocessing.Pool`` with every start method this platform has.
 
-    zstream-mp serve &                      # or any ZenML 0.98 server with streaming on
-    python examples/pool_fanout.py http://127.0.0.1:8237
+    python examples/pool_fanout.py          # ZSTREAM_SERVER / ZSTREAM_TOKEN, else embedded
 
-Workers never call flush(): their exit hooks deliver what is left, even when the pool
-terminates them. The script then reads the run back over SSE and counts.
+Workers never call ``flush()``: their exit hooks deliver what is left, also when the pool
+terminates them. ``flush_tree()`` waits until every worker's events are on the server.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
-import sys
-from collections import Counter
+
+from _server import server, show
 
 import zstream_mp
 from zstream_mp.runs import create_run, end_run
 
+EVENTS = 200
+
 
 def work(worker: int) -> int:
-    for i in range(200):
+    for i in range(EVENTS):
         zstream_mp.publish(
-            {"worker": worker, "seq": i, "pid": os.getpid()},
+            {"worker": worker, "pid": os.getpid(), "done": i + 1, "total": EVENTS},
             kind="progress",
             correlation_id=f"worker-{worker}",
             index=i,
@@ -29,24 +30,21 @@ def work(worker: int) -> int:
     return worker
 
 
-def main(server: str) -> None:
-    run_id = create_run(server)
-    zstream_mp.bind(run_id, server=server)
-    zstream_mp.publish({"state": "starting"}, kind="status")
-    for method in ("fork", "forkserver", "spawn"):
-        with multiprocessing.get_context(method).Pool(4) as pool:  # terminate() on exit
-            pool.map(work, range(4))
-    zstream_mp.publish({"state": "done"}, kind="status")
-    zstream_mp.flush()
-    end_run(server, run_id)
-
-    seen = Counter(
-        event.kind
-        for event in zstream_mp.subscribe(server, run_id)
-        if isinstance(event, zstream_mp.Event)
-    )
-    print(dict(seen))  # {'status': 2, 'progress': 2400}
+def main() -> None:
+    with server() as (url, token):
+        run_id = create_run(url, token=token)
+        show(url, run_id)
+        zstream_mp.bind(run_id, server=url, token=token)
+        zstream_mp.publish({"state": "starting"}, kind="status")
+        methods = multiprocessing.get_all_start_methods()  # fork, forkserver, spawn on Linux
+        for method in methods:
+            with multiprocessing.get_context(method).Pool(4) as pool:  # terminate() on exit
+                pool.map(work, range(4))
+        zstream_mp.publish({"state": "done", "start_methods": methods}, kind="status")
+        zstream_mp.flush_tree(30)
+        end_run(url, run_id, token=token)
+        print(f"published {2 + EVENTS * 4 * len(methods)} events ({', '.join(methods)})")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:8237")
+    main()

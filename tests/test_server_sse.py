@@ -62,7 +62,8 @@ def test_replay_filters_and_resume(server: RunningServer) -> None:
     bad = {"pipeline_run_id": run, "kind": "bad\nkind"}
     refused = httpx.post(_stream(server, run)[: -len("/stream")], json={"events": [bad]})
     assert refused.status_code == 400 and refused.json()["detail"][0] == "ValueError"
-    _post(server, run, events)
+    last = int(_post(server, run, events)["last_id"])
+    i1, i2, i3, i4 = (str(last - 3 + k) for k in range(4))  # ids count up from a clock base
     _end(server, run)
     status, headers, body = sse_body(_stream(server, run))
     assert status == 200
@@ -70,35 +71,31 @@ def test_replay_filters_and_resume(server: RunningServer) -> None:
     assert headers["x-accel-buffering"] == "no" and "no-cache" in headers["cache-control"]
     text = body.decode()
     assert text.startswith(
-        f'id: 1\nevent: direct\ndata: {{"pipeline_run_id":"{run}","step_run_id":null,"step_name":"probe","kind":"direct","correlation_id":"corr-1","index":0,"payload":{{"n":1}}}}\n\n'
+        f'id: {i1}\nevent: direct\ndata: {{"pipeline_run_id":"{run}","step_run_id":null,"step_name":"probe","kind":"direct","correlation_id":"corr-1","index":0,"payload":{{"n":1}}}}\n\n'
     )
     assert '"payload":{"n":2,"s":"ü"}' in text
-    assert "id: 4\nevent: fourth\n" in text
+    assert f"id: {i4}\nevent: fourth\n" in text
     assert text.endswith("event: end\ndata: {}\n\n")
     _, _, body = sse_body(
         _stream(server, run), params=[("kinds", "direct"), ("correlation_ids", "corr-1")]
     )
     frames = frames_of(body)
     assert [(f.get("id"), f["event"]) for f in frames] == [
-        ("1", "direct"),
-        ("2", "cursor"),
-        ("3", "cursor"),
-        ("4", "cursor"),
+        (i1, "direct"),
+        (i2, "cursor"),
+        (i3, "cursor"),
+        (i4, "cursor"),
         (None, "end"),
     ]
     _, _, body = sse_body(_stream(server, run), params=[("kinds", "direct"), ("kinds", "other")])
     assert [f["event"] for f in frames_of(body)] == ["direct", "direct", "other", "cursor", "end"]
-    _, _, body = sse_body(_stream(server, run), params={"since": "2"})
-    assert [f.get("id") for f in frames_of(body)] == ["3", "4", None]
+    _, _, body = sse_body(_stream(server, run), params={"since": i2})
+    assert [f.get("id") for f in frames_of(body)] == [i3, i4, None]
     # header wins over since; an empty header falls back to since
-    _, _, body = sse_body(
-        _stream(server, run), params={"since": "1"}, headers={"Last-Event-ID": "3"}
-    )
-    assert [f.get("id") for f in frames_of(body)] == ["4", None]
-    _, _, body = sse_body(
-        _stream(server, run), params={"since": "3"}, headers={"Last-Event-ID": ""}
-    )
-    assert [f.get("id") for f in frames_of(body)] == ["4", None]
+    _, _, body = sse_body(_stream(server, run), params={"since": i1}, headers={"Last-Event-ID": i3})
+    assert [f.get("id") for f in frames_of(body)] == [i4, None]
+    _, _, body = sse_body(_stream(server, run), params={"since": i3}, headers={"Last-Event-ID": ""})
+    assert [f.get("id") for f in frames_of(body)] == [i4, None]
 
 
 def test_terminal_shortcuts_and_empty_run_end(server: RunningServer) -> None:
@@ -157,9 +154,10 @@ def test_fan_out_every_event_once_in_order(
     server: RunningServer, subscribers: int, events: int
 ) -> None:
     run = str(uuid.uuid4())
-    _post(
+    history = _post(
         server, run, [{"pipeline_run_id": run, "kind": "pre", "index": i} for i in range(50)]
     )  # history first
+    first = int(history["last_id"]) - 49  # ids count up from a clock base
     out: dict[int, list[str]] = {}
     ready = threading.Barrier(subscribers + 1)
     threads = [
@@ -178,7 +176,7 @@ def test_fan_out_every_event_once_in_order(
     _end(server, run)
     for t in threads:
         t.join(60)
-    expected = [str(i) for i in range(1, events + 51)]
+    expected = [str(first + i) for i in range(events + 50)]
     assert len(out) == subscribers
     for items in out.values():
         assert items == expected
@@ -235,12 +233,14 @@ def test_consumer_items_and_typed_errors(auth_server: RunningServer) -> None:
     )
     _end(auth_server, run)
     items = list(subscribe(auth_server.url, run, token=auth_server.token))
+    i1 = items[0].id if isinstance(items[0], Event) else ""
+    i2 = str(int(i1) + 1)  # ids count up from a clock base
     assert items == [
-        Event("1", "a", run, None, "s", "c", 1, {"x": [1]}),
-        Event("2", "b", run, None, None, None, None, {}),
+        Event(i1, "a", run, None, "s", "c", 1, {"x": [1]}),
+        Event(i2, "b", run, None, None, None, None, {}),
     ]
     assert [e.id for e in subscribe(auth_server.url, run, token=auth_server.token, kinds="b")] == [
-        "2"
+        i2
     ]
     with pytest.raises(AuthenticationError):
         list(subscribe(auth_server.url, run))

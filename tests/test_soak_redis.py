@@ -101,7 +101,8 @@ def _idle_subscribers(addr: tuple[str, int], runs: list[str], stop: threading.Ev
             async with gate:
                 reader, writer = await asyncio.open_connection(*addr)
                 writer.write(
-                    f"GET /api/v1/runs/{run}/events/stream HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+                    f"GET /api/v1/runs/{run}/events/stream HTTP/1.1\r\n"
+                    "Host: 127.0.0.1\r\n\r\n".encode()
                 )
                 head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 60)
                 assert head.startswith(b"HTTP/1.1 200"), head

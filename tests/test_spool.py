@@ -151,7 +151,7 @@ def test_spool_ls_and_drain_deliver_what_an_unwatched_process_left(
     assert "kept in the spool" in out.stderr, out.stderr
     cli = [sys.executable, "-m", "zstream_mp", "spool"]
     listed = subprocess.run([*cli, "ls", "--json"], capture_output=True, text=True, timeout=60)
-    rows = __import__("json").loads(listed.stdout)
+    rows = [__import__("json").loads(line) for line in listed.stdout.splitlines()]
     assert len(rows) == 1 and rows[0]["adoptable"] and rows[0]["unsettled"] > 0, rows
     drained = subprocess.run([*cli, "drain"], capture_output=True, text=True, timeout=120)
     assert drained.returncode == 0, drained.stdout + drained.stderr

@@ -96,7 +96,7 @@ def test_tree_flush_waits_for_every_descendant(
         timeout=60,
         check=True,
     )
-    rows = json.loads(out.stdout)["processes"]
+    rows = [json.loads(line) for line in out.stdout.splitlines()]  # JSON lines
     assert sum(r["stats"]["sent"] + r["stats"]["spool_sent"] for r in rows) == len(payloads)
     assert sum(r["stats"]["published"] for r in rows) == len(payloads)
 

@@ -25,9 +25,9 @@ from typing import Any
 
 from zstream_mp import _handoff, _zenml
 from zstream_mp._forksafe import on_fork_in_child
-from zstream_mp._settings import env_server
+from zstream_mp._settings import env_server, env_token
 from zstream_mp._stream_context import Destination, StreamContext
-from zstream_mp._wire import ENV_DURABLE, ENV_TOKEN
+from zstream_mp._wire import ENV_DURABLE
 
 _lock = threading.Lock()
 _bound: tuple[StreamContext, Destination] | None = None
@@ -49,7 +49,7 @@ def destination(ctx: StreamContext) -> Destination:
     server = ctx.server or from_env
     token = ctx.token
     if token is None and server is not None and server == from_env:
-        token = os.environ.get(ENV_TOKEN) or None
+        token = env_token()
     prefix = (
         f'{{"pipeline_run_id":"{ctx.run_id}","step_run_id":{_json_str(ctx.step_run_id)},'
         f'"step_name":{_json_str(ctx.step_name)},"kind":'

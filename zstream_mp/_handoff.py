@@ -42,8 +42,10 @@ from typing import Any
 from zstream_mp._forksafe import on_fork_in_child
 from zstream_mp._recovery import liveness as _liveness
 from zstream_mp._recovery.statedir import read_private, state_dir, write_private
+from zstream_mp._settings import checked_token
 from zstream_mp._stream_context import StreamContext
 from zstream_mp._wire import ENV_CONTEXT, ENV_TOKEN
+from zstream_mp.errors import ConfigurationError
 
 logger = logging.getLogger("zstream_mp")
 
@@ -233,10 +235,9 @@ def read_token_file(path: object) -> str | None:
     try:
         if os.path.dirname(os.path.abspath(path)) != os.path.abspath(state_dir()):
             return None
-        token = read_private(path).decode("utf-8").strip()
-    except (OSError, UnicodeDecodeError):
+        return checked_token(read_private(path).decode("utf-8"), f"the token file {path}")
+    except (OSError, UnicodeDecodeError, ConfigurationError):
         return None
-    return token or None
 
 
 def _origin_of(raw: str) -> str | None:

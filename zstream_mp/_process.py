@@ -35,7 +35,7 @@ from zstream_mp._recovery import registry as _registry
 from zstream_mp._recovery.durable import DurableQueue
 from zstream_mp._recovery.spill import Spill
 from zstream_mp._sender import Sender, start_without_signals
-from zstream_mp._settings import Settings, env_server
+from zstream_mp._settings import Settings, env_token_for
 from zstream_mp._stats import (
     F_DURABLE,
     F_EXITED,
@@ -45,8 +45,7 @@ from zstream_mp._stats import (
 )
 from zstream_mp._stream_context import Destination
 from zstream_mp._transport import Transport
-from zstream_mp._wire import ENV_EXIT_TIMEOUT, ENV_TOKEN, QUEUE_MAXSIZE
-from zstream_mp.errors import ConfigurationError
+from zstream_mp._wire import ENV_EXIT_TIMEOUT, QUEUE_MAXSIZE
 
 logger = logging.getLogger("zstream_mp")
 
@@ -237,14 +236,7 @@ def _refresh_token(server: str) -> str | None:
         token = _zenml.refresh_token(server)
         if token:
             return token
-    # ZSTREAM_TOKEN is the credential of ZSTREAM_SERVER's server, and of no other.
-    try:
-        from_env = env_server()
-    except ConfigurationError:
-        return None
-    if from_env is None or from_env != server:
-        return None
-    return os.environ.get(ENV_TOKEN) or None
+    return env_token_for(server)
 
 
 # --------------------------------------------------------------------------- per-PID state

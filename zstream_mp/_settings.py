@@ -19,6 +19,7 @@ from zstream_mp._wire import (
     ENV_RETRY_DEADLINE,
     ENV_SERVER,
     ENV_SPOOL_MAX_BYTES,
+    ENV_TOKEN,
     MAX_BATCH_SIZE,
 )
 from zstream_mp.errors import ConfigurationError, InvalidContextError
@@ -104,3 +105,43 @@ def env_server() -> str | None:
         return server_url(raw.strip(), source=ENV_SERVER)
     except InvalidContextError as exc:
         raise ConfigurationError(str(exc)) from None
+
+
+def checked_token(value: str, source: str) -> str:
+    """``value`` without surrounding whitespace, or a ``ConfigurationError`` naming ``source``.
+
+    A token goes into an HTTP header: a control character, a space or a non-ASCII character
+    would make every request fail (and the HTTP library's error would quote the header, the
+    token with it). Surrounding whitespace is dropped, so a secret mounted from a file with
+    its trailing newline works. The message never contains the value.
+    """
+    token = value.strip(" \t\r\n")
+    if not token:
+        raise ConfigurationError(f"{source} is empty (only whitespace); set a token or unset it")
+    for position, char in enumerate(token, 1):
+        if not (char.isascii() and char.isprintable()) or char == " ":
+            what = "a space" if char == " " else f"the character U+{ord(char):04X}"
+            raise ConfigurationError(
+                f"{source} holds {what} at position {position} of {len(token)}; a bearer "
+                "token is one word of printable ASCII (the value is not shown)"
+            )
+    return token
+
+
+def env_token(name: str = ENV_TOKEN) -> str | None:
+    """``ZSTREAM_TOKEN`` checked by ``checked_token``; None when unset or empty."""
+    raw = os.environ.get(name)
+    if not raw:
+        return None
+    return checked_token(raw, name)
+
+
+def env_token_for(server: str) -> str | None:
+    """``ZSTREAM_TOKEN`` when ``server`` is the one ``ZSTREAM_SERVER`` names, else None: a
+    token goes only to the server it was given for. A malformed variable gives None here
+    (``publish()`` reports it where the run is resolved)."""
+    try:
+        from_env = env_server()
+        return env_token() if from_env is not None and from_env == server else None
+    except ConfigurationError:
+        return None

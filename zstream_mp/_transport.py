@@ -33,6 +33,7 @@ from __future__ import annotations
 # partially initialised module ("unknown encoding: idna"). So the importer imports them.
 import encodings.idna  # noqa: F401
 import enum
+import json
 import logging
 import random
 import ssl
@@ -73,6 +74,12 @@ SPILL_GRACE = 1.0
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol)
 """Failures that prove the request never reached the server."""
 _LIMITS = httpx.Limits(max_connections=4, max_keepalive_connections=2)
+RESPONSE_BODY_MAX = 64 * 1024
+"""Bytes of a response body read (ZenML's answers are a few hundred); the rest is never
+read and the connection is dropped, so a broken server costs bounded memory."""
+UNSENDABLE = (
+    "the request cannot be sent: a header value (the token?) holds a character HTTP does not allow"
+)
 
 
 class Outcome(enum.Enum):
@@ -169,7 +176,7 @@ class Transport:
             client = build_client(
                 server,
                 self._timeout,
-                {"Content-Type": "application/json"},
+                {"Content-Type": "application/json", "Accept-Encoding": "identity"},
                 self._http_transport,
             )
             self._clients[secure] = client
@@ -210,14 +217,22 @@ class Transport:
             try:
                 client = self._http(server)
                 attempt_deadline = min(deadline, time.monotonic() + self._request_timeout)
-                with _quiet.requests(), _deadline.within(attempt_deadline):
-                    response = client.post(url, content=body, headers=headers)
+                with (
+                    _quiet.requests(),
+                    _deadline.within(attempt_deadline),
+                    client.stream("POST", url, content=body, headers=headers) as response,
+                ):
+                    head = _read_at_most(response, RESPONSE_BODY_MAX)
+            except (httpx.LocalProtocolError, UnicodeEncodeError):
+                # the request itself cannot be written (a header value HTTP refuses): every
+                # retry would fail alike, and the library's message quotes the header
+                return Result(Outcome.REJECTED, attempt, None, UNSENDABLE)
             except httpx.HTTPError as exc:
                 reason = _describe_error(exc)
                 maybe_landed = maybe_landed or not isinstance(exc, _NOT_SENT)
             else:
                 status = response.status_code
-                reason = _reason(response)
+                reason = _reason(status, head, response.headers.get("content-encoding"))
                 if status < 300:
                     self._tell_delivered(server)
                     return Result(Outcome.DELIVERED, attempt, status)
@@ -264,13 +279,26 @@ def _retry_after(response: httpx.Response) -> float | None:
     return parse_retry_after(response.headers.get(RETRY_AFTER))
 
 
-def _reason(response: httpx.Response) -> str:
+def _read_at_most(response: httpx.Response, limit: int) -> bytes:
+    """Up to ``limit`` raw bytes of the body; more than that is left unread."""
+    if response.is_stream_consumed:  # a body read already (an in-memory transport)
+        return response.content[:limit]
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_raw():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= limit:
+            break
+    return b"".join(chunks)[:limit]
+
+
+def _reason(status: int, head: bytes, encoding: str | None) -> str:
     """A short, payload-free reason: ZenML's string details, never a 422's echo of input."""
-    status = response.status_code
     text = f"HTTP {status}"
     if status in (400, 403, 404, 413, 501):
         try:
-            detail = response.json().get("detail")
+            detail = json.loads(head).get("detail") if not encoding else None
         except (ValueError, AttributeError):
             detail = None
         if isinstance(detail, (str, list)):

@@ -107,8 +107,11 @@ def _lines(chunks: Iterable[bytes]) -> Iterator[str]:
 
     Not ``str.splitlines`` (nor httpx's ``iter_lines``, which uses it): the JSON in a
     ``data:`` line may hold U+2028, U+0085 or \x1c-\x1e raw, and those are not line ends.
+    Linear in the input: each chunk is scanned once and the unfinished line is kept as a
+    list of pieces, joined only when its end arrives (a 32 MiB line costs one join, not a
+    copy per chunk).
     """
-    pending = b""
+    pending: list[bytes] = []
     skip_lf = False  # the previous chunk ended in CR: a leading LF completes that CRLF
     for chunk in chunks:
         if skip_lf and chunk.startswith(b"\n"):
@@ -116,14 +119,19 @@ def _lines(chunks: Iterable[bytes]) -> Iterator[str]:
         skip_lf = False
         if not chunk:
             continue
-        data = pending + chunk
-        parts = _EOL.split(data)
-        pending = parts.pop()
-        skip_lf = data.endswith(b"\r")
+        parts = _EOL.split(chunk)
+        tail = parts.pop()
+        skip_lf = chunk.endswith(b"\r")
         for part in parts:
+            if pending:
+                pending.append(part)
+                part = b"".join(pending)
+                pending = []
             yield part.decode("utf-8", "replace")
+        if tail:
+            pending.append(tail)
     if pending:
-        yield pending.decode("utf-8", "replace")
+        yield b"".join(pending).decode("utf-8", "replace")
 
 
 def _frames(lines: Iterable[str]) -> Iterator[_Frame]:

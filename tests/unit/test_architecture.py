@@ -303,6 +303,9 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("zstream_mp/_recovery/spool.py", "limit 4096"): "the size of a spool's state page",
     ("zstream_mp/_stats.py", "limit 4096"): "the size of a counter page",
     ("zstream_mp/_recovery/statedir.py", "limit 65536"): "a read's chunk size",
+    ("zstream_mp/_transport.py", "limit 65536"): "how much of a response the sender reads",
+    ("zstream_mp/server/config.py", "limit 4096"): "the default connection cap",
+    ("zstream_mp/server/ui.py", "limit 4096"): "the page's login body cap",
 }
 """(module or package prefix, what): why it may stay. Keep it short; remove entries as the
 modules they name import from ``_wire``."""

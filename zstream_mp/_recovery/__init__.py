@@ -50,6 +50,7 @@ from zstream_mp._recovery import spool as _spool
 from zstream_mp._recovery.adopt import Adopted, maintain_soon
 from zstream_mp._recovery.liveness import start_of
 from zstream_mp._recovery.tree import adopt_descendants, flush_tree, rows, tree_stats
+from zstream_mp._settings import env_token_for
 from zstream_mp._stats import ProcessRow
 
 __all__ = [
@@ -106,7 +107,9 @@ def drain(deadline: float, *, token: str | None = None, server: str | None = Non
         report.dropped += result.dropped
         report.refused = report.refused or result.refused
 
-    report.complete = _adopt.adopt_all(deadline, only=only, on_result=count, token=token)
+    report.complete = _adopt.adopt_all(
+        deadline, only=only, on_result=count, token=token, token_for=env_token_for
+    )
     sweep()
     return report
 

@@ -62,7 +62,8 @@ class History:
     """The replayed streams of one delivery pass, by (server, run)."""
 
     def __init__(self) -> None:
-        self._seen: dict[tuple[str, str], set[str] | None] = {}
+        self._seen: dict[tuple[str, str], tuple[float, set[str] | None]] = {}
+        """(wall time the replay started, what it held) by (server, run)."""
 
     def missing(
         self,
@@ -79,17 +80,18 @@ class History:
             if time.monotonic() + wait + QUIET >= deadline:
                 return NOT_YET
             time.sleep(wait)
-            self._seen.pop((server, run_id), None)  # read what arrived meanwhile
         key = (server, run_id)
-        if key not in self._seen:
+        cached = self._seen.get(key)
+        if cached is None or cached[0] < sent_at + SETTLE:  # none, or read too early for this one
             budget = min(REPLAY_BUDGET, deadline - time.monotonic())
             if budget <= QUIET:
                 return NOT_YET
-            seen = replay(server, run_id, token, budget)
-            if seen is NOT_YET:
+            started = time.time()
+            found = replay(server, run_id, token, budget)
+            if found is NOT_YET:
                 return NOT_YET
-            self._seen[key] = seen
-        seen = self._seen[key]
+            cached = self._seen[key] = (started, found)
+        seen = cached[1]
         if seen is None:
             return None
         out: list[bytes] = []

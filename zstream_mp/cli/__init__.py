@@ -13,7 +13,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-_SUBCOMMANDS = ("serve", "tail", "runs", "stats", "spool", "demo")
+_SUBCOMMANDS = ("serve", "tail", "runs", "stats", "spool", "demo", "completion")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -105,10 +105,15 @@ def report(exc: SubscribeError, server: str, run_id: str | None = None) -> int:
     status = f"{exc.status} " if exc.status else ""
     reason = _clean(exc.detail) if exc.detail is not None else str(exc)
     if isinstance(exc, AuthenticationError):
+        from zstream_mp.cli._port_hint import zenml_version
+
+        zenml = zenml_version(server)
         return fail(
             f"{server} refused the request ({status}{reason})",
             EXIT_AUTH,
-            f"pass --token TOKEN or set {ENV_TOKEN} (a token `zstream-mp serve` was given)",
+            f"this is a ZenML {zenml} server: pass a ZenML API token with --token or {ENV_TOKEN}"
+            if zenml
+            else f"pass --token TOKEN or set {ENV_TOKEN} (a token `zstream-mp serve` was given)",
         )
     if isinstance(exc, PermissionDeniedError):
         return fail(

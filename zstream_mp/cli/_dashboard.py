@@ -17,10 +17,15 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, TextIO
 
+from zstream_mp.cli._printable import printable
 from zstream_mp.consumer import Event, Gap
 
 _RATE_WINDOW = 5.0
 _PLAIN_EVERY = 1.0
+_NAME_MAX = 64
+_ROWS_MAX = 1000
+"""Workers shown; events of further workers count in the totals only (names are the
+publisher's, so their number is too)."""
 
 
 @dataclass
@@ -41,11 +46,17 @@ class WorkerRow:
 
 
 def worker_of(event: Event) -> str | None:
-    """``payload["worker"]``, else the correlation id; None counts in the totals only."""
+    """``payload["worker"]``, else the correlation id; None counts in the totals only.
+
+    The name is the publisher's: control characters are escaped (``printable``) and it is
+    cut to ``_NAME_MAX`` characters; rich draws it as plain text, never as markup.
+    """
     worker = event.payload.get("worker")
     if isinstance(worker, str | int) and not isinstance(worker, bool):
-        return str(worker)
-    return event.correlation_id
+        name: str | None = str(worker)
+    else:
+        name = event.correlation_id
+    return None if name is None else printable(name[:_NAME_MAX])
 
 
 def _number(value: Any) -> int | None:
@@ -68,14 +79,18 @@ class Tally:
         with self.lock:
             self.state = "live"
             if isinstance(item, Gap):
-                self.gaps.append(item.reason)
+                self.gaps.append(printable(item.reason[:_NAME_MAX]))
                 return
             self.events += 1
             self._arrivals.append(now)
             name = worker_of(item)
             if name is None:
                 return
-            row = self.rows.setdefault(name, WorkerRow())
+            row = self.rows.get(name)
+            if row is None:
+                if len(self.rows) >= _ROWS_MAX:
+                    return
+                row = self.rows[name] = WorkerRow()
             row.events += 1
             row.arrivals.append(now)
             payload = item.payload
@@ -168,10 +183,13 @@ class Dashboard:
         """The rich table of workers (called by rich's refresh thread)."""
         from rich.progress_bar import ProgressBar
         from rich.table import Table
+        from rich.text import Text
 
         tally = self.tally
         now = time.monotonic()
-        table = Table(title=self.title, title_justify="left", expand=False, box=None)
+        table = Table(
+            title=Text(printable(self.title)), title_justify="left", expand=False, box=None
+        )
         for name, justify in (
             ("worker", "left"),
             ("progress", "left"),
@@ -190,7 +208,7 @@ class Dashboard:
                 )
                 where = f"{done}/{total}" if row.done is not None else "-"
                 table.add_row(
-                    name,
+                    Text(name),
                     bar,
                     where + (" ✓" if row.finished else ""),
                     str(row.events),
@@ -201,6 +219,6 @@ class Dashboard:
                 f"events {tally.events}  ·  {tally.rate(now):.0f}/s  ·  gaps {len(tally.gaps)}"
                 f"  ·  {tally.state}"
             )
-        table.caption = caption
+        table.caption = Text(caption)
         table.caption_justify = "left"
         return table

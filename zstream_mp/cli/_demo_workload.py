@@ -10,6 +10,7 @@ dropped and why.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
@@ -92,10 +93,12 @@ def run(
     delay: float = 0.01,
     out: TextIO = sys.stdout,
     plain: bool | None = None,
+    keep: bool = False,
 ) -> int:
     """Run the demo; returns 0 when every published event was delivered exactly once.
 
     ``plain`` forces summary lines (True) or bars (False); None draws bars on a terminal.
+    ``keep`` leaves the server (and so the run's page) up after the tally until Ctrl-C.
     """
     with start_serve(["--heartbeat", "1"]) as served:
         server = served.url
@@ -138,7 +141,29 @@ def run(
                 time.sleep(0.1)
             end_run(server, run_id)
             watcher.join(10)
-        return _tally(results, view, out)
+        code = _tally(results, view, out)
+        if keep:
+            _keep_serving(server, run_id, out)
+        return code
+
+
+def _keep_serving(server: str, run_id: str, out: TextIO) -> None:
+    """``--keep``: the page link printed at the start stays alive until Ctrl-C or SIGTERM."""
+    out.write(
+        f"\n  the server stays up (Ctrl-C to stop it):\n"
+        f"    live page: {server}/runs/{run_id}\n"
+        f"    terminal:  zstream-mp tail {run_id} --server {server}\n"
+    )
+    out.flush()
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _fan_out(

@@ -34,6 +34,11 @@ def register(subparsers: Any) -> None:
         "--delay", type=float, default=0.01, metavar="S", help="seconds between a worker's tokens"
     )
     parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the server (and the run's live page) up after the demo, until Ctrl-C",
+    )
+    parser.add_argument(
         "--plain",
         action="store_true",
         help="summary lines instead of live bars, even on a terminal",
@@ -57,4 +62,5 @@ def _run(args: argparse.Namespace) -> int:
         tokens=args.tokens,
         delay=max(0.0, args.delay),
         plain=True if args.plain else None,
+        keep=args.keep,
     )

@@ -33,28 +33,43 @@ def register(subparsers: Any) -> None:
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     create = actions.add_parser(
-        "create", help="register a run; prints its id", formatter_class=Formatter
+        "create",
+        help="register a run; prints its id",
+        description="Register a run on the server and print its id (needed before "
+        "publishing with `serve --strict-runs`; harmless otherwise).",
+        formatter_class=Formatter,
     )
     create.add_argument(
         "--id", default=None, metavar="UUID", help="use this run id (default: a random UUID)"
     )
     add_connection_args(create)
     end = actions.add_parser(
-        "end", help="end a run: subscribers get `end` and disconnect", formatter_class=Formatter
+        "end",
+        help="end a run: subscribers get `end` and disconnect",
+        description="Append the run's `end` frame: every subscriber receives it and its "
+        "stream closes (`tail` exits 0).",
+        formatter_class=Formatter,
     )
     end.add_argument("run_id", metavar="RUN_ID", help="the run to end")
     add_connection_args(end)
     status = actions.add_parser(
         "status",
         help="print a run's state as JSON (exit 1 for a run the server does not know)",
+        description="Print one JSON object: the run's id, whether it ended, its "
+        "subscribers now and its last event id. Exit 1 for a run the server does not know.",
         formatter_class=Formatter,
     )
     status.add_argument("run_id", metavar="RUN_ID", help="the run to inspect")
     add_connection_args(status)
     listing = actions.add_parser(
-        "list", help="the runs the server knows, oldest first", formatter_class=Formatter
+        "list",
+        help="the runs the server knows, oldest first",
+        description="Every run the server knows (created, seen or ended), oldest first.",
+        formatter_class=Formatter,
     )
-    listing.add_argument("--json", action="store_true", help="one JSON object per run")
+    listing.add_argument(
+        "--json", action="store_true", help="one JSON object per line, one line per run"
+    )
     add_connection_args(listing)
     parser.set_defaults(func=_run)
 

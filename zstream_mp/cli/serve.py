@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any
 
@@ -20,7 +19,9 @@ from zstream_mp._wire import (
     bearer,
 )
 from zstream_mp.cli._common import EXIT_REFUSED, EXIT_USAGE, Formatter
+from zstream_mp.cli._port_hint import listen_failure
 from zstream_mp.cli._serve_process import banner
+from zstream_mp.server.config import MAX_CONNECTIONS
 
 _CLIENT_AUTH = f"clients use {ENV_TOKEN}=<token> or '{AUTHORIZATION}: {bearer('<token>')}'"
 
@@ -144,6 +145,45 @@ def register(subparsers: Any) -> None:
         metavar="S",
         help=f"seconds an {IDEMPOTENCY_KEY} record is kept",
     )
+    parser.add_argument(
+        "--max-body-containers",
+        type=int,
+        default=defaults.max_body_containers,
+        metavar="N",
+        help="JSON arrays and objects one POST body may hold (bounds a parse's memory and "
+        "time); more gets 413",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=defaults.max_connections,
+        metavar="N",
+        help="open connections per process (fitted to ulimit -n); beyond it the oldest "
+        "connection without a whole request head is dropped",
+    )
+    parser.add_argument(
+        "--header-timeout",
+        type=float,
+        default=defaults.header_timeout,
+        metavar="S",
+        help="seconds a connection may take to send a request head (or idle between requests)",
+    )
+    parser.add_argument(
+        "--body-timeout",
+        type=float,
+        default=defaults.body_timeout,
+        metavar="S",
+        help="seconds a request body may take to arrive in full (then 408)",
+    )
+    parser.add_argument(
+        "--allowed-host",
+        action="append",
+        dest="allowed_hosts",
+        default=[],
+        metavar="NAME",
+        help="a Host name clients may use besides the loopback names and --host "
+        "(repeatable; '*' accepts any); others get 400 (DNS rebinding)",
+    )
     parser.add_argument("--access-log", action="store_true", help="log requests (paths only)")
     parser.add_argument(
         "--workers",
@@ -175,6 +215,10 @@ def _defaults() -> Any:
             max_runs=100_000,
             idempotency_keys=100_000,
             idempotency_ttl=3600.0,
+            max_body_containers=250_000,
+            max_connections=MAX_CONNECTIONS,
+            header_timeout=10.0,
+            body_timeout=60.0,
         )
     return ServerConfig()
 
@@ -217,16 +261,18 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_REFUSED
     import asyncio
 
+    from zstream_mp._settings import checked_token, env_token
+    from zstream_mp.errors import ConfigurationError
     from zstream_mp.server.config import redact_url
     from zstream_mp.server.runner import serve
 
-    token = args.token or os.environ.get(ENV_SERVE_TOKEN) or None
     tokens: dict[str, frozenset[str]] = {}
     try:
+        token = checked_token(args.token, "--token") if args.token else env_token(ENV_SERVE_TOKEN)
         if args.tokens_file:
             tokens.update(load_tokens_file(args.tokens_file))
         if token:
-            tokens[token] = frozenset({"read", "write"})
+            tokens[token] = tokens.get(token, frozenset()) | {"read", "write"}
         config = ServerConfig(
             host=args.host,
             port=args.port,
@@ -246,15 +292,30 @@ def _run(args: argparse.Namespace) -> int:
             max_runs=args.max_runs,
             idempotency_keys=args.idempotency_keys,
             idempotency_ttl=args.idempotency_ttl,
+            max_body_containers=args.max_body_containers,
+            max_connections=args.max_connections,
+            header_timeout=args.header_timeout,
+            body_timeout=args.body_timeout,
+            allowed_hosts=tuple(args.allowed_hosts),
+            tokens_file=args.tokens_file,
+            flag_tokens={token: frozenset({"read", "write"})} if token else {},
             **({"max_request_body": args.max_request_body} if args.max_request_body else {}),
         )
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, ConfigurationError) as exc:
         print(f"zstream-mp serve: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if not tokens and not _is_loopback(args.host):
         print(
             f"zstream-mp serve: warning: listening on {args.host} with no token: anyone who "
             "can reach this port can read and publish every run; pass --token or --tokens-file",
+            file=sys.stderr,
+            flush=True,
+        )
+    if args.host.strip("[]") in ("0.0.0.0", "::", "") and not args.allowed_hosts:
+        print(
+            f"zstream-mp serve: note: listening on {args.host}: requests must name this "
+            "server by a loopback name (Host header) unless you add the names clients use "
+            "with --allowed-host NAME (or '*'); others get 400",
             file=sys.stderr,
             flush=True,
         )
@@ -269,13 +330,14 @@ def _run(args: argparse.Namespace) -> int:
             flush=True,
         )
         print(f"live page: {url}/ (runs), {url}/runs/RUN_ID (one run)", flush=True)
+        print(_limits_line(config), flush=True)
 
     if args.workers != 1:
         return _run_workers(config, args.workers, ready)
     try:
         asyncio.run(serve(config, on_ready=ready))
     except OSError as exc:
-        print(f"zstream-mp serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        print(listen_failure(args.host, args.port, exc), file=sys.stderr)
         return EXIT_REFUSED
     except KeyboardInterrupt:
         return 0
@@ -283,6 +345,20 @@ def _run(args: argparse.Namespace) -> int:
         print(f"zstream-mp serve: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     return 0
+
+
+def _limits_line(config: Any) -> str:
+    """The connection limits and accepted names, printed once at start (not per accept)."""
+    from zstream_mp.server.origins import HostPolicy
+
+    policy = HostPolicy(config.host, config.allowed_hosts)
+    hosts = "any (--allowed-host '*')" if policy.any else ", ".join(sorted(policy.names))
+    reload_note = "; SIGHUP reloads the tokens file" if config.tokens_file else ""
+    return (
+        f"limits: {config.max_connections} connections per process, request head "
+        f"{config.header_timeout:g} s, body {config.body_timeout:g} s; Host names: "
+        f"{hosts}{reload_note}"
+    )
 
 
 def _has(module: str) -> bool:
@@ -306,10 +382,7 @@ def _run_workers(config: Any, workers: int, ready: Any) -> int:
     try:
         return serve_workers(config, workers, on_ready=ready)
     except OSError as exc:
-        print(
-            f"zstream-mp serve: cannot listen on {config.host}:{config.port}: {exc}",
-            file=sys.stderr,
-        )
+        print(listen_failure(config.host, config.port, exc), file=sys.stderr)
         return 1
     except Exception as exc:  # broker probe failed and the like: one line, no traceback
         print(f"zstream-mp serve: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -41,7 +41,9 @@ def register(subparsers: Any) -> None:
         "events and the reason they are still there.",
         formatter_class=Formatter,
     )
-    ls.add_argument("--json", action="store_true", help="one JSON document")
+    ls.add_argument(
+        "--json", action="store_true", help="one JSON object per line, one line per spool"
+    )
     drain = actions.add_parser(
         "drain",
         help="deliver the spools of processes that are gone",
@@ -90,8 +92,9 @@ def _ls(as_json: bool) -> int:
     from zstream_mp import _recovery
 
     rows = [row.as_dict() for row in _recovery.spools()]
-    if as_json:
-        print(json.dumps(rows, indent=2))
+    if as_json:  # JSON lines, like every --json of the CLI
+        for row in rows:
+            print(json.dumps(row, separators=(",", ":")))
         return EXIT_OK
     if not rows:
         print("no spools")

@@ -21,12 +21,18 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "stats",
         help="per-process publisher counters on this host (no server needed)",
+        description="One row per process that published on this host, read from the "
+        "counter pages each publisher keeps up to date in the state directory (no server "
+        "needed): its state (alive, exited, dead), published, sent, queued, spooled, "
+        "spooled but not yet adopted, dropped, and its runs.",
         formatter_class=Formatter,
     )
     scope = parser.add_mutually_exclusive_group()
     scope.add_argument("--tree", type=int, metavar="PID", help="PID and its descendants")
     scope.add_argument("--run", metavar="RUN", help="every process that published to RUN")
-    parser.add_argument("--json", action="store_true", help="one JSON document")
+    parser.add_argument(
+        "--json", action="store_true", help="one JSON object per line, one line per process"
+    )
     parser.add_argument(
         "--watch",
         nargs="?",
@@ -50,12 +56,13 @@ def collect(tree: int | None, run: str | None) -> list[Any]:
 
 
 def _as_json(rows: list[Any]) -> str:
+    """JSON lines, like every ``--json`` of the CLI: one object per process."""
     out = []
-    for row in rows:
+    for row in sorted(rows, key=lambda r: r.pid):
         data = asdict(row)
         data["stats"]["dropped"] = dict(row.stats.dropped)
-        out.append(data)
-    return json.dumps({"processes": out}, indent=2)
+        out.append(json.dumps(data, separators=(",", ":")))
+    return "\n".join(out)
 
 
 def _table(rows: list[Any]) -> str:
@@ -97,10 +104,16 @@ def _run(args: argparse.Namespace) -> int:
     while True:
         rows = collect(args.tree, args.run)
         text = _as_json(rows) if args.json else _table(rows)
+        if args.watch and args.json:  # a stream of lines: each refresh's rows, appended
+            if text:
+                print(text, flush=True)
+            time.sleep(args.watch)
+            continue
         if args.watch:
             sys.stdout.write("\x1b[H\x1b[2J" + text + "\n")
             sys.stdout.flush()
             time.sleep(args.watch)
             continue
-        print(text)
+        if text:
+            print(text)
         return 0

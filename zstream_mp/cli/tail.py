@@ -10,17 +10,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 from zstream_mp.cli._common import (
     EXIT_OK,
     EXIT_SERVER_GONE,
+    EXIT_USAGE,
     Formatter,
     add_connection_args,
     fail,
     report,
     resolve,
 )
+from zstream_mp.cli._printable import printable
 
 
 def register(subparsers: Any) -> None:
@@ -28,8 +32,10 @@ def register(subparsers: Any) -> None:
         "tail",
         help="print a run's events live (exit 0 when the run ends, 4 when the server goes away)",
         description="Subscribe to a run's SSE stream and print each event. Replays the "
-        "history first unless --since is given. Exit status: 0 the run ended, 1 refused "
-        "(e.g. unknown run), 2 usage, 3 auth, 4 server gone.",
+        "history first unless --since is given, then waits for new events (saying so on "
+        "stderr when the run has none yet). Exit status: 0 the run ended, 1 refused "
+        "(e.g. a run unknown to a ZenML server or to `serve --strict-runs`), 2 usage, "
+        "3 auth, 4 server gone.",
         formatter_class=Formatter,
     )
     parser.add_argument("run_id", metavar="RUN_ID", help="the run to follow (a UUID)")
@@ -62,7 +68,11 @@ def register(subparsers: Any) -> None:
         help="resume after this event id (default: replay all)",
     )
     output = parser.add_mutually_exclusive_group()
-    output.add_argument("--json", action="store_true", help="one JSON object per line")
+    output.add_argument(
+        "--json",
+        action="store_true",
+        help='one JSON object per line: per event, and {"gap": REASON} per gap',
+    )
     output.add_argument(
         "--live",
         action="store_true",
@@ -83,15 +93,22 @@ def register(subparsers: Any) -> None:
 
 
 def _human(event: Any) -> str:
+    """One line per event; every field is the publisher's, so all of it goes through
+    `printable` (no escape sequence reaches the terminal)."""
     where = event.step_name or "-"
     corr = event.correlation_id or ""
     if event.index is not None:
         corr = f"{corr}#{event.index}"
     payload = json.dumps(event.payload, ensure_ascii=False, separators=(", ", ": "))
-    return f"{event.id:>14}  {event.kind:<12} {where:<16} {corr:<12} {payload}"
+    return printable(f"{event.id:>14}  {event.kind:<12} {where:<16} {corr:<12} {payload}")
 
 
 def _json(event: Any) -> str:
+    """One JSON object per line; characters a terminal would act on are `\\u` escapes."""
+    return printable(_json_text(event))
+
+
+def _json_text(event: Any) -> str:
     return json.dumps(
         {
             "id": event.id,
@@ -117,9 +134,9 @@ def _print_lines(stream: Any, as_json: bool) -> bool:
         if isinstance(item, Gap):
             shutdown = item.reason == "shutdown"
             if as_json:
-                print(json.dumps({"gap": item.reason}), flush=True)
+                print(printable(json.dumps({"gap": item.reason})), flush=True)
             else:
-                print(f"-- gap: {item.reason} (events may be missing) --", flush=True)
+                print(f"-- gap: {printable(item.reason)} (events may be missing) --", flush=True)
             continue
         shutdown = False
         print(_json(item) if as_json else _human(item), flush=True)
@@ -140,11 +157,60 @@ def _live(stream: Any, run_id: str) -> bool:
     return shutdown
 
 
+WAITING_AFTER = 0.8
+"""Seconds without a first event before ``tail`` says it is waiting (a run's history, when
+it has one, arrives well within this)."""
+
+
+def _say_when_waiting(stream: Iterator[Any], run_id: str, server: str) -> Iterator[Any]:
+    """Pass ``stream`` through; if nothing has come after ``WAITING_AFTER`` s, say so once.
+
+    A server accepts a subscription to a run nobody has published to yet and then stays
+    silent; without this line, ``tail`` on a mistyped run id would look hung. Said only
+    when the server answers its health check: an unreachable one gets its own error.
+    """
+    first = threading.Event()
+
+    def waiting() -> None:
+        if not first.wait(WAITING_AFTER) and _answers(server) and not first.is_set():
+            print(
+                f"zstream-mp: waiting for run {run_id} on {server}: no event yet "
+                "(nobody has published to it); Ctrl-C to stop",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    threading.Thread(target=waiting, name="zstream-tail-waiting", daemon=True).start()
+    try:
+        for item in stream:
+            first.set()
+            yield item
+    finally:
+        first.set()
+
+
+def _answers(server: str) -> bool:
+    import httpx
+
+    from zstream_mp._wire import HEALTH_PATH
+
+    try:
+        return httpx.get(server + HEALTH_PATH, timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def _run(args: argparse.Namespace) -> int:
+    from zstream_mp._settings import checked_token
+    from zstream_mp._wire import ENV_TOKEN
     from zstream_mp.consumer import subscribe
-    from zstream_mp.errors import SubscribeError
+    from zstream_mp.errors import ConfigurationError, SubscribeError
 
     server, token = resolve(args)
+    try:
+        token = checked_token(token, "--token" if args.token else ENV_TOKEN) if token else None
+    except ConfigurationError as exc:  # names the source, never the value
+        return fail(str(exc), EXIT_USAGE)
     try:
         stream = subscribe(
             server,
@@ -157,6 +223,7 @@ def _run(args: argparse.Namespace) -> int:
             reconnect=not args.no_reconnect,
             retry_for=args.retry_for,
         )
+        stream = _say_when_waiting(stream, args.run_id, server)
         shutdown = _live(stream, args.run_id) if args.live else _print_lines(stream, args.json)
     except SubscribeError as exc:
         return report(exc, server, args.run_id)

@@ -23,14 +23,17 @@ from zstream_mp._wire import (
     HEALTH_PATH,
     READY_PATH,
     RUN_END_PATH,
+    RUNS_PATH,
     STREAM_PATH,
 )
 from zstream_mp.server import run_api, ui
-from zstream_mp.server.body import BodyParseError, BodyTooLarge
+from zstream_mp.server.body import BodyParseError, BodyTimeout, BodyTooLarge, TooComplex
+from zstream_mp.server.connections import ConnectionRegistry
 from zstream_mp.server.handlers import Handlers
+from zstream_mp.server.origins import HostPolicy, OriginGuard
 from zstream_mp.server.sse import CACHE_CONTROL
 from zstream_mp.server.state import ServerState, open_state
-from zstream_mp.server.zenml_errors import exception_response
+from zstream_mp.server.zenml_errors import detail_response, exception_response
 
 __all__ = ["ServerState", "create_app", "open_state"]
 
@@ -52,6 +55,10 @@ def _guarded(
             return await handler(request)
         except BodyTooLarge:
             return Response(status_code=413)
+        except TooComplex as exc:
+            return detail_response(413, str(exc))
+        except BodyTimeout:
+            return detail_response(408, "The request body did not arrive in time.")
         except BodyParseError as exc:
             return exc.response
         except ClientDisconnect:
@@ -95,6 +102,26 @@ class _ZenMLHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+class _RequestMarks:
+    """Tells the connection registry when each request starts and ends (its head timeout
+    runs only while a connection has no request in progress)."""
+
+    def __init__(self, app: ASGIApp, connections: ConnectionRegistry) -> None:
+        self.app = app
+        self.connections = connections
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        self.connections.request_started(client)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.connections.request_finished(client)
+
+
 def create_app(state: ServerState) -> Starlette:
     """The Starlette app; its lifespan shuts subscribers down and closes the broker."""
     handlers = Handlers(state)
@@ -118,5 +145,12 @@ def create_app(state: ServerState) -> Starlette:
     ]
     routes += ui.routes(state, _guarded(handlers.stream_run_events), runs, _guarded)
     app = Starlette(routes=routes, lifespan=lifespan)
-    app.add_middleware(_ZenMLHeaders, max_body=state.config.max_request_body)
+    config = state.config
+    app.add_middleware(_ZenMLHeaders, max_body=config.max_request_body)
+    app.add_middleware(
+        OriginGuard,
+        policy=HostPolicy(config.host, config.allowed_hosts),
+        form_free_paths=(RUNS_PATH, "/ui/"),
+    )
+    app.add_middleware(_RequestMarks, connections=state.connections)
     return app

@@ -28,6 +28,11 @@ def parse_tokens(text: str, source: str = "tokens file") -> dict[str, frozenset[
         parts = line.split()
         if len(parts) > 2:
             raise ValueError(f"{source}:{lineno}: expected 'TOKEN [read,write]'")
+        if not (parts[0].isascii() and parts[0].isprintable()):
+            raise ValueError(
+                f"{source}:{lineno}: the token holds a control or non-ASCII character "
+                "(not shown); a bearer token is one word of printable ASCII"
+            )
         rights = (
             frozenset(r.strip() for r in parts[1].split(",") if r.strip())
             if len(parts) == 2
@@ -77,6 +82,11 @@ class TokenAuth:
     """Checks a bearer token against the configured ones; open when none are configured."""
 
     def __init__(self, tokens: Mapping[str, Iterable[str]]) -> None:
+        self._tokens = [(t.encode(), frozenset(r)) for t, r in tokens.items()]
+
+    def replace(self, tokens: Mapping[str, Iterable[str]]) -> None:
+        """Use `tokens` from now on (SIGHUP); an empty mapping would open the server, so
+        callers pass at least one token."""
         self._tokens = [(t.encode(), frozenset(r)) for t, r in tokens.items()]
 
     @property

@@ -84,13 +84,15 @@ Item = Entry | Gap | End
 class Subscriber:
     """One SSE client: replay from its cursor, then live entries, each exactly once."""
 
-    def __init__(self, session: Session, from_id: str | None, queue_size: int) -> None:
+    def __init__(
+        self, session: Session, from_id: str | None, queue_size: int, lost: str | None = None
+    ) -> None:
         self._session = session
         self._broker = session.broker
         self.last_id = from_id
         self._queue: deque[Entry] = deque()
         self._queue_size = queue_size
-        self._ready: deque[Item] = deque()
+        self._ready: deque[Item] = deque([Gap(lost)] if lost else [])
         self._wake = asyncio.Event()
         self._catching_up = True
         self._overflow_from: str | None = None
@@ -334,8 +336,11 @@ class Broadcaster:
                 if session is not None and session.cursor == cursors[key]:
                     session.deliver(raws)
 
-    async def subscribe(self, key: str, from_id: str | None) -> Subscriber:
-        """Register a subscriber; raises on shutdown, the per-run cap or a broker outage."""
+    async def subscribe(self, key: str, from_id: str | None, lost: str | None = None) -> Subscriber:
+        """Register a subscriber; raises on shutdown, the per-run cap or a broker outage.
+
+        `lost`: a gap reason the subscriber is told first (its cursor could not be honoured).
+        """
         if self._closing:
             raise ShuttingDownError()
         if self.subscribers_total >= self.max_total:
@@ -353,7 +358,7 @@ class Broadcaster:
         if self.subscribers_total >= self.max_total:
             session.forget_when_idle()
             raise StreamCapacityError("per-server", self.max_total)
-        sub = Subscriber(session, from_id, self.queue_size)
+        sub = Subscriber(session, from_id, self.queue_size, lost)
         session.add(sub)
         return sub
 

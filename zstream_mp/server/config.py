@@ -11,6 +11,9 @@ from dataclasses import dataclass, field, fields
 
 from zstream_mp._wire import BATCH_BODY_MAX, DEFAULT_PORT
 
+MAX_CONNECTIONS = 4096
+"""Open connections one server process keeps by default (``serve --max-connections``)."""
+
 
 def redact_url(url: str) -> str:
     """A broker URL with its password hidden."""
@@ -55,11 +58,37 @@ class ServerConfig:
     """Idempotency records kept in memory (memory broker); the oldest are forgotten first."""
     idempotency_ttl: float = 3600.0
     """Seconds an idempotency record is kept (in Redis with the Redis broker)."""
+    max_body_containers: int = 250_000
+    """JSON arrays and objects one POST body may hold (each costs ~64 bytes and ~0.6 µs to
+    parse): bounds the memory and the event-loop time of one parse."""
+    max_connections: int = MAX_CONNECTIONS
+    """Open connections per server process; above it the oldest connection that has not
+    sent a whole request head is dropped (else the new one). Lowered to fit the process's
+    open-file limit."""
+    header_timeout: float = 10.0
+    """Seconds a connection may take to send a whole request head (and may stay idle
+    between requests) before it is dropped."""
+    body_timeout: float = 60.0
+    """Seconds a request body may take to arrive in full; then 408."""
+    allowed_hosts: tuple[str, ...] = ()
+    """Host names accepted in `Host` (and `Origin`) besides the loopback names and the bind
+    address; `*` accepts any."""
+    tokens_file: str | None = None
+    """Where `tokens` came from (re-read on SIGHUP)."""
+    flag_tokens: Mapping[str, frozenset[str]] = field(default_factory=dict, repr=False)
+    """The `--token` token, kept across a SIGHUP reload of the file."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
-        for name in ("heartbeat", "stream_ttl", "idle_grace", "sse_write_timeout"):
+        for name in (
+            "heartbeat",
+            "stream_ttl",
+            "idle_grace",
+            "sse_write_timeout",
+            "header_timeout",
+            "body_timeout",
+        ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0")
         if not self.idempotency_ttl >= 1:
@@ -71,6 +100,8 @@ class ServerConfig:
             "max_stream_length",
             "max_runs",
             "idempotency_keys",
+            "max_body_containers",
+            "max_connections",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")

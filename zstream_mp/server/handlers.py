@@ -76,6 +76,8 @@ from zstream_mp.server.zenml_errors import (
 logger = logging.getLogger("zstream_mp.server")
 
 _READY_TIMEOUT_S = 2.0
+RESTART_GAP = "restart"
+"""The gap reason of a subscriber whose cursor the broker's ids cannot continue from."""
 _CLAIM_ATTEMPTS = 3
 """Claims of one request: a lost lease (the publish outlived it) re-claims to find the answer."""
 _batch_adapter: TypeAdapter[StreamBatchRequest] = TypeAdapter(StreamBatchRequest)
@@ -93,6 +95,23 @@ def _bad_idempotency_key(key: str) -> str | None:
     if not (key.isascii() and key.isprintable()):
         return f"{IDEMPOTENCY_KEY} must be printable ASCII."
     return None
+
+
+def _refuse_lone_surrogates(payload: dict[str, Any]) -> None:
+    """`ValueError` when a payload key holds a lone surrogate (`\\ud800`).
+
+    pydantic refuses one in a value but writes one in a key as U+FFFD, so the stored
+    event would differ from the published one; keys are refused as values are. One C-speed
+    encode of the payload (already bounded by the body's size and parse cost).
+    """
+    try:
+        json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(
+            "Event payload holds a lone surrogate (in a key or a value), which UTF-8 cannot encode."
+        ) from None
+    except (TypeError, ValueError):
+        pass  # parsed from JSON, so always encodable; pydantic's encoder already took it
 
 
 def _path_run_id(request: Request) -> tuple[UUID | None, list[dict[str, Any]]]:
@@ -150,7 +169,14 @@ class Handlers:
         bad_key = _bad_idempotency_key(key) if key is not None else None
         if bad_key is not None:
             return exception_response(400, "ValueError", bad_key)
-        body = await json_body(request, self.state.config.max_request_body, self._publish_ctx)
+        config = self.state.config
+        body = await json_body(
+            request,
+            config.max_request_body,
+            self._publish_ctx,
+            timeout=config.body_timeout,
+            containers=config.max_body_containers,
+        )
         run_id, errors = _path_run_id(request)
         batch: StreamBatchRequest | None = None
         if body is None:
@@ -195,6 +221,7 @@ class Handlers:
                 )
             try:
                 payload = encode_frame(EventFrame(event=event))
+                _refuse_lone_surrogates(event.payload)
             except ValueError as exc:  # lone surrogates: JSON allows them, UTF-8 does not
                 # ZenML maps ValueError subclasses to its last ValueError entry: 422
                 return exception_response(422, "ValueError", str(exc))
@@ -294,6 +321,14 @@ class Handlers:
             except ValueError as exc:
                 return exception_response(400, "ValueError", str(exc))
         key = self.state.key(run_id)
+        lost: str | None = None
+        if from_id is not None:
+            try:
+                restarted = await broker.cursor_restarted(key, from_id)
+            except Exception:
+                restarted = False  # broker down: the subscriber's own retries report it
+            if restarted:  # the cursor is from before this server (re)started
+                from_id, lost = None, RESTART_GAP
         if self.state.runs.ended(run_id):
             try:
                 latest = await broker.latest_id(key)
@@ -304,7 +339,7 @@ class Handlers:
                     return single_frame(END)
         broadcaster = self.state.broadcaster
         try:
-            sub = await broadcaster.subscribe(key, from_id)
+            sub = await broadcaster.subscribe(key, from_id, lost)
         except ShuttingDownError:
             return unavailable("Server is shutting down.")
         except StreamCapacityError as exc:
@@ -356,7 +391,9 @@ class Handlers:
         gate = self._gate(request, "write")
         if gate is not None:
             return gate
-        body = await json_body(request, RUN_BODY_MAX, self._create_ctx)
+        body = await json_body(
+            request, RUN_BODY_MAX, self._create_ctx, timeout=self.state.config.body_timeout
+        )
         run_id: UUID = uuid4()
         if body is not None:
             if not isinstance(body, dict):

@@ -44,6 +44,9 @@ PENDING_TTL = 30.0
 PENDING_LEASE = 5.0
 """Seconds an in-flight claim holds its key in Redis; a dead replica's claim ends this soon."""
 _POLL_S = 0.05
+RECORD_CHARGE = 1024
+"""Bytes one in-memory record costs: scope, key (up to 255 characters), fingerprint,
+result and their slots."""
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end"
 """Delete a claim only while it is still this attempt's (another replica may hold it now)."""
 
@@ -126,6 +129,10 @@ class MemoryIdempotency(IdempotencyStore):
 
     def __len__(self) -> int:
         return len(self._done) + len(self._pending)
+
+    def approx_bytes(self) -> int:
+        """Memory held, estimated per record (counted against the memory broker's cap)."""
+        return RECORD_CHARGE * len(self)
 
     def _expire(self) -> None:
         now = time.monotonic()

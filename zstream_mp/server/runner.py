@@ -3,11 +3,16 @@
 The listening socket is bound before uvicorn starts, so `--port 0` can report its real
 port, and the broker is probed first, so a server that prints its URL is ready to use.
 On SIGINT/SIGTERM every subscriber gets `gap: shutdown` then `end` before connections close.
+SIGHUP re-reads the tokens file (`reload.py`) instead of ending the process. The connection
+cap is fitted to the open-file limit (raised towards it first), so accepting never fails
+for want of a descriptor.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import socket
 import threading
 from collections.abc import Callable
@@ -18,7 +23,11 @@ import uvicorn
 from zstream_mp._sender import THREAD_PREFIX
 from zstream_mp.server.app import create_app
 from zstream_mp.server.config import ServerConfig
+from zstream_mp.server.connections import quiet_accept_errors
+from zstream_mp.server.reload import watch_sighup
 from zstream_mp.server.state import ServerState, open_state
+
+logger = logging.getLogger("zstream_mp.server")
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -30,12 +39,43 @@ def bind_socket(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
-        sock.listen(2048)
+        sock.listen(LISTEN_BACKLOG)
     except OSError:
         sock.close()
         raise
     sock.set_inheritable(True)
     return sock
+
+
+_FD_RESERVE = 160
+"""Descriptors kept for everything but client connections: the listening socket, broker
+pools (Redis: 64 + 32 + 1), log and state files."""
+LISTEN_BACKLOG = 2048
+ACCEPT_BURST = 128
+"""Connections asyncio accepts in one go before any protocol runs (its `backlog`): they
+hold descriptors before the cap can act on them (and evicted ones close a loop turn
+later), so the cap leaves room for two bursts.
+The kernel's queue stays `LISTEN_BACKLOG` long (restored after uvicorn's `listen`)."""
+
+
+def fit_connection_cap(wanted: int) -> int:
+    """`wanted`, or less when the open-file limit cannot be raised to hold it."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return wanted
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = wanted + _FD_RESERVE + 2 * ACCEPT_BURST
+    if soft != resource.RLIM_INFINITY and soft < need:
+        target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return wanted
+    return max(1, min(wanted, soft - _FD_RESERVE - 2 * ACCEPT_BURST))
 
 
 def url_of(sock: socket.socket) -> str:
@@ -50,6 +90,12 @@ class _Server(uvicorn.Server):
         super().__init__(config)
         self.state = state
         self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        for sock in sockets or ():
+            with contextlib.suppress(OSError):  # uvicorn listened with ACCEPT_BURST
+                sock.listen(LISTEN_BACKLOG)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.request_stop()
@@ -72,6 +118,7 @@ def _uvicorn_config(state: ServerState) -> uvicorn.Config:
         access_log=state.config.access_log,
         log_level="warning",
         timeout_graceful_shutdown=5,
+        backlog=ACCEPT_BURST,
         ws="none",
         server_header=False,
     )
@@ -88,9 +135,19 @@ async def serve(
     `sock`: serve on this listening socket instead (a `--workers` worker shares its parent's).
     """
     state = await open_state(config)
+    cap = fit_connection_cap(config.max_connections)
+    if cap < config.max_connections:
+        logger.warning(
+            "connection cap lowered from %d to %d to fit the open-file limit (ulimit -n)",
+            config.max_connections,
+            cap,
+        )
+        state.connections.max_connections = cap
     sock = sock if sock is not None else bind_socket(config.host, config.port)
     server = _Server(_uvicorn_config(state), state)
     server.loop = asyncio.get_running_loop()
+    watch_sighup(server.loop, state)
+    quiet_accept_errors()
     if on_server is not None:
         on_server(server)
     if on_ready is not None:

@@ -13,6 +13,9 @@ import time
 from collections import OrderedDict
 from uuid import UUID
 
+RUN_ENTRY_CHARGE = 512
+"""Bytes one remembered run costs in one of the three sets (UUID, stamps, two dict slots)."""
+
 
 class _BoundedSet:
     """Insertion-ordered set that forgets entries beyond `limit` or older than `max_age`."""
@@ -100,6 +103,10 @@ class RunRegistry:
         """Mark a run ended; False when it already was."""
         self._seen.add(run_id)
         return self._ended.add(run_id)
+
+    def approx_bytes(self) -> int:
+        """Memory held, estimated per entry (counted against the memory broker's cap)."""
+        return RUN_ENTRY_CHARGE * (len(self._created) + len(self._ended) + len(self._seen))
 
     def __len__(self) -> int:
         """Entries held (created plus ended), for tests and status."""

@@ -8,6 +8,7 @@ from uuid import UUID
 from zstream_mp.server.auth import TokenAuth
 from zstream_mp.server.broadcaster import Broadcaster
 from zstream_mp.server.brokers import StreamBroker, create_broker, stream_key
+from zstream_mp.server.brokers.memory import InMemoryBroker, epoch_id_base
 from zstream_mp.server.config import ServerConfig
 from zstream_mp.server.connections import ConnectionRegistry
 from zstream_mp.server.idempotency import IdempotencyStore, MemoryIdempotency, RedisIdempotency
@@ -37,6 +38,7 @@ async def open_state(config: ServerConfig, *, probe: bool = True) -> ServerState
         max_len=config.max_stream_length,
         ttl_seconds=config.stream_ttl,
         memory_max_bytes=config.memory_max_bytes,
+        memory_id_base=epoch_id_base(),
     )
     if probe and not config.disabled:
         try:
@@ -57,11 +59,18 @@ async def open_state(config: ServerConfig, *, probe: bool = True) -> ServerState
         idempotency = RedisIdempotency(await writer(), config.deployment_id, config.idempotency_ttl)
     else:
         idempotency = MemoryIdempotency(config.idempotency_keys, config.idempotency_ttl)
+    runs = RunRegistry(config.strict_runs, config.max_runs, config.stream_ttl)
+    if isinstance(broker, InMemoryBroker):
+        records = idempotency if isinstance(idempotency, MemoryIdempotency) else None
+        broker.also_held = lambda: (
+            runs.approx_bytes() + (records.approx_bytes() if records is not None else 0)
+        )
     return ServerState(
         config,
         broker,
         broadcaster,
         TokenAuth(config.tokens),
-        RunRegistry(config.strict_runs, config.max_runs, config.stream_ttl),
+        runs,
         idempotency,
+        ConnectionRegistry(config.max_connections, config.header_timeout),
     )

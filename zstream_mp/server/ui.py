@@ -32,6 +32,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from zstream_mp._wire import RESERVED_KINDS, bearer
+from zstream_mp.server.body import read_body
 
 if TYPE_CHECKING:
     from zstream_mp.server.run_api import RunAPI
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
 Handler = Callable[[Request], Awaitable[Response]]
 
 COOKIE = "zstream_read_token"
+SESSION_BODY_MAX = 4096
+"""Bytes of a `POST /ui/session` body (`{"token": "..."}`): it is read before any auth."""
 API_PREFIX = "/ui/api/"
 RECONNECT_MS = 1000
 _TYPES = {
@@ -144,8 +147,10 @@ def routes(
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
             # a cross-site form cannot send this type without a CORS preflight
             return JSONResponse({"detail": "Send application/json."}, status_code=415)
+        # unauthenticated until the token in it is checked: tiny, and read with a deadline
+        raw = await read_body(request, SESSION_BODY_MAX, state.config.body_timeout)
         try:
-            body = json.loads(await request.body() or b"null")
+            body = json.loads(raw or b"null")
         except ValueError:
             body = None
         token = body.get("token") if isinstance(body, dict) else None

@@ -37,9 +37,11 @@ logger = logging.getLogger("zstream_mp.server")
 STOP_GRACE_S = 10.0
 """Seconds a worker gets after SIGTERM (uvicorn's own graceful budget is 5) before SIGKILL."""
 _POLL_S = 0.25
-_FAST_FAILURES = 3
-"""Workers dying this many times in a row within `_FAST_FAILURE_S` of starting end the server."""
 _FAST_FAILURE_S = 5.0
+"""A worker that dies sooner than this after starting failed fast (e.g. Redis is down)."""
+RESTART_BACKOFF_S = (0.5, 30.0)
+"""A slot whose workers keep failing fast waits 0.5, 1, 2 … up to 30 s between starts,
+for as long as it takes (a Redis outage): the supervisor never gives up on its own."""
 
 
 def check_workers(config: ServerConfig, workers: int) -> None:
@@ -77,8 +79,13 @@ def _worker_main(config: ServerConfig, sock: socket.socket, parent: int) -> None
 
         threading.Thread(target=orphaned, name="zstream-mp-parent-watch", daemon=True).start()
 
-    with contextlib.suppress(KeyboardInterrupt):
+    try:
         asyncio.run(serve(config, on_server=watch, sock=sock))
+    except KeyboardInterrupt:
+        pass
+    except Exception as exc:  # the broker is down and the like: one line, the parent retries
+        logger.error("worker %s could not serve: %s: %s", os.getpid(), type(exc).__name__, exc)
+        raise SystemExit(1) from None
 
 
 class _Supervisor:
@@ -102,32 +109,45 @@ class _Supervisor:
     def _on_signal(self, sig: int, frame: FrameType | None) -> None:
         self.stopping.set()
 
+    def _on_hangup(self, sig: int, frame: FrameType | None) -> None:
+        """SIGHUP: every worker re-reads the tokens file (see `reload.py`)."""
+        for proc, _ in self.procs:
+            if proc.is_alive() and proc.pid is not None:
+                with contextlib.suppress(OSError):
+                    os.kill(proc.pid, signal.SIGHUP)
+
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
+        if hasattr(signal, "SIGHUP"):
+            signal.signal(signal.SIGHUP, self._on_hangup)
         self.procs = [self._start() for _ in range(self.count)]
-        fast_failures = 0
-        status = 0
+        failures = [0] * self.count
+        due: list[float | None] = [None] * self.count  # when a dead slot starts again
         while not self.stopping.wait(_POLL_S):
+            now = time.monotonic()
             for i, (proc, started) in enumerate(self.procs):
+                if due[i] is not None:
+                    if now >= (due[i] or 0.0):
+                        due[i] = None
+                        self.procs[i] = self._start()
+                    continue
                 if proc.is_alive():
                     continue
-                lived = time.monotonic() - started
-                fast_failures = fast_failures + 1 if lived < _FAST_FAILURE_S else 0
+                lived = now - started
+                failures[i] = failures[i] + 1 if lived < _FAST_FAILURE_S else 0
+                low, high = RESTART_BACKOFF_S
+                delay = 0.0 if failures[i] == 0 else min(high, low * 2 ** (failures[i] - 1))
                 logger.warning(
-                    "worker %s exited with %s after %.1f s; starting another",
+                    "worker %s exited with %s after %.1f s; starting another in %.1f s",
                     proc.pid,
                     proc.exitcode,
                     lived,
+                    delay,
                 )
-                if fast_failures >= _FAST_FAILURES:
-                    logger.error("workers keep failing at startup; stopping")
-                    self.stopping.set()
-                    status = 1
-                    break
-                self.procs[i] = self._start()
+                due[i] = now + delay
         self._stop_all()
-        return status
+        return 0
 
     def _stop_all(self) -> None:
         for proc, _ in self.procs:

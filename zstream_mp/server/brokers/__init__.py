@@ -21,12 +21,19 @@ def create_broker(
     max_len: int = 10_000,
     ttl_seconds: float = 3600.0,
     memory_max_bytes: int = 256 * 1024 * 1024,
+    memory_id_base: int = 0,
 ) -> StreamBroker:
-    """`memory` or a `redis://` / `rediss://` / `unix://` URL."""
+    """`memory` or a `redis://` / `rediss://` / `unix://` URL (`memory_id_base`: see
+    `InMemoryBroker`; the server passes `epoch_id_base()`)."""
     if spec == "memory":
         from zstream_mp.server.brokers.memory import InMemoryBroker
 
-        return InMemoryBroker(max_len=max_len, ttl_seconds=ttl_seconds, max_bytes=memory_max_bytes)
+        return InMemoryBroker(
+            max_len=max_len,
+            ttl_seconds=ttl_seconds,
+            max_bytes=memory_max_bytes,
+            id_base=memory_id_base,
+        )
     if spec.startswith(("redis://", "rediss://", "unix://")):
         from zstream_mp.server.brokers.redis_streams import RedisStreamsBroker
 

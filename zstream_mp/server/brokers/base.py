@@ -85,6 +85,13 @@ class StreamBroker(ABC):
         records live beside their streams (Redis) implement it."""
         raise NotImplementedError(f"{type(self).__name__} keeps no idempotency records")
 
+    async def cursor_restarted(self, stream_key: str, cursor: str) -> bool:
+        """A valid cursor this stream's ids cannot continue from: given out before the ids
+        restarted (the memory broker's previous process). Its subscriber gets
+        `gap: restart` and the stream from its start. Redis ids come from the clock and
+        outlive server restarts, so they never restart under a client's cursor."""
+        return False
+
     async def ping(self) -> None:
         """Startup probe; raises `BrokerConnectionError` when unreachable."""
         await self.latest_id("zstream:startup-probe")

@@ -1,23 +1,36 @@
-"""In-process broker: integer ids from 1 per stream, bounded length, TTL since last publish.
+"""In-process broker: integer ids per stream, bounded length, TTL since last publish.
 
 Good for one server process (development, tests, the demo). Unlike ZenML's in-memory broker
 it bounds what clients can make it hold:
 
 * a stream exists only once something was published to it (reading never creates one);
 * idle streams expire `ttl_seconds` after their last publish (swept at most once a minute);
-* all streams together hold at most `max_bytes` of frames (plus a fixed charge per stream);
-  a publish that would pass it raises `BrokerFullError` (the server answers 503);
+* all streams together hold at most `max_bytes`, counting what they really cost: each
+  entry's frame plus `_ENTRY_CHARGE` (its tuple, id and bytes object), each stream's
+  `_STREAM_CHARGE`, and whatever else the server keeps in memory per client (`also_held`:
+  run registry, idempotency records); a publish that would pass it raises
+  `BrokerFullError` (the server answers 503);
 * the next id of an expired stream is remembered for the last `_ID_MEMORY` streams, so a
   live reader's cursor does not point past a recreated stream's ids.
+
+Ids are integers counting up per stream from `id_base + 1`. The server passes a base from
+the clock at its start (`epoch_id_base`), so a restarted server's ids are greater than any
+its previous process gave out (a client's old cursor never hides new events, and a page
+that remembers ids never mistakes a new event for one it has shown). A cursor at or below
+the base, or past the stream's last id, cannot be continued (`cursor_restarted`): its
+subscriber gets `gap: restart`, then the stream from its start.
+
+A read costs what it returns, not what is retained: ids in a stream are consecutive, so
+the first entry after a cursor is found by arithmetic and reached by index.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import re
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 
 from zstream_mp.server.brokers.base import (
     BrokerEntry,
@@ -27,17 +40,36 @@ from zstream_mp.server.brokers.base import (
 )
 
 _CURSOR = re.compile(r"^\d{1,20}$")
-_STREAM_CHARGE = 512
-"""Bytes charged per stream against `max_bytes` for its bookkeeping."""
+_STREAM_CHARGE = 1024
+"""Bytes charged per stream against `max_bytes` for its bookkeeping (object, deque, key)."""
+_ENTRY_CHARGE = 144
+"""Bytes charged per entry beyond its frame: measured ~133 (deque slot, tuple, int id,
+bytes header) plus allocator slack."""
 _ID_MEMORY = 100_000
+_EPOCH_MS = 1_704_067_200_000
+"""2024-01-01 UTC, in Unix milliseconds."""
+_IDS_PER_MS = 1_000
+"""Ids one stream may take per millisecond of a server's life before the next process's
+ids could reach them: a million a second, far beyond what one process ingests."""
+
+
+def epoch_id_base(now: float | None = None) -> int:
+    """Milliseconds since 2024 times `_IDS_PER_MS` (about 10**14 today): greater than any
+    id an earlier process gave out, and an exact JavaScript number for centuries."""
+    ms = int((time.time() if now is None else now) * 1000) - _EPOCH_MS
+    return max(ms, 0) * _IDS_PER_MS
+
+
+def _cost(payload: bytes) -> int:
+    return len(payload) + _ENTRY_CHARGE
 
 
 class _Stream:
-    def __init__(self, max_len: int) -> None:
+    def __init__(self, max_len: int, next_id: int) -> None:
         self.entries: deque[tuple[int, bytes]] = deque()
         self.max_len = max_len
         self.bytes = _STREAM_CHARGE
-        self.next_id = 1
+        self.next_id = next_id
         self.touched = time.monotonic()
 
     def append(self, payload: bytes) -> tuple[str, int]:
@@ -47,9 +79,19 @@ class _Stream:
         self.entries.append((entry_id, payload))
         freed = 0
         while len(self.entries) > self.max_len:
-            freed += len(self.entries.popleft()[1])
-        self.bytes += len(payload) - freed
+            freed += _cost(self.entries.popleft()[1])
+        self.bytes += _cost(payload) - freed
         return str(entry_id), freed
+
+    def after(self, cursor: int, max_count: int) -> list[BrokerEntry]:
+        """Up to `max_count` entries after `cursor`: found by arithmetic (ids are
+        consecutive), reached by index, so the cost is what is returned."""
+        entries = self.entries
+        if not entries or cursor >= entries[-1][0]:
+            return []
+        start = max(0, cursor - entries[0][0] + 1)
+        stop = min(len(entries), start + max_count)
+        return [BrokerEntry(str(entries[i][0]), entries[i][1]) for i in range(start, stop)]
 
 
 class InMemoryBroker(StreamBroker):
@@ -60,9 +102,14 @@ class InMemoryBroker(StreamBroker):
         max_len: int = 10_000,
         ttl_seconds: float = 3600.0,
         max_bytes: int = 256 * 1024 * 1024,
+        id_base: int = 0,
     ) -> None:
-        if max_len < 1 or ttl_seconds <= 0 or max_bytes < 1:
-            raise ValueError("max_len and max_bytes must be >= 1 and ttl_seconds > 0")
+        if max_len < 1 or ttl_seconds <= 0 or max_bytes < 1 or id_base < 0:
+            raise ValueError("max_len and max_bytes must be >= 1, ttl_seconds > 0 and id_base >= 0")
+        self._id_base = id_base
+        self.also_held: Callable[[], int] = lambda: 0
+        """Bytes the server holds elsewhere per client (run registry, idempotency
+        records), counted against `max_bytes` with the frames."""
         self._max_len = max_len
         self._ttl = ttl_seconds
         self._max_bytes = max_bytes
@@ -113,20 +160,21 @@ class InMemoryBroker(StreamBroker):
     async def publish(self, stream_key: str, payloads: list[bytes]) -> list[str]:
         self._sweep()
         stream = self._get(stream_key)
-        adding = sum(len(p) for p in payloads) + (_STREAM_CHARGE if stream is None else 0)
-        if self._bytes + adding > self._max_bytes:
+        adding = sum(_cost(p) for p in payloads) + (_STREAM_CHARGE if stream is None else 0)
+        held = self._bytes + self.also_held()
+        if held + adding > self._max_bytes:
             raise BrokerFullError(
-                f"memory broker holds {self._bytes} of {self._max_bytes} bytes; "
+                f"memory broker holds {held} of {self._max_bytes} bytes; "
                 f"this batch needs {adding} more"
             )
         if stream is None:
-            stream = self._streams[stream_key] = _Stream(self._max_len)
-            stream.next_id = self._next_ids.pop(stream_key, 1)
+            next_id = self._next_ids.pop(stream_key, self._id_base + 1)
+            stream = self._streams[stream_key] = _Stream(self._max_len, next_id)
             self._bytes += _STREAM_CHARGE
         ids: list[str] = []
         for payload in payloads:
             entry_id, freed = stream.append(payload)
-            self._bytes += len(payload) - freed
+            self._bytes += _cost(payload) - freed
             ids.append(entry_id)
         stream.touched = time.monotonic()
         self._notify()
@@ -134,14 +182,7 @@ class InMemoryBroker(StreamBroker):
 
     def _slice(self, key: str, after: int, max_count: int) -> list[BrokerEntry]:
         stream = self._get(key)
-        if stream is None or not stream.entries:
-            return []
-        first = stream.entries[0][0]
-        start = max(0, after - first + 1)
-        return [
-            BrokerEntry(str(i), p)
-            for i, p in itertools.islice(stream.entries, start, start + max_count)
-        ]
+        return [] if stream is None else stream.after(after, max_count)
 
     async def read(
         self, stream_key: str, from_id: str | None, max_count: int = 256, block_ms: int = 1000
@@ -188,6 +229,19 @@ class InMemoryBroker(StreamBroker):
         self._streams.clear()
         self._bytes = 0
         self._notify()
+
+    async def cursor_restarted(self, stream_key: str, cursor: str) -> bool:
+        """The cursor is from an earlier server process (at or below this one's id base) or
+        past every id the stream has had (its id memory was forgotten)."""
+        value = int(cursor)
+        if 0 < value <= self._id_base:
+            return True
+        stream = self._get(stream_key)
+        if stream is not None:
+            last = stream.next_id - 1
+        else:
+            last = self._next_ids.get(stream_key, self._id_base + 1) - 1
+        return value > last
 
     def validate_cursor(self, cursor: str) -> None:
         if not _CURSOR.match(cursor):

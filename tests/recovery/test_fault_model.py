@@ -376,8 +376,20 @@ def assert_history(
     print(f"row {row}: {history_summary(backend, run, payloads)}")
     assert not problems, (
         f"row {row} on {backend.name}: " + "; ".join(problems) + "\n"
-        f"{history_summary(backend, run, payloads)}\n{context}"
+        f"{history_summary(backend, run, payloads)}\n{spools_left()}\n{context}"
     )
+
+
+def spools_left() -> str:
+    """``zstream-mp spool ls`` of the test's state dir: what is still waiting, and why."""
+    out = subprocess.run(
+        [sys.executable, "-m", "zstream_mp", "spool", "ls"],
+        env=child_env(sys.executable),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return f"spool ls: {out.stdout.strip()} {out.stderr.strip()}".strip()
 
 
 def returned_want(returned: dict[str, int]) -> tuple[dict[str, int], dict[str, set[int]]]:

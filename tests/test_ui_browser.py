@@ -219,7 +219,7 @@ def test_filters_by_kind_step_and_correlation_id(browser: Any, server: RunningSe
         return list(
             page.eval_on_selector_all(
                 "#events tr[data-id]",
-                "rows => rows.map(r => [...r.children].slice(1, 4).map(c => c.textContent))",
+                "rows => rows.map(r => [...r.children].slice(2, 5).map(c => c.textContent))",
             )
         )
 

@@ -356,7 +356,7 @@ def exit_flush() -> None:
         else:
             queue.leave_for_adoption(why)
     elif not delivered:
-        st.spill.spill_unsettled(queue, why)
+        st.spill.spill_unsettled(queue, why, final=True)
     if st.entry is not None and time.monotonic() < st.exit_deadline:
         _recovery.adopt_descendants(
             st.exit_deadline, token_for=own_token_for, on_result=st._count_adopted

@@ -35,6 +35,8 @@ from zstream_mp._transport import Transport
 
 logger = logging.getLogger("zstream_mp")
 
+REPEAT_SECONDS = 30.0
+"""A spill that goes on (every batch refused with 401) is logged once per this many seconds."""
 RESUME_BACKOFF = 30.0
 """Seconds a live process waits before it tries its own spool again after a failed try."""
 
@@ -52,6 +54,7 @@ class Spill:
         self.next_seq = 0
         self.bytes_written = 0
         self.resume_after = 0.0
+        self._said = -REPEAT_SECONDS
         self.awaiting_verdict = False
         """The batch recorded in flight is still on the wire in this process's sender: only
         its verdict settles it (resending it now could store it twice)."""
@@ -59,24 +62,33 @@ class Spill:
 
     # ------------------------------------------------------------------ writing
 
-    def spill_unsettled(self, queue: Queue, why: str, maybe_landed: bool = True) -> int:
+    def spill_unsettled(
+        self, queue: Queue, why: str, maybe_landed: bool = True, final: bool = False
+    ) -> int:
         """Move every unsettled event of ``queue`` to the spool; how many were moved.
 
         ``maybe_landed``: whether the batch on the wire may reach the server (it is then
-        recorded in flight, for the deliverer to check before resending it).
+        recorded in flight, for the deliverer to check before resending it). ``final``:
+        the process is leaving, so the warning (with the totals) is always logged.
         """
         return queue.spill_with(
-            lambda posting, groups: self._write(posting, groups, why, maybe_landed)
+            lambda posting, groups: self._write(posting, groups, why, maybe_landed, final)
         )
 
     def spill_posting(self, queue: Queue, why: str) -> int:
         """Move only the batch on the wire (refused, so it did not land) to the spool."""
         return queue.spill_with(
-            lambda posting, groups: self._write(None, groups, why, False), only_posting=True
+            lambda posting, groups: self._write(None, groups, why, False, False),
+            only_posting=True,
         )
 
     def _write(
-        self, posting: Posting | None, groups: list[Group], why: str, maybe_landed: bool
+        self,
+        posting: Posting | None,
+        groups: list[Group],
+        why: str,
+        maybe_landed: bool,
+        final: bool,
     ) -> Spilled:
         """Write one segment (under the queue's lock, handed by ``spill_with``)."""
         records: list[tuple[int, bytes]] = []
@@ -113,7 +125,14 @@ class Spill:
             return Spilled(lost=len(records))
         self.next_seq = first_seq + len(records)
         self.bytes_written += size
-        logger.warning(
+        now = time.monotonic()
+        level = logging.WARNING
+        if not final and now - self._said < REPEAT_SECONDS:
+            level = logging.DEBUG  # a spill that goes on: one line every REPEAT_SECONDS
+        else:
+            self._said = now
+        logger.log(
+            level,
             "%s: %d events kept in the spool %s (%d kept there so far); the next attempt "
             "is made by this process, its parent, a later publisher or `zstream-mp spool drain`",
             why,

@@ -1,5 +1,8 @@
 """Listing runs and a run's status (not in ZenML): what `zstream-mp runs` and the page read.
 
+The list is paged (`run_index.py`): `?order=oldest|newest&limit=N&cursor=C`, answered as
+`{"runs": [...], "next": C or null}`; oldest first and 1,000 per page by default.
+
 A run is known when this server created it, received events for it or ended it, when
 someone is subscribed to it, or when its broker still holds a stream for it (a
 Redis-backed server keeps streams across restarts). Any other id answers 404, so a typo
@@ -18,6 +21,13 @@ from starlette.routing import Route
 
 from zstream_mp._wire import RUN_PATH, RUNS_PATH, error_detail
 from zstream_mp.server.models import parse_uuid
+from zstream_mp.server.run_index import (
+    PageRequest,
+    list_page,
+    listing_gate,
+    summaries,
+    summary,
+)
 from zstream_mp.server.runs import not_found_message
 
 if TYPE_CHECKING:
@@ -29,20 +39,11 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 async def run_info(state: ServerState, run_id: UUID) -> dict[str, Any] | None:
     """The run's status as JSON, or None when the server knows nothing of it."""
-    key = state.key(run_id)
-    try:
-        latest = await state.broker.latest_id(key)
-    except Exception:  # broker down: answer from the registry alone
-        latest = None
-    subscribers = state.broadcaster.subscriber_count(key)
-    if latest is None and not subscribers and not state.runs.seen(run_id):
+    meta = (await summaries(state, [run_id])).get(run_id)  # broker down: the registry alone
+    info = summary(state, run_id, meta, state.runs.first_seen(run_id))
+    if info["last_event_id"] is None and not info["subscribers"] and not state.runs.seen(run_id):
         return None
-    return {
-        "id": str(run_id),
-        "ended": state.runs.ended(run_id),
-        "subscribers": subscribers,
-        "last_event_id": latest,
-    }
+    return info
 
 
 class RunAPI:
@@ -56,8 +57,12 @@ class RunAPI:
         denied = self.gate(request, "read")
         if denied is not None:
             return denied
-        runs = [await run_info(self.state, run_id) for run_id in self.state.runs.all()]
-        return JSONResponse({"runs": [r for r in runs if r is not None]})
+        try:
+            page = PageRequest.of(request.query_params)
+        except ValueError as exc:
+            return JSONResponse({"detail": error_detail("ValueError", str(exc))}, status_code=422)
+        async with listing_gate(self.state):  # the JSON of a big page is built inside too
+            return JSONResponse(await list_page(self.state, page))
 
     async def status(self, request: Request) -> Response:
         denied = self.gate(request, "read")

@@ -9,12 +9,16 @@ created run is unknown again under `strict`.
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections import OrderedDict
 from uuid import UUID
 
 RUN_ENTRY_CHARGE = 512
 """Bytes one remembered run costs in one of the three sets (UUID, stamps, two dict slots)."""
+
+Cursor = tuple[float, str]
+"""A run list position: (first seen, run id); pages start strictly past it."""
 
 
 class _BoundedSet:
@@ -61,6 +65,61 @@ class _BoundedSet:
         return sorted(self._items, key=self._first.__getitem__)
 
 
+class _FirstSeenIndex:
+    """Runs by the wall time they were first seen, so a page costs O(log n + page).
+
+    Times are made strictly increasing, so rows are sorted by (time, id) as appended.
+    Rows of forgotten runs are skipped when paging and dropped in bulk once they outnumber
+    the live ones (amortised O(1) per run).
+    """
+
+    def __init__(self) -> None:
+        self._rows: list[tuple[float, str, UUID]] = []  # a cursor, and the id parsed once
+        self._time: dict[UUID, float] = {}
+        self._last = 0.0
+
+    def add(self, run_id: UUID) -> None:
+        if run_id in self._time:
+            return
+        stamp = self._last = max(time.time(), self._last + 1e-6)
+        self._time[run_id] = stamp
+        self._rows.append((stamp, str(run_id), run_id))
+
+    def first_seen(self, run_id: UUID) -> float | None:
+        return self._time.get(run_id)
+
+    def forget(self, run_id: UUID) -> None:
+        self._time.pop(run_id, None)
+
+    def compact(self, held: _BoundedSet) -> None:
+        if len(self._rows) <= 2 * len(held) + 1024:
+            return
+        self._time = {run: t for run, t in self._time.items() if run in held}
+        self._rows = [row for row in self._rows if row[2] in self._time]
+
+    def page(
+        self, held: _BoundedSet, newest_first: bool, cursor: Cursor | None, limit: int
+    ) -> list[tuple[float, str, UUID]]:
+        self.compact(held)
+        rows = self._rows
+        found: list[tuple[float, str, UUID]] = []
+        if newest_first:
+            at = bisect.bisect_left(rows, cursor) if cursor else len(rows)
+            step, at = -1, at - 1
+        else:
+            at = bisect.bisect_right(rows, cursor) if cursor else 0
+            while cursor and at < len(rows) and rows[at][:2] <= cursor:
+                at += 1  # a row is longer than its cursor, so bisect puts it after
+            step = 1
+        times = self._time
+        while 0 <= at < len(rows) and len(found) < limit:
+            row = rows[at]
+            if times.get(row[2]) == row[0] and row[2] in held:
+                found.append(row)
+            at += step
+        return found
+
+
 class RunRegistry:
     """Runs created, published to or ended through this server, in the order first seen.
 
@@ -75,15 +134,21 @@ class RunRegistry:
         self._created = _BoundedSet(max_runs, max_age)
         self._ended = _BoundedSet(max_runs, max_age)
         self._seen = _BoundedSet(max_runs, max_age)
+        self._index = _FirstSeenIndex()
+
+    def _see(self, run_id: UUID) -> None:
+        if self._seen.add(run_id):
+            self._index.forget(run_id)  # seen again after being forgotten: a new first time
+        self._index.add(run_id)
 
     def create(self, run_id: UUID) -> bool:
         """Register a run (or refresh it); False when it already existed."""
-        self._seen.add(run_id)
+        self._see(run_id)
         return self._created.add(run_id)
 
     def touch(self, run_id: UUID) -> None:
         """Remember a run that events were published to."""
-        self._seen.add(run_id)
+        self._see(run_id)
 
     def known(self, run_id: UUID) -> bool:
         return not self.strict or run_id in self._created
@@ -101,12 +166,23 @@ class RunRegistry:
 
     def mark_ended(self, run_id: UUID) -> bool:
         """Mark a run ended; False when it already was."""
-        self._seen.add(run_id)
+        self._see(run_id)
         return self._ended.add(run_id)
 
     def approx_bytes(self) -> int:
         """Memory held, estimated per entry (counted against the memory broker's cap)."""
         return RUN_ENTRY_CHARGE * (len(self._created) + len(self._ended) + len(self._seen))
+
+    def first_seen(self, run_id: UUID) -> float | None:
+        """Wall time this process first saw the run (created, published to or ended)."""
+        return self._index.first_seen(run_id) if run_id in self._seen else None
+
+    def page(
+        self, newest_first: bool, cursor: Cursor | None, limit: int
+    ) -> list[tuple[float, str, UUID]]:
+        """One page of runs still remembered, by first seen, strictly past `cursor`:
+        `(first seen, id, id as UUID)` rows."""
+        return self._index.page(self._seen, newest_first, cursor, limit)
 
     def __len__(self) -> int:
         """Entries held (created plus ended), for tests and status."""

@@ -6,10 +6,8 @@ routes under ``/ui/``, each a thin wrapper around the API handler it names, so a
 filters, resume and 404s behave exactly as on the API:
 
 - ``/ui/api/runs``, ``/ui/api/runs/{run_id}``: the run list and status;
-- ``/ui/api/runs/{run_id}/stream``: the run's SSE stream for the browser's ``EventSource``.
-  Every event arrives as an SSE ``message`` (its kind is in the JSON), because an
-  ``EventSource`` only delivers the event names it has listeners for and kinds are open
-  ended; ``gap``, ``end`` and ``cursor`` keep their names. A ``retry: 1000`` line makes the
+- ``/ui/api/runs/{run_id}/stream``: the run's SSE stream for the browser's ``EventSource``,
+  with each event's receive time (``ui_stream.py``). A ``retry: 1000`` line makes the
   browser reconnect within a second, resuming with ``Last-Event-ID``.
 
 Auth without the token in a URL: an ``EventSource`` cannot send an ``Authorization``
@@ -23,16 +21,19 @@ header. ``DELETE /ui/session`` clears it.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from zstream_mp._wire import RESERVED_KINDS, bearer
+from zstream_mp._wire import bearer
 from zstream_mp.server.body import read_body
+from zstream_mp.server.favicon import FAVICON_SVG
+from zstream_mp.server.models import parse_uuid
+from zstream_mp.server.ui_stream import RECONNECT_MS, page_frames
 
 if TYPE_CHECKING:
     from zstream_mp.server.run_api import RunAPI
@@ -44,7 +45,7 @@ COOKIE = "zstream_read_token"
 SESSION_BODY_MAX = 4096
 """Bytes of a `POST /ui/session` body (`{"token": "..."}`): it is read before any auth."""
 API_PREFIX = "/ui/api/"
-RECONNECT_MS = 1000
+__all__ = ["API_PREFIX", "COOKIE", "RECONNECT_MS", "routes"]
 _TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
@@ -93,27 +94,6 @@ def _with_cookie(handler: Handler) -> Handler:
     return endpoint
 
 
-_CONTROL = frozenset(k.encode() for k in RESERVED_KINDS)
-
-
-def _as_messages(frame: bytes) -> bytes:
-    """Rename an event frame's ``event:`` line to ``message``; control frames keep theirs."""
-    head, sep, rest = frame.partition(b"event: ")
-    if not sep:
-        return frame
-    name, nl, tail = rest.partition(b"\n")
-    if name in _CONTROL:
-        return frame
-    return head + b"event: message" + nl + tail
-
-
-async def _browser_frames(body: AsyncIterable[Any]) -> AsyncIterator[bytes]:
-    yield f"retry: {RECONNECT_MS}\n\n".encode()
-    async for chunk in body:
-        data = chunk if isinstance(chunk, bytes) else str(chunk).encode()
-        yield _as_messages(data)
-
-
 def routes(
     state: ServerState, stream: Handler, runs: RunAPI, guard: Callable[[Handler], Handler]
 ) -> list[Route]:
@@ -129,10 +109,16 @@ def routes(
     async def static(request: Request) -> Response:
         return _asset_response(assets, request.path_params["name"])
 
+    async def favicon(request: Request) -> Response:
+        return Response(FAVICON_SVG, media_type="image/svg+xml", headers=_PAGE_HEADERS)
+
     async def browser_stream(request: Request) -> Response:
         response = await stream(request)
         if isinstance(response, StreamingResponse) and response.status_code == 200:
-            response.body_iterator = _browser_frames(response.body_iterator)
+            key = state.key(parse_uuid(request.path_params["run_id"]))
+            response.body_iterator = page_frames(
+                response.body_iterator, lambda entry_id: state.broker.received_at(key, entry_id)
+            )
         return response
 
     async def session(request: Request) -> Response:
@@ -178,6 +164,8 @@ def routes(
         Route("/", index, methods=["GET", "HEAD"]),
         Route("/runs/{run_id}", run_page, methods=["GET", "HEAD"]),
         Route("/ui/static/{name}", static, methods=["GET", "HEAD"]),
+        Route("/favicon.ico", favicon, methods=["GET", "HEAD"]),
+        Route("/favicon.svg", favicon, methods=["GET", "HEAD"]),
         Route("/ui/session", guard(session), methods=["GET", "POST", "DELETE"]),
         Route(API_PREFIX + "runs", guard(_with_cookie(runs.list_runs)), methods=["GET"]),
         Route(API_PREFIX + "runs/{run_id}", guard(_with_cookie(runs.status)), methods=["GET"]),

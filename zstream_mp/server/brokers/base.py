@@ -5,6 +5,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import NamedTuple
 
+from zstream_mp.server.brokers.run_meta import RunMeta
+
 
 class BrokerEntry(NamedTuple):
     """One stored frame: its broker id and the frame bytes."""
@@ -91,6 +93,29 @@ class StreamBroker(ABC):
         `gap: restart` and the stream from its start. Redis ids come from the clock and
         outlive server restarts, so they never restart under a client's cursor."""
         return False
+
+    def received_at(self, stream_key: str, entry_id: str) -> float | None:
+        """When the server appended this entry (epoch seconds), if the broker knows; the
+        live page shows it. ZenML's wire carries no time, so it is never put in a frame."""
+        return None
+
+    async def run_summaries(self, stream_keys: list[str]) -> dict[str, RunMeta]:
+        """Each run's summary kept at ingest, in as few broker calls as the broker can
+        (the run list asks for one page at a time). This default knows only the newest id."""
+        found: dict[str, RunMeta] = {}
+        for key in stream_keys:
+            latest = await self.latest_id(key)
+            if latest is not None:
+                found[key] = RunMeta(last_id=latest)
+        return found
+
+    async def indexed_runs(
+        self, prefix: str, newest_first: bool, cursor: tuple[float, str] | None, limit: int
+    ) -> list[tuple[float, str]] | None:
+        """Runs whose streams start with `prefix`, as (first event time, run id) in order,
+        strictly past `cursor`; None when the broker keeps no index (the server's own
+        registry lists the runs). A shared broker (Redis) keeps one across processes."""
+        return None
 
     async def ping(self) -> None:
         """Startup probe; raises `BrokerConnectionError` when unreachable."""

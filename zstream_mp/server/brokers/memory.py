@@ -27,6 +27,7 @@ the first entry after a cursor is found by arithmetic and reached by index.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import re
 import time
 from collections import OrderedDict, deque
@@ -38,6 +39,7 @@ from zstream_mp.server.brokers.base import (
     StreamBroker,
     shown_cursor,
 )
+from zstream_mp.server.brokers.run_meta import BatchFacts, RunMeta
 
 _CURSOR = re.compile(r"^\d{1,20}$")
 _STREAM_CHARGE = 1024
@@ -64,6 +66,12 @@ def _cost(payload: bytes) -> int:
     return len(payload) + _ENTRY_CHARGE
 
 
+_STAMP_S = 0.01
+"""Receive times are kept to 10 ms: batches closer together share their first one's."""
+_STAMP_CHARGE = 64
+"""Bytes charged per receive-time stamp (a tuple in a deque) against `max_bytes`."""
+
+
 class _Stream:
     def __init__(self, max_len: int, next_id: int) -> None:
         self.entries: deque[tuple[int, bytes]] = deque()
@@ -71,6 +79,26 @@ class _Stream:
         self.bytes = _STREAM_CHARGE
         self.next_id = next_id
         self.touched = time.monotonic()
+        self.times: deque[tuple[int, float]] = deque()  # (first id of a batch, receive time)
+        self.meta = RunMeta()
+
+    def stamp(self, first_id: int, now: float) -> int:
+        """Remember the batch starting at `first_id` arrived at `now` (to `_STAMP_S`: one
+        stamp per batch at most, fewer under load) and forget trimmed ones; returns the
+        bytes this adds to the stream's charge (negative when it frees some)."""
+        charge = 0
+        if not self.times or now - self.times[-1][1] >= _STAMP_S:
+            self.times.append((first_id, now))
+            charge += _STAMP_CHARGE
+        oldest = self.entries[0][0] if self.entries else first_id
+        while len(self.times) > 1 and self.times[1][0] <= oldest:
+            self.times.popleft()
+            charge -= _STAMP_CHARGE
+        return charge
+
+    def received_at(self, entry_id: int) -> float | None:
+        at = bisect.bisect_right(self.times, (entry_id, float("inf"))) - 1
+        return self.times[at][1] if at >= 0 else None
 
     def append(self, payload: bytes) -> tuple[str, int]:
         """Append; returns the id and the bytes freed by trimming to `max_len`."""
@@ -172,11 +200,17 @@ class InMemoryBroker(StreamBroker):
             stream = self._streams[stream_key] = _Stream(self._max_len, next_id)
             self._bytes += _STREAM_CHARGE
         ids: list[str] = []
+        first_id = stream.next_id
         for payload in payloads:
             entry_id, freed = stream.append(payload)
             self._bytes += _cost(payload) - freed
             ids.append(entry_id)
         stream.touched = time.monotonic()
+        now = time.time()
+        charge = stream.stamp(first_id, now)
+        stream.bytes += charge
+        self._bytes += charge
+        stream.meta.add(BatchFacts.of(payloads), now, ids[-1] if ids else None)
         self._notify()
         return ids
 
@@ -218,6 +252,20 @@ class InMemoryBroker(StreamBroker):
     async def oldest_id(self, stream_key: str) -> str | None:
         stream = self._get(stream_key)
         return str(stream.entries[0][0]) if stream is not None and stream.entries else None
+
+    def received_at(self, stream_key: str, entry_id: str) -> float | None:
+        stream = self._streams.get(stream_key)
+        if stream is None or not entry_id.isdigit():
+            return None
+        return stream.received_at(int(entry_id))
+
+    async def run_summaries(self, stream_keys: list[str]) -> dict[str, RunMeta]:
+        found: dict[str, RunMeta] = {}
+        for key in stream_keys:
+            stream = self._get(key)
+            if stream is not None:
+                found[key] = stream.meta
+        return found
 
     async def delete_stream(self, stream_key: str) -> None:
         stream = self._streams.get(stream_key)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 from typing import Any
 
 from zstream_mp.server.brokers.base import (
@@ -25,10 +26,82 @@ from zstream_mp.server.brokers.base import (
     StreamBroker,
     shown_cursor,
 )
+from zstream_mp.server.brokers.run_meta import MAX_PIDS, MAX_STEPS, BatchFacts, RunMeta
 
 _FIELD = b"p"
 _CURSOR = re.compile(r"^\d{1,20}-\d{1,20}$")
 _POOL_WAIT_S = 5.0
+_SUMMARY_CHUNK = 100
+"""Runs summarised per pipeline: a big page is several short round trips, not one long one."""
+_INDEX_MAX = 100_000
+"""Runs the shared run index holds (newest kept); older ones leave the list, not Redis."""
+
+
+def meta_key(stream_key: str) -> str:
+    """The hash holding a run's summary, beside (not inside) ZenML's key layout."""
+    return "zstream:meta:" + stream_key
+
+
+def index_key(prefix: str) -> str:
+    """The sorted set of a deployment's runs, scored by their first event's time."""
+    return "zstream:runs:" + prefix
+
+
+def split_key(stream_key: str) -> tuple[str, str]:
+    """`(prefix, run id)` of `...:run:<id>`."""
+    prefix, _, run_id = stream_key.rpartition(":run:")
+    return prefix, run_id
+
+
+def _queue_meta(
+    pipe: Any, stream_key: str, facts: BatchFacts, ttl: int, last_id: str | None
+) -> None:
+    """Queue the summary updates of one appended batch on `pipe` (no round trip of its own).
+    Without `last_id` (not known before the pipeline runs) the stored one is dropped, and
+    the list reads the stream's newest id instead."""
+    now = time.time()
+    meta = meta_key(stream_key)
+    if last_id is None:
+        pipe.hdel(meta, "last_id")
+    else:
+        pipe.hset(meta, "last_id", last_id)
+    if facts.events:
+        pipe.hsetnx(meta, "first", repr(now))
+        pipe.hset(meta, "last", repr(now))
+        pipe.hincrby(meta, "events", facts.events)
+        prefix, run_id = split_key(stream_key)
+        index = index_key(prefix)
+        pipe.zadd(index, {run_id: now}, nx=True)
+        pipe.zremrangebyscore(index, "-inf", now - ttl)
+        pipe.zremrangebyrank(index, 0, -_INDEX_MAX - 1)
+    for step in facts.steps:
+        pipe.hsetnx(meta, "s:" + step, 1)
+    for pid in facts.pids:
+        pipe.hsetnx(meta, f"p:{pid}", 1)
+    if facts.ended:
+        pipe.hset(meta, "ended", 1)
+    pipe.expire(meta, ttl)
+
+
+def _meta_of(fields: dict[Any, Any], last_id: str | None) -> RunMeta:
+    meta = RunMeta(last_id=last_id)
+    for raw_name, raw_value in fields.items():
+        name, value = _text(raw_name), _text(raw_value)
+        if name == "first":
+            meta.first = float(value)
+        elif name == "last":
+            meta.last = float(value)
+        elif name == "events":
+            meta.events = int(value)
+        elif name == "ended":
+            meta.ended = True
+        elif name == "last_id":
+            meta.last_id = value
+        elif name.startswith("s:") and len(meta.steps) < MAX_STEPS:
+            meta.steps.add(name[2:])
+        elif name.startswith("p:") and len(meta.pids) < MAX_PIDS and name[2:].isdigit():
+            meta.pids.add(int(name[2:]))
+    return meta
 
 
 _PUBLISH_FENCED = """
@@ -71,7 +144,14 @@ class RedisStreamsBroker(StreamBroker):
         self._ttl = int(ttl_seconds)
         self._connect_timeout = connect_timeout
         self._socket_timeout = socket_timeout
-        self._sizes = {"write": write_connections, "read": read_connections, "tail": 1}
+        # "list": the run list's own few connections, so listers never starve short reads
+        # (the readiness probe, subscribers' catch-up)
+        self._sizes = {
+            "write": write_connections,
+            "read": read_connections,
+            "tail": 1,
+            "list": 4,
+        }
         self._clients: dict[str, Any] = {}
         self._lock = asyncio.Lock()
         self._closed = False
@@ -113,10 +193,16 @@ class RedisStreamsBroker(StreamBroker):
             for payload in payloads:
                 pipe.xadd(stream_key, {_FIELD: payload}, maxlen=self._max_len, approximate=True)
             pipe.expire(stream_key, self._ttl)
+            facts = BatchFacts.of(payloads)
+            _queue_meta(pipe, stream_key, facts, self._ttl, None)
             results = await pipe.execute()
         except Exception as exc:
             raise BrokerConnectionError(str(exc)) from exc
-        return [_text(r) for r in results[:-1]]
+        ids = [_text(r) for r in results[: len(payloads)]]
+        if facts.ended:  # a run's last entry: worth a round trip so the list knows its id
+            with contextlib.suppress(Exception):
+                await client.hset(meta_key(stream_key), "last_id", ids[-1])
+        return ids
 
     async def publish_fenced(
         self,
@@ -148,7 +234,13 @@ class RedisStreamsBroker(StreamBroker):
             )
         except Exception as exc:
             raise BrokerConnectionError(str(exc)) from exc
-        return None if last is None else _text(last)
+        if last is None:
+            return None
+        with contextlib.suppress(Exception):  # the batch is in: a lost summary is not an error
+            pipe = client.pipeline(transaction=False)
+            _queue_meta(pipe, stream_key, BatchFacts.of(payloads), self._ttl, _text(last))
+            await pipe.execute()
+        return _text(last)
 
     async def _xread(
         self, role: str, cursors: dict[str, str | None], max_count: int, block_ms: int
@@ -202,6 +294,63 @@ class RedisStreamsBroker(StreamBroker):
 
     async def oldest_id(self, stream_key: str) -> str | None:
         return await self._edge_id(stream_key, newest=False)
+
+    def received_at(self, stream_key: str, entry_id: str) -> float | None:
+        ms, _, _ = entry_id.partition("-")
+        return int(ms) / 1000.0 if ms.isdigit() else None
+
+    async def run_summaries(self, stream_keys: list[str]) -> dict[str, RunMeta]:
+        client = await self._client("list")
+        found: dict[str, RunMeta] = {}
+        try:
+            for start in range(0, len(stream_keys), _SUMMARY_CHUNK):
+                keys = stream_keys[start : start + _SUMMARY_CHUNK]
+                pipe = client.pipeline(transaction=False)
+                for key in keys:
+                    pipe.hgetall(meta_key(key))
+                for key, fields in zip(keys, await pipe.execute(), strict=True):
+                    if fields:
+                        found[key] = _meta_of(fields, None)
+            # runs last written without a known id (a client without Idempotency-Key)
+            unknown = [k for k in stream_keys if k not in found or found[k].last_id is None]
+            if unknown:
+                pipe = client.pipeline(transaction=False)
+                for key in unknown:
+                    pipe.xrevrange(key, "+", "-", count=1)
+                for key, newest in zip(unknown, await pipe.execute(), strict=True):
+                    if newest:
+                        found.setdefault(key, RunMeta()).last_id = _text(newest[0][0])
+        except Exception as exc:
+            raise BrokerConnectionError(str(exc)) from exc
+        return found
+
+    async def indexed_runs(
+        self, prefix: str, newest_first: bool, cursor: tuple[float, str] | None, limit: int
+    ) -> list[tuple[float, str]] | None:
+        client = await self._client("list")
+        index = index_key(prefix)
+        spare = limit + 64  # entries sharing the cursor's score are skipped below
+        try:
+            if newest_first:
+                top = repr(cursor[0]) if cursor else "+inf"
+                rows = await client.zrevrangebyscore(
+                    index, top, "-inf", start=0, num=spare, withscores=True
+                )
+            else:
+                bottom = repr(cursor[0]) if cursor else "-inf"
+                rows = await client.zrangebyscore(
+                    index, bottom, "+inf", start=0, num=spare, withscores=True
+                )
+        except Exception as exc:
+            raise BrokerConnectionError(str(exc)) from exc
+        found = [(float(score), _text(member)) for member, score in rows]
+        if cursor is not None:
+            if newest_first:
+                found = [row for row in found if row < cursor]
+            else:
+                found = [row for row in found if row > cursor]
+        found.sort(reverse=newest_first)
+        return found[:limit]
 
     async def delete_stream(self, stream_key: str) -> None:
         client = await self._client("write")

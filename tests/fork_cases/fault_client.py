@@ -1,6 +1,10 @@
 """A publisher process for the fault tests, driven by a JSON list of steps.
 
     python fault_client.py URL RUN_ID '[{"publish": 100}, {"flush": 0.5}, ...]' [--token T]
+                           [--durable] [--worker W]
+
+``--durable`` binds with ``durable=True``; ``--worker W`` adds ``"w": W`` to every payload
+(the producer's identity, for tests that count several producers on one run).
 
 Steps, in order:
     {"publish": N}              N events tagged seq (continuing), with a secret marker
@@ -69,6 +73,8 @@ def main() -> None:
     parser.add_argument("run")
     parser.add_argument("steps")
     parser.add_argument("--token", default=None)
+    parser.add_argument("--durable", action="store_true")
+    parser.add_argument("--worker", default=None)
     args = parser.parse_args()
 
     handler = logging.StreamHandler(sys.stderr)
@@ -82,7 +88,8 @@ def main() -> None:
     logging.getLogger().setLevel(logging.WARNING)
     logging.captureWarnings(True)
 
-    bind(args.run, server=args.server, token=args.token)
+    bind(args.run, server=args.server, token=args.token, durable=args.durable)
+    who = {} if args.worker is None else {"w": args.worker}
     report: dict[str, Any] = {"pid": os.getpid(), "seqs": [], "flushes": [], "stats": {}}
     seq = 0
     exit_mode = "return"
@@ -90,7 +97,7 @@ def main() -> None:
         if "publish" in step:
             kind = step.get("kind", "event")
             for _ in range(int(step["publish"])):
-                publish({"seq": seq, "secret": MARKER}, kind=kind)
+                publish({"seq": seq, "secret": MARKER, **who}, kind=kind)
                 report["seqs"].append(seq)
                 seq += 1
         elif "flush" in step:

@@ -417,7 +417,8 @@ class Handler(BaseHTTPRequestHandler):
             conn.request("POST", self.path, body=raw, headers=headers)
             resp = conn.getresponse()
             status, data = resp.status, resp.read()
-            extra = {k: v for k, v in resp.getheaders() if k.lower() == "retry-after"}
+            relayed = ("retry-after", "idempotent-replayed")
+            extra = {k: v for k, v in resp.getheaders() if k.lower() in relayed}
         except OSError as exc:
             status, data, extra = 502, json.dumps({"detail": f"upstream: {exc}"}).encode(), {}
         finally:

@@ -151,7 +151,10 @@ class ProcessState:
         assert isinstance(queue, DurableQueue)
         queue.leave_for_adoption(why)
 
-    def server_deduplicates(self, server: str) -> None:
+    def server_deduplicates(self, server: str, deduplicates: bool) -> None:
+        _recovery.note_deduplicating(server, deduplicates)
+        if not deduplicates:
+            return
         queue = self.queue
         if isinstance(queue, DurableQueue):
             queue.server_deduplicates(server)

@@ -80,8 +80,9 @@ class Keeper(Protocol):
     def keep_unsettled(self, why: str, maybe_landed: bool) -> None:
         """The process is leaving and the server fails: keep everything unsettled."""
 
-    def server_deduplicates(self, server: str) -> None:
-        """``server`` honours the Idempotency-Key: what is kept for it needs no check."""
+    def server_deduplicates(self, server: str, deduplicates: bool) -> None:
+        """Whether ``server`` honours the Idempotency-Key (what is kept for a server that
+        does needs no check before it is resent)."""
 
     def resume_due(self) -> bool:
         """This process's own spool holds older events worth sending now."""
@@ -103,7 +104,7 @@ class Sender:
         keeper: Keeper,
     ) -> None:
         self._keeper = keeper
-        self._deduplicating: set[str] = set()
+        self._heard: set[str] = set()
         self._queue = queue
         self._transport = transport
         self._health = health
@@ -197,9 +198,9 @@ class Sender:
         )
         if result.outcome is Outcome.DELIVERED:
             self._count(n=n, batch=True)
-            if result.deduplicates and dest.server not in self._deduplicating:
-                self._deduplicating.add(dest.server)
-                self._keeper.server_deduplicates(dest.server)
+            if dest.server not in self._heard:  # once per server: does it deduplicate?
+                self._heard.add(dest.server)
+                self._keeper.server_deduplicates(dest.server, result.deduplicates)
         elif result.outcome is Outcome.MUTED:
             self._count(dropped="muted", n=n, batch=True)
             self.muted = True

@@ -295,6 +295,19 @@ def drain(procs: Procs, *args: str, deadline: float = 60.0) -> Result:
     return procs.run(cmd, deadline)
 
 
+def after_the_exit(backend: Backend, procs: Procs) -> str:
+    """The fault model's deliverers after a binding parent's exit. On a server that honours
+    the Idempotency-Key (ours), the exit delivers everything. On one that stores every POST
+    (ZenML's, store_all) a batch in flight at a child's death is believed missing only 5 s
+    after it was sent, so the 2 s exit leaves such a spool to the next deliverer: here
+    ``zstream-mp spool drain``, which must then complete it, still exactly once."""
+    if backend.upstream is not None:
+        return ""
+    done = drain(procs)
+    assert done.returncode == 0, done.tail()
+    return f"\ndrain after the exit: {done.stdout.strip()}"
+
+
 def wait_for(path: Path, proc: subprocess.Popen[bytes] | None = None, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
@@ -571,8 +584,9 @@ def test_row06_flush_timeout_then_os_exit(
     (turns / "go").touch()
     res = procs.finish(proc)
     assert res.returncode == 0, res.tail()
+    later = after_the_exit(backend, procs) if adopter == "exit" else ""
     want = {"parent": 20, **{f"c{i}": 10 for i in range(20)}}
-    assert_history(backend, run, want, "6", context=res.tail())
+    assert_history(backend, run, want, "6", context=res.tail() + later)
     if adopter == "flush_tree":
         assert res.report.get("flush_tree") is True, res.report
 
@@ -610,8 +624,9 @@ def test_row07_os_exit_without_flush_durable_loses_nothing(
     (turns / "go").touch()
     res = procs.finish(proc)
     assert res.returncode == 0, res.tail()
+    later = after_the_exit(backend, procs) if adopter == "exit" else ""
     want = {"parent": 20, "c0": 550, "c1": 550}
-    assert_history(backend, run, want, "7", context=res.tail())
+    assert_history(backend, run, want, "7", context=res.tail() + later)
     if adopter == "flush_tree":
         assert res.report.get("flush_tree") is True, res.report
 
@@ -887,13 +902,15 @@ def test_row16_binding_parent_adopts_at_exit(
 ) -> None:
     """Row 16, a parent that binds and never publishes: durable, 4 workers SIGKILLed
     mid-burst, the parent exits normally: after its exit every event publish() returned
-    for is on the server (the binding parent adopts at its exit)."""
+    for is on the server (the binding parent adopts at its exit; on a server that stores
+    every POST, with ``spool drain`` after it, as the fault model says)."""
     run = backend.new_run()
     cmd = faultcase("kill", backend, run, turns, mode="durable", method=method)
     res = procs.run([*cmd, "--cap", "2000", "--kill-at", "2000", "--adopter", "exit"])
     assert res.returncode == 0, res.tail()
+    later = after_the_exit(backend, procs)
     want, maybe = returned_want(res.report["returned"])
-    assert_history(backend, run, want, "16", maybe=maybe, context=res.tail())
+    assert_history(backend, run, want, "16", maybe=maybe, context=res.tail() + later)
 
 
 def test_row17_two_spool_drains_at_once(backend: Backend, procs: Procs) -> None:

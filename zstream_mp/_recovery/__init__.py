@@ -25,6 +25,9 @@ Who writes, reads and removes each file (under the state dir; 0600 files, 0700 d
 * ``ctx-<pid>.json`` (the context a process hands down): written by ``bind()`` or a
   step's export; read by children, also those started before the bind; removed by its
   origin at exit when no descendant lives, else by the sweep.
+* ``servers/dedup-<sha256>`` (a server said it honours the Idempotency-Key): written
+  and removed by senders once per server per process; read by deliverers; ignored after
+  a day.
 * ``token-<sha256>`` (a credential, never in an environment or a spool): written by
   ``bind(token=)`` and by a spill or durable queue whose events carry a token; read by
   children, deliverers and ``spool drain``, only from this directory; removed by the
@@ -49,6 +52,7 @@ from zstream_mp._recovery import registry as _registry
 from zstream_mp._recovery import spool as _spool
 from zstream_mp._recovery.adopt import Adopted, maintain_soon
 from zstream_mp._recovery.liveness import start_of
+from zstream_mp._recovery.spool import note_deduplicating
 from zstream_mp._recovery.tree import adopt_descendants, flush_tree, rows, tree_stats
 from zstream_mp._settings import env_token_for
 from zstream_mp._stats import ProcessRow
@@ -62,6 +66,7 @@ __all__ = [
     "drain",
     "flush_tree",
     "maintain_soon",
+    "note_deduplicating",
     "process_rows",
     "rows",
     "spools",

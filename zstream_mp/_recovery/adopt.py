@@ -169,7 +169,7 @@ def deliver(
         result.servers.add(server)
         token = override or _token(dest, server, token_for)
         events = [r.event for r in chunk]
-        if inflight is not None and (first, last, key) == inflight and not dest.get("deduplicates"):
+        if (first, last, key) == inflight and not _deduplicates(dest, server):
             # its sender stopped during the POST: send only what the stream lacks
             lacking = history.missing(
                 server, run_id, token, events, page.inflight_started, deadline
@@ -237,6 +237,12 @@ def _batches(
     if run:
         out.append((run[0].seq, run[-1].seq, _spool.batch_key(iid, run[0].seq, run[-1].seq)))
     return out
+
+
+def _deduplicates(dest: dict[str, object], server: str) -> bool:
+    """The server honours the Idempotency-Key: the spool says so, or a process on this
+    host heard it say so lately. Resending a batch of unknown fate is then harmless."""
+    return bool(dest.get("deduplicates")) or _spool.deduplicates(server)
 
 
 def _token(dest: dict[str, object], server: str, token_for: TokenFor | None) -> str | None:

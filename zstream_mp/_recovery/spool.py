@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import mmap
 import os
@@ -50,6 +51,8 @@ STATE_SIZE = 4096
 T_MAGIC, T_RESOLVED, T_INFLIGHT_FIRST, T_INFLIGHT_LAST, T_INFLIGHT_STARTED = range(5)
 KEY_OFFSET = 64
 CLAIM = ".claim-"
+DEDUP_MEMORY = 24 * 3600.0
+"""Seconds a server's word that it deduplicates is trusted without a fresh answer."""
 KEY_NAMESPACE = uuid.UUID("5d0c1b7e-8a4e-4f0e-9c55-7a2a2b7f1e01")
 
 
@@ -89,6 +92,33 @@ def write_dests(
                 token_file = _handoff.token_file(d.token)
         records.append(dest_record(d.run_id, d.server, token_file, d.server in deduplicating))
     write_private(os.path.join(directory, "dests.json"), json.dumps(records))
+
+
+# --------------------------------------------------------------------------- servers
+
+
+def _server_mark(server: str) -> str:
+    name = hashlib.sha256(server.encode()).hexdigest()[:24]
+    return os.path.join(subdir("servers"), f"dedup-{name}")
+
+
+def note_deduplicating(server: str, deduplicates: bool) -> None:
+    """Remember, for every deliverer on this host, whether ``server`` honours the
+    Idempotency-Key (it said so on an answer, or answered a keyed POST without saying so)."""
+    with contextlib.suppress(OSError):
+        path = _server_mark(server)
+        if deduplicates:
+            write_private(path, server)
+        else:
+            os.unlink(path)
+
+
+def deduplicates(server: str) -> bool:
+    """``server`` said it honours the Idempotency-Key within the last ``DEDUP_MEMORY`` s."""
+    try:
+        return time.time() - os.stat(_server_mark(server)).st_mtime < DEDUP_MEMORY
+    except OSError:
+        return False
 
 
 # --------------------------------------------------------------------------- state page

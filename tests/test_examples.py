@@ -29,7 +29,8 @@ EXPECTED = {
     "process_pool_executor": 41,
     "joblib_parallel": 40,
     "threads": 50,
-    "asyncio_tasks": 15,
+    "asyncio_tasks": 3,
+    "web_service": 4,
     "llm_tokens": 3
     + sum(
         len(f"an answer to '{p}' streamed one token at a time".split())

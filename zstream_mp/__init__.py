@@ -8,6 +8,7 @@ that deliver from pool workers, forked children and spawned interpreters alike.
 from __future__ import annotations
 
 from zstream_mp import _api, _zenml
+from zstream_mp._aio import aflush, asubscribe
 from zstream_mp._api import flush, flush_tree, publish, stats
 from zstream_mp._context import Binding, bind, current_context, unbind
 from zstream_mp._stats import ProcessRow, PublisherStats, TreeStats
@@ -59,6 +60,8 @@ __all__ = [
     "TreeStats",
     "ZStreamError",
     "__version__",
+    "aflush",
+    "asubscribe",
     "bind",
     "current_context",
     "flush",

@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import time
 from typing import Any, Literal, overload
 
 from zstream_mp import _context, _event, _process
 from zstream_mp._stats import Counters, PublisherStats, TreeStats
+from zstream_mp._wire import ENV_SERVER
 from zstream_mp.errors import PayloadTooLargeError
 
 logger = logging.getLogger("zstream_mp")
@@ -46,7 +48,7 @@ def publish(
         dest = _context.resolve_destination()
         if dest is None:
             _process.state().count_drop("no_context")
-            logger.debug("publish() called outside any run context; event of kind %r dropped", kind)
+            _say_no_run(kind)
             return
         event = _event.assemble(dest.prefix, kind_bytes, tail, body)
     except PayloadTooLargeError:  # the payload's 65,536 or the envelope's 69,632 bytes
@@ -60,6 +62,26 @@ def publish(
             _process.drop_reentered(kind)
             return
     st.enqueue(dest, event)
+
+
+_no_run_said: int | None = None
+
+
+def _say_no_run(kind: str) -> None:
+    """Once per process a WARNING on how to bind a run; at DEBUG inside ZenML, where a
+    publish outside a step is ZenML's own no-op."""
+    global _no_run_said
+    if "zenml" in sys.modules or _no_run_said == _getpid():
+        logger.debug("publish() called outside any run context; event of kind %r dropped", kind)
+        return
+    _no_run_said = _getpid()
+    logger.warning(
+        "publish() was called outside any run, so the event (kind %r) was dropped and counted "
+        "as no_context; bind a run first: zstream_mp.bind(run_id, server=..., token=...) "
+        "(or set %s and call bind(run_id)). Said once per process.",
+        kind,
+        ENV_SERVER,
+    )
 
 
 def flush(timeout: float | None = 2.0) -> bool:

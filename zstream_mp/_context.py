@@ -13,6 +13,8 @@ prefix); the caches here hand the same object back while the context is unchange
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import sys
 import threading
@@ -31,6 +33,15 @@ from zstream_mp._wire import ENV_DURABLE
 
 _lock = threading.Lock()
 _bound: tuple[StreamContext, Destination] | None = None
+_local_bound: contextvars.ContextVar[tuple[StreamContext, Destination] | None] = (
+    contextvars.ContextVar("zstream_mp_binding", default=None)
+)
+"""The run of ``with bind(...)`` in this context (a task, a thread), before ``_bound``."""
+_local_get = _local_bound.get
+_open: list[Binding] = []
+"""``with bind(...)`` blocks open now, oldest first."""
+_base: tuple[StreamContext | None, str | None] = (None, None)
+"""What was bound, and handed down, before the oldest open block."""
 _zenml_last: tuple[StreamContext, Destination] | None = None
 _zenml_hot: tuple[Any, object, object, float, Destination] | None = None
 """``_zenml.still_valid()`` and the destination it vouches for: a step's publishes skip the
@@ -61,7 +72,13 @@ def destination(ctx: StreamContext) -> Destination:
 
 
 class Binding:
-    """What ``bind()`` returns: already in force, and a context manager that undoes it."""
+    """What ``bind()`` returns: already in force, and a context manager that undoes it.
+
+    As a context manager it also binds the run to the current context (``contextvars``):
+    an asyncio task, or a thread, and the tasks it starts. Two tasks each in their own
+    ``with bind(...)`` publish to their own runs; processes started inside the block get
+    the process-wide binding, the most recent one.
+    """
 
     def __init__(
         self, context: StreamContext, previous: StreamContext | None, previous_export: str | None
@@ -69,11 +86,18 @@ class Binding:
         self.context = context
         self._previous = previous
         self._previous_export = previous_export
+        self._local: contextvars.Token[tuple[StreamContext, Destination] | None] | None = None
 
     def __repr__(self) -> str:
         return f"Binding({self.context!r})"
 
     def __enter__(self) -> StreamContext:
+        self._local = _local_bound.set((self.context, destination(self.context)))
+        global _base
+        with _lock:
+            if not _open:
+                _base = (self._previous, self._previous_export)
+            _open.append(self)
         return self.context
 
     def __exit__(
@@ -82,11 +106,24 @@ class Binding:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._previous is not None:
-            _set_bound(self._previous)
-            return
-        _set_bound(None)
-        _handoff.restore(self._previous_export)
+        if self._local is not None:
+            with contextlib.suppress(ValueError):  # left in another context than entered
+                _local_bound.reset(self._local)
+            self._local = None
+        # Blocks of several tasks may close in any order: the process-wide binding becomes
+        # the newest block still open, or, when none is, what was bound before the first.
+        with _lock:
+            if self in _open:
+                _open.remove(self)
+            newest = _open[-1].context if _open else None
+            previous, previous_export = _base if not _open else (None, None)
+        if newest is not None:
+            _set_bound(newest)
+        elif previous is not None:
+            _set_bound(previous)
+        else:
+            _set_bound(None)
+            _handoff.restore(previous_export)
 
 
 def bind(
@@ -184,6 +221,9 @@ def current_context() -> StreamContext | None:
 
 def resolve_destination() -> Destination | None:
     """The destination of an event published now, or None outside any context."""
+    local = _local_get()
+    if local is not None:
+        return local[1]
     bound = _bound
     if bound is not None:
         return bound[1]
@@ -201,6 +241,9 @@ def resolve_destination() -> Destination | None:
 
 def _resolve() -> tuple[StreamContext, Destination] | None:
     global _zenml_last, _zenml_hot, _inherited_last
+    local = _local_get()
+    if local is not None:
+        return local
     bound = _bound
     if bound is not None:
         return bound
@@ -234,6 +277,7 @@ def _after_fork_in_child() -> None:
     global _lock, _bound, _zenml_last, _zenml_hot, _inherited_last
     _lock = threading.Lock()
     _bound = None
+    _local_bound.set(None)  # a task's binding stays in the parent, like the process-wide one
     _zenml_last = None
     _zenml_hot = None
     _inherited_last = None

@@ -46,6 +46,7 @@ from zstream_mp._stats import (
 from zstream_mp._stream_context import Destination
 from zstream_mp._transport import Transport
 from zstream_mp._wire import ENV_EXIT_TIMEOUT, QUEUE_MAXSIZE
+from zstream_mp.errors import ConfigurationError
 
 logger = logging.getLogger("zstream_mp")
 
@@ -330,7 +331,8 @@ def drop_reentered(kind: str) -> None:
 def on_bind() -> None:
     """A process that binds a run adopts, at its exit, what its children leave behind,
     whether or not it ever publishes itself."""
-    with contextlib.suppress(Reentered):
+    # A bad setting is reported where it matters, at the first publish (ConfigurationError)
+    with contextlib.suppress(Reentered, ConfigurationError):
         state()._install_exit_hooks(maintain=False)
 
 

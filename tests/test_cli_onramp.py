@@ -62,27 +62,44 @@ def test_json_means_one_object_per_line_everywhere(server: RunningServer) -> Non
             if "--json" in action.option_strings:
                 assert action.help and action.help.startswith("one JSON object per line"), prog
     run_id = server.create_run()
-    zstream_mp.bind(run_id, server=server.url)
+    # a publisher of its own (this test process's registry entry may live in the state dir
+    # of an earlier test), alive while the CLI reads its row
+    publisher = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, zstream_mp\n"
+            "zstream_mp.bind(sys.argv[1], server=sys.argv[2])\n"
+            "zstream_mp.publish({'n': 1}, kind='x')\n"
+            "assert zstream_mp.flush(10)\n"
+            "print('published', flush=True)\n"
+            "sys.stdin.read()\n",
+            run_id,
+            server.url,
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
-        zstream_mp.publish({"n": 1}, kind="x")
-        assert zstream_mp.flush(10)
+        assert publisher.stdout is not None and publisher.stdout.readline().strip() == "published"
+        for argv in (
+            ["runs", "list", "--json", "--server", server.url],
+            ["stats", "--json"],
+            ["stats", "--tree", str(publisher.pid), "--json"],
+            ["spool", "ls", "--json"],
+            ["tail", run_id, "--json", "--server", server.url],
+        ):
+            if argv[0] == "tail":
+                server.end_run(run_id)
+            done = cli(*argv)
+            assert done.returncode == 0, (argv, done.stderr)
+            lines = done.stdout.splitlines()
+            assert all(isinstance(json.loads(line), dict) for line in lines), (argv, done.stdout)
+            if argv[0] in ("runs", "tail") or "--tree" in argv:
+                assert lines, argv
     finally:
-        zstream_mp.unbind()
-    for argv in (
-        ["runs", "list", "--json", "--server", server.url],
-        ["stats", "--json"],
-        ["stats", "--tree", str(os.getpid()), "--json"],
-        ["spool", "ls", "--json"],
-        ["tail", run_id, "--json", "--server", server.url],
-    ):
-        if argv[0] == "tail":
-            server.end_run(run_id)
-        done = cli(*argv)
-        assert done.returncode == 0, (argv, done.stderr)
-        lines = done.stdout.splitlines()
-        assert all(isinstance(json.loads(line), dict) for line in lines), (argv, done.stdout)
-        if argv[0] in ("runs", "tail") or "--tree" in argv:
-            assert lines, argv
+        publisher.communicate("", timeout=30)
 
 
 def _complete(script: str, *words: str) -> list[str]:

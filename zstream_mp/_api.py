@@ -85,17 +85,19 @@ def _say_no_run(kind: str) -> None:
 
 
 def flush(timeout: float | None = 2.0) -> bool:
-    """Wait until this process's queued events are sent (or dropped by policy).
+    """Wait until this process's queued events are delivered.
 
-    Returns False when ``timeout`` seconds pass first; ``None`` waits as long as it takes.
-    Never waits longer than asked, whatever the server does.
+    True when everything published since the previous ``flush()`` is on the server. False
+    when ``timeout`` seconds pass first (what it waited for is then kept in the process's
+    spool, so an ``os._exit`` next loses none of it), or when some of it was refused,
+    failed or set aside for later (the warnings say which). ``None`` waits as long as it
+    takes; it never waits longer than asked, whatever the server does.
     """
     st = _process.existing_state()
     if st is None:
         return True
-    given_up = st.settled_count()
     if st.flush_until(_deadline(timeout)):
-        return st.settled_count() <= given_up
+        return st.nothing_given_up_since_last_flush()
     # What this flush waited for goes to disk before it returns: a process that leaves
     # through os._exit next loses none of it (its sender still delivers it if it lives).
     failure = st.health.last_failure
@@ -103,6 +105,7 @@ def flush(timeout: float | None = 2.0) -> bool:
         st.queue,
         f"flush() gave up after {timeout:g} s" + (f" (last failure: {failure})" if failure else ""),
     )
+    st.nothing_given_up_since_last_flush()
     return False
 
 

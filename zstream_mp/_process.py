@@ -86,6 +86,7 @@ class ProcessState:
             self,
         )
         self.exit_deadline: float | None = None
+        self._given_up_seen = 0
         self.hooks_installed = False
         """Everything a first publish installs is in place."""
         self._exit_hooks = False
@@ -128,10 +129,13 @@ class ProcessState:
                 break
         return drained and queue.wait_drained(deadline) and not spill.pending()
 
-    def settled_count(self) -> int:
-        """Events given up so far (dropped after being queued, or spooled): a flush that
-        sees this grow did not deliver everything it waited for."""
-        return self.queue.given_up()
+    def nothing_given_up_since_last_flush(self) -> bool:
+        """No event was refused, failed or spooled (and left there) since the previous
+        flush asked: what a flush answers once the queue is drained."""
+        now = self.queue.given_up()
+        clean = now <= self._given_up_seen
+        self._given_up_seen = now
+        return clean
 
     # --------------------------------------------------------------- the sender's keeper
 

@@ -38,6 +38,8 @@ _local_bound: contextvars.ContextVar[tuple[StreamContext, Destination] | None] =
 )
 """The run of ``with bind(...)`` in this context (a task, a thread), before ``_bound``."""
 _local_get = _local_bound.get
+_open_ever = False
+"""A ``with bind(...)`` block was opened in this process (``publish()`` then looks for one)."""
 _open: list[Binding] = []
 """``with bind(...)`` blocks open now, oldest first."""
 _base: tuple[StreamContext | None, str | None] = (None, None)
@@ -93,7 +95,8 @@ class Binding:
 
     def __enter__(self) -> StreamContext:
         self._local = _local_bound.set((self.context, destination(self.context)))
-        global _base
+        global _base, _open_ever
+        _open_ever = True
         with _lock:
             if not _open:
                 _base = (self._previous, self._previous_export)
@@ -221,9 +224,10 @@ def current_context() -> StreamContext | None:
 
 def resolve_destination() -> Destination | None:
     """The destination of an event published now, or None outside any context."""
-    local = _local_get()
-    if local is not None:
-        return local[1]
+    if _open_ever:  # a task's binding first; no ContextVar lookup until a block is opened
+        local = _local_get()
+        if local is not None:
+            return local[1]
     bound = _bound
     if bound is not None:
         return bound[1]

@@ -97,6 +97,14 @@ class DurableQueue(EventQueue):
         self._dest_cache = (dest, i)
         return i
 
+    def append(self, dest: Any, event: bytes) -> bool:
+        with self._lock:
+            if self._muted:
+                self._counters.dropped["muted"] += 1
+                return False
+            self._append_locked(dest, event)
+            return not self._taker
+
     def _append_locked(self, dest: Any, event: bytes) -> None:
         idx = self._dest_index(dest)
         n = len(event)

@@ -22,10 +22,10 @@ from uuid import UUID
 
 import httpx
 
+from zstream_mp._settings import env_token
 from zstream_mp._wire import (
     AUTHORIZATION,
     ENV_SERVER,
-    ENV_TOKEN,
     LAST_EVENT_ID,
     RESERVED_KINDS,
     RETRY_AFTER,
@@ -83,11 +83,20 @@ _STATUS_ERRORS: dict[int, type[SubscribeError]] = {
 _RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
+ERROR_BODY_MAX = 64 * 1024
+"""Bytes of an error answer read for its ``detail`` (a broken server costs no more)."""
+
+
 def _detail_of(response: httpx.Response) -> Any:
+    head = b""
+    for chunk in response.iter_bytes():
+        head += chunk
+        if len(head) >= ERROR_BODY_MAX:
+            break
     try:
-        body = json.loads(response.read() or b"null")
+        body = json.loads(head[:ERROR_BODY_MAX] or b"null")
     except ValueError:
-        return response.text[:500]
+        return head[:500].decode("utf-8", "replace")
     return body.get("detail", body) if isinstance(body, dict) else body
 
 
@@ -216,7 +225,7 @@ def subscribe(
     base = (server or os.environ.get(ENV_SERVER) or "").rstrip("/")
     if not base:
         raise InvalidRequestError(f"no server given (pass server= or set {ENV_SERVER})")
-    token = token if token is not None else os.environ.get(ENV_TOKEN) or None
+    token = token if token is not None else env_token()
     url = stream_url(base, str(run_id))
     params: list[tuple[str, _Scalar]] = [("kinds", k) for k in _values(kinds)]
     params += [("step_names", s) for s in _values(step_names)]

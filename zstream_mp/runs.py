@@ -17,11 +17,11 @@ from uuid import UUID
 
 import httpx
 
+from zstream_mp._settings import env_token
 from zstream_mp._wire import (
     AUTHORIZATION,
     DEFAULT_SERVER,
     ENV_SERVER,
-    ENV_TOKEN,
     bearer,
     describe_detail,
     run_end_url,
@@ -90,7 +90,7 @@ def _server(server: str | None) -> str:
 
 
 def _headers(token: str | None) -> dict[str, str]:
-    token = token if token is not None else os.environ.get(ENV_TOKEN) or None
+    token = token if token is not None else env_token()
     return {AUTHORIZATION: bearer(token)} if token else {}
 
 

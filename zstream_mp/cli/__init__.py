@@ -38,12 +38,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from zstream_mp.cli._common import EXIT_INTERRUPTED
+    from zstream_mp.cli._common import EXIT_INTERRUPTED, EXIT_USAGE, fail
+    from zstream_mp.errors import ConfigurationError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except ConfigurationError as exc:  # a bad variable or flag: one line, never a traceback
+        return fail(str(exc), EXIT_USAGE)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BrokenPipeError:

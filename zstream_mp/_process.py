@@ -139,11 +139,11 @@ class ProcessState:
 
     # --------------------------------------------------------------- the sender's keeper
 
-    def keep_refused(self, why: str) -> None:
+    def keep_refused(self, why: str, maybe_landed: bool = False) -> None:
         if self.queue.durable:
             self._leave_durable(why)
         else:
-            self.spill.spill_posting(self.queue, why)
+            self.spill.spill_posting(self.queue, why, maybe_landed)
 
     def keep_unsettled(self, why: str, maybe_landed: bool) -> None:
         if self.queue.durable:

@@ -329,10 +329,12 @@ class EventQueue:
 
     def spill_with(self, writer: SpillWriter, only_posting: bool = False) -> int:
         with self._lock:
+            posting: Posting | None
+            groups: list[Group]
             if only_posting:
                 if self._posting is None:
                     return 0
-                posting, groups = None, [(self._posting[0], self._posting[1])]
+                posting, groups = self._posting, []  # the sender's verdict still settles it
             else:
                 posting, groups = self._take_unsettled()
             result = writer(posting, groups)

@@ -74,8 +74,9 @@ def start_without_signals(thread: threading.Thread) -> None:
 class Keeper(Protocol):
     """What the sender hands the batches it cannot deliver now (the process's spill)."""
 
-    def keep_refused(self, why: str) -> None:
-        """The batch on the wire was refused for its credentials: keep it for later."""
+    def keep_refused(self, why: str, maybe_landed: bool = False) -> None:
+        """The batch on the wire was refused for its credentials, or failed on the
+        server's side (5xx): keep it for a later attempt."""
 
     def keep_unsettled(self, why: str, maybe_landed: bool) -> None:
         """The process is leaving and the server fails: keep everything unsettled."""
@@ -228,6 +229,13 @@ class Sender:
                 result.reason or "no response",
             )
             time.sleep(DURABLE_RETRY_PAUSE)
+        elif result.outcome is Outcome.FAILED and (result.status or 0) >= 500:
+            # the server failed, not the batch: kept (not dropped) for a later attempt
+            self._keeper.keep_refused(
+                f"{dest.server} failed run {dest.run_id}'s events with {result.reason}",
+                result.maybe_landed,
+            )
+            self._count(dropped="failed", n=n, batch=True)
         else:
             reason = "rejected" if result.outcome is Outcome.REJECTED else "failed"
             self._count(dropped=reason, n=n, batch=True)

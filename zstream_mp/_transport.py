@@ -9,7 +9,7 @@ What each status means for the batch (the caller accounts for it):
 * 401: credentials are refreshed once where they can be (ZenML's store), then rejected.
 * 501, 405: the server has no streaming; the process mutes itself.
 * 400, 403, 404, 413, 422 and other 4xx: rejected, one warning naming the reason.
-* other 5xx: failed.
+* other 5xx: failed (the sender keeps such a batch in the process's spool).
 
 Deadlines hold whatever the server sends. httpx's timeouts apply to each socket operation,
 so a server that trickles a byte a second would hold a request for ever; here every connect,

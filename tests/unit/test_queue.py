@@ -132,7 +132,12 @@ def test_spill_of_the_batch_on_the_wire_alone_leaves_the_rest_waiting() -> None:
     assert batch is not None
     q.hold([("dest", [e for _, e in batch])])
     q.begin_post()
-    kept = q.spill_with(lambda posting, groups: Spilled(kept=len(groups[0][1])), only_posting=True)
+
+    def writer(posting: Posting | None, groups: list[Group]) -> Spilled:
+        assert posting is not None and not groups  # the batch on the wire, with its key
+        return Spilled(kept=len(posting[1]))
+
+    kept = q.spill_with(writer, only_posting=True)
     assert kept == 2
     q.settle(2, "rejected")  # counted by the spill already: not dropped again
     q.done()

@@ -77,10 +77,11 @@ class Spill:
             lambda posting, groups: self._write(posting, groups, why, maybe_landed, final)
         )
 
-    def spill_posting(self, queue: Queue, why: str) -> int:
-        """Move only the batch on the wire (refused, so it did not land) to the spool."""
+    def spill_posting(self, queue: Queue, why: str, maybe_landed: bool = False) -> int:
+        """Move only the batch on the wire (refused, or failed with a 5xx that may have
+        stored it: ``maybe_landed``) to the spool."""
         return queue.spill_with(
-            lambda posting, groups: self._write(None, groups, why, False, False),
+            lambda posting, groups: self._write(posting, groups, why, maybe_landed, False),
             only_posting=True,
         )
 

@@ -23,7 +23,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from zstream_mp import _handoff
 from zstream_mp._deadline import acquire_until
@@ -58,7 +58,6 @@ class Adopted:
     complete: bool = True
     refused: int | None = None
     """The HTTP status (401, 403) that stopped the delivery, if credentials did."""
-    servers: set[str] = field(default_factory=set)
 
 
 def adoptable(spool: _spool.SpoolDir) -> bool:
@@ -166,7 +165,6 @@ def deliver(
             page.resolve(last + 1)
             result.dropped += len(chunk)
             continue
-        result.servers.add(server)
         token = override or _token(dest, server, token_for)
         events = [r.event for r in chunk]
         if (first, last, key) == inflight and not _deduplicates(dest, server):

@@ -90,11 +90,6 @@ def subdir(name: str) -> str:
     return path
 
 
-def in_trusted_dir(path: str) -> bool:
-    """True when ``path``'s directory is ours and private (handoff paths come from outside)."""
-    return problem_with_dir(os.path.dirname(os.path.abspath(path))) is None
-
-
 def write_private(path: str, data: str | bytes) -> None:
     """Write ``data`` to ``path`` atomically (temp file + rename), mode 0600."""
     tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"

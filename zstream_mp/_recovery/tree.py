@@ -19,7 +19,6 @@ from typing import Protocol
 from zstream_mp._recovery import adopt as _adopt
 from zstream_mp._recovery import liveness as _liveness
 from zstream_mp._recovery import registry as _registry
-from zstream_mp._recovery import spool as _spool
 from zstream_mp._stats import ProcessRow, TreeStats
 
 POLL_MIN = 0.005
@@ -129,11 +128,3 @@ def flush_tree(
             return False
         time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
         delay = min(POLL_MAX, delay * 2)
-
-
-def spool_rows() -> list[tuple[_spool.SpoolDir, int, bool]]:
-    """Every spool on this host: (spool, unsettled events, adoptable now)."""
-    out = []
-    for spool in _spool.list_spools():
-        out.append((spool, _spool.count_pending(spool.path), _adopt.adoptable(spool)))
-    return out

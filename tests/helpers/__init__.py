@@ -7,4 +7,5 @@
                   it stores every POST and replays it as ZenML's SSE, or fronts another server
 * ``zenml_peer``  the real ZenML 0.98.0 server (``ensure_peer()``, ``held_run()``)
 * ``zenml_steps`` real ZenML pipelines that publish through zstream_mp
+* ``mock_server`` a storing server behind ``httpx.MockTransport`` (unit tests)
 """

@@ -8,4 +8,5 @@
 * ``zenml_peer``  the real ZenML 0.98.0 server (``ensure_peer()``, ``held_run()``)
 * ``zenml_steps`` real ZenML pipelines that publish through zstream_mp
 * ``mock_server`` a storing server behind ``httpx.MockTransport`` (unit tests)
+* ``dead_publisher`` a forked publisher that spilled and died (unit tests of the recovery wing)
 """

@@ -11,9 +11,9 @@ import uuid
 from collections.abc import Callable
 
 import pytest
+from helpers.dead_publisher import LeaveDead
 from helpers.mock_server import SERVER, StoringServer
 
-from unit.conftest import LeaveDead
 from zstream_mp._recovery import adopt, registry, spool
 from zstream_mp._recovery.adopt import adopt_all, adoptable, last_attempt
 from zstream_mp._recovery.liveness import own_identity, start_of

@@ -12,6 +12,8 @@ import pytest
 
 pytest.importorskip("distributed", reason="the dask extra is not installed")
 
+from helpers.mock_server import StoringServer
+
 import zstream_mp
 from zstream_mp import _context
 from zstream_mp._stream_context import StreamContext
@@ -46,7 +48,7 @@ def test_repr_names_context_and_timeout_never_the_token(ctx: StreamContext) -> N
     assert "'tok'" not in text
 
 
-def test_setup_binds_the_run_for_the_worker(ctx: StreamContext) -> None:
+def test_setup_binds_the_run_for_the_worker(ctx: StreamContext, publisher: StoringServer) -> None:
     try:
         StreamPlugin(ctx, 1.0).setup(worker=object())
         current = _context.current_context()

@@ -4,6 +4,7 @@ what it is sent and replays it as the run's stream."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import httpx
 
@@ -30,7 +31,7 @@ class StoringServer:
         self.status = status
         self.stream_status = 200
         self.deduplicates = deduplicates
-        self.stored: list[dict[str, object]] = []
+        self.stored: list[dict[str, Any]] = []
         self.posts: list[httpx.Request] = []
         self.streams: list[httpx.Request] = []
 
@@ -50,7 +51,7 @@ class StoringServer:
         return httpx.Response(200, json={"count": len(events)}, headers=headers)
 
     def seqs(self) -> list[int]:
-        return [int(e["payload"]["seq"]) for e in self.stored]  # type: ignore[index]
+        return [int(e["payload"]["seq"]) for e in self.stored]
 
     def transport(self) -> Transport:
         """A sender transport whose requests come here (no retries: one answer decides)."""

@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import AsyncGenerator, Iterator
+from typing import Any, cast
 
 import pytest
 from helpers.mock_server import SERVER, StoringServer
@@ -100,7 +100,7 @@ def test_breaking_out_stops_and_closes_the_reader(monkeypatch: pytest.MonkeyPatc
 
     async def main() -> list[Event | Gap]:
         out: list[Event | Gap] = []
-        stream = asubscribe(SERVER, RUN)
+        stream = cast(AsyncGenerator[Event | Gap, None], asubscribe(SERVER, RUN))
         async for item in stream:
             out.append(item)
             if len(out) == 3:

@@ -104,7 +104,8 @@ def test_servers_fail_and_recover_independently(
 
 def test_the_last_failure_is_kept_for_stats_and_flush(queue: EventQueue) -> None:
     health = DeliveryHealth(queue)
-    assert health.last_failure is None
+    before = health.last_failure
+    assert before is None
     health.attempt_failed(SERVER, "HTTP 503", will_retry=True)
     assert health.last_failure == f"{SERVER}: HTTP 503"
     health.delivered(SERVER)

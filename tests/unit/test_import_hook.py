@@ -17,7 +17,7 @@ from zstream_mp._import_hook import when_imported
 
 
 @pytest.fixture
-def make_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], str]]:
+def make_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., str]]:
     """Write a module with a fresh name into a temp dir on `sys.path`; returns its name."""
     monkeypatch.syspath_prepend(str(tmp_path))
     names: list[str] = []
@@ -41,7 +41,7 @@ def test_an_imported_module_is_handed_over_at_once() -> None:
 
 
 def test_a_later_import_runs_the_callback_after_the_module_code(
-    make_module: Callable[[str], str],
+    make_module: Callable[..., str],
 ) -> None:
     name = make_module()
     values: list[int] = []
@@ -51,7 +51,7 @@ def test_a_later_import_runs_the_callback_after_the_module_code(
     assert values == [42]
 
 
-def test_every_callback_runs_once_in_order(make_module: Callable[[str], str]) -> None:
+def test_every_callback_runs_once_in_order(make_module: Callable[..., str]) -> None:
     name = make_module()
     calls: list[str] = []
     when_imported(name, lambda m: calls.append("first"))
@@ -62,7 +62,7 @@ def test_every_callback_runs_once_in_order(make_module: Callable[[str], str]) ->
     assert calls == ["first", "second"]
 
 
-def test_the_module_keeps_its_real_loader(make_module: Callable[[str], str]) -> None:
+def test_the_module_keeps_its_real_loader(make_module: Callable[..., str]) -> None:
     name = make_module()
     when_imported(name, lambda m: None)
     module = importlib.import_module(name)
@@ -73,7 +73,7 @@ def test_the_module_keeps_its_real_loader(make_module: Callable[[str], str]) -> 
 
 
 def test_a_failing_callback_never_breaks_the_import(
-    make_module: Callable[[str], str], caplog: pytest.LogCaptureFixture
+    make_module: Callable[..., str], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="zstream_mp")
     name = make_module()
@@ -97,7 +97,7 @@ def test_a_failing_callback_for_an_imported_module_is_contained() -> None:
 
 
 def test_a_module_whose_code_fails_still_fails_and_runs_no_callback(
-    make_module: Callable[[str], str],
+    make_module: Callable[..., str],
 ) -> None:
     name = make_module("raise ImportError('its own failure')\n")
     calls: list[str] = []
@@ -107,14 +107,14 @@ def test_a_module_whose_code_fails_still_fails_and_runs_no_callback(
     assert calls == []
 
 
-def test_a_missing_module_stays_missing(make_module: Callable[[str], str]) -> None:
+def test_a_missing_module_stays_missing(make_module: Callable[..., str]) -> None:
     name = f"zsz_never_written_{uuid.uuid4().hex[:8]}"
     when_imported(name, lambda m: None)
     with pytest.raises(ModuleNotFoundError):
         importlib.import_module(name)
 
 
-def test_other_imports_are_untouched(make_module: Callable[[str], str]) -> None:
+def test_other_imports_are_untouched(make_module: Callable[..., str]) -> None:
     watched = make_module()
     other = make_module("X = 1\n")
     calls: list[str] = []

@@ -33,8 +33,27 @@ def _in_child(body: Callable[[int], None]) -> tuple[int, bytes]:
     return status, said
 
 
+def _say(fd: int, text: bytes) -> Callable[[], None]:
+    """A flush that only says it ran."""
+
+    def flush() -> None:
+        os.write(fd, text)
+
+    return flush
+
+
 def _flush_to(fd: int) -> Callable[[], None]:
-    return lambda: os.write(fd, b"flushed;")
+    return _say(fd, b"flushed;")
+
+
+def _recording(started: list[str]) -> Callable[[threading.Thread], None]:
+    """A thread starter that notes each thread's name."""
+
+    def start(thread: threading.Thread) -> None:
+        started.append(thread.name)
+        thread.start()
+
+    return start
 
 
 def test_the_default_sigterm_flushes_then_ends_the_process() -> None:
@@ -85,12 +104,12 @@ def test_the_watcher_starts_only_for_the_default_disposition() -> None:
     def body(fd: int) -> None:
         started: list[str] = []
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        _sigterm.install(lambda: None, lambda t: (started.append(t.name), t.start()))
+        _sigterm.install(lambda: None, _recording(started))
         os.write(fd, ("|".join(started) + ";").encode())
         _sigterm.after_fork_in_child()  # forget it, as a forked child would
         signal.signal(signal.SIGTERM, lambda s, f: None)
         started.clear()
-        _sigterm.install(lambda: None, lambda t: (started.append(t.name), t.start()))
+        _sigterm.install(lambda: None, _recording(started))
         os.write(fd, ("|".join(started) + ";").encode())
 
     status, said = _in_child(body)
@@ -105,7 +124,7 @@ def test_an_event_loop_owning_the_wakeup_fd_keeps_it_and_gets_no_watcher() -> No
         os.set_blocking(owner_w, False)
         signal.set_wakeup_fd(owner_w)
         started: list[str] = []
-        _sigterm.install(lambda: None, lambda t: (started.append(t.name), t.start()))
+        _sigterm.install(lambda: None, _recording(started))
         ok = not started and signal.set_wakeup_fd(-1) == owner_w
         os.write(fd, b"kept;" if ok else b"taken;")
 
@@ -117,14 +136,14 @@ def test_install_is_once_per_process_and_main_thread_only() -> None:
     def body(fd: int) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         thread = threading.Thread(
-            target=_sigterm.install, args=(lambda: os.write(fd, b"worker;"), lambda t: t.start())
+            target=_sigterm.install, args=(_say(fd, b"worker;"), lambda t: t.start())
         )
         thread.start()
         thread.join()
         untouched = signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
         os.write(fd, f"{untouched};".encode())
-        _sigterm.install(lambda: os.write(fd, b"first;"), lambda t: t.start())
-        _sigterm.install(lambda: os.write(fd, b"second;"), lambda t: t.start())
+        _sigterm.install(_say(fd, b"first;"), lambda t: t.start())
+        _sigterm.install(_say(fd, b"second;"), lambda t: t.start())
         os.kill(os.getpid(), signal.SIGTERM)
         for _ in range(1000):
             pass
@@ -153,7 +172,7 @@ def test_a_child_drops_the_parents_watcher_pipe_and_can_install_its_own() -> Non
                 except OSError:
                     pass
                 started: list[str] = []
-                _sigterm.install(lambda: None, lambda t: (started.append(t.name), t.start()))
+                _sigterm.install(lambda: None, _recording(started))
                 code = 0 if released and closed and started else 3
             finally:
                 os._exit(code)

@@ -18,6 +18,7 @@ from zstream_mp._recovery import adopt, registry, spool
 from zstream_mp._recovery.adopt import adopt_all, adoptable, last_attempt
 from zstream_mp._recovery.liveness import own_identity, start_of
 from zstream_mp._sender import THREAD_PREFIX
+from zstream_mp._stats import ProcessRow
 
 RUN = str(uuid.uuid4())
 Route = Callable[[StoringServer], None]
@@ -32,7 +33,7 @@ def _spool_of(name: str) -> spool.SpoolDir:
     return found
 
 
-def _row(name: str) -> registry.ProcessRow:
+def _row(name: str) -> ProcessRow:
     (found,) = [f for f in registry.scan() if f.name == name]
     return found.row()
 

@@ -39,6 +39,10 @@ def _on_the_wire(queue: EventQueue, n: int) -> str:
     return posting[2]
 
 
+def _awaiting(s: Spill) -> bool:
+    return s.awaiting_verdict
+
+
 def _seqs(s: Spill) -> list[int]:
     assert s.directory is not None
     records = spool.pending_records(s.directory, 0)
@@ -124,9 +128,9 @@ def test_a_landed_verdict_settles_the_batch_in_the_spool() -> None:
     _on_the_wire(queue, 2)
     s = Spill("p1-abcd", 1 << 20)
     s.spill_unsettled(queue, "flush gave up")
-    assert s.awaiting_verdict and not s.due()
+    assert _awaiting(s) and not s.due()
     queue.settle(2)
-    assert not s.awaiting_verdict and s.page is not None and s.page.resolved_below == 2
+    assert not _awaiting(s) and s.page is not None and s.page.resolved_below == 2
     stats = queue.snapshot(0, None)
     assert (stats.sent, stats.spooled) == (2, 4)
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from helpers.mock_server import SERVER, event_bytes
 from zstream_mp._queue import EventQueue
 from zstream_mp._recovery import registry as _registry
+from zstream_mp._recovery.durable import DurableQueue
 from zstream_mp._recovery.spill import Spill
 from zstream_mp._stats import F_EXITED, Counters
 from zstream_mp._stream_context import Destination
@@ -32,9 +33,11 @@ def leave_dead(
     spool: bool = True,
     exited: bool = False,
     server: str = SERVER,
+    durable: bool = False,
 ) -> DeadPublisher:
     """Fork a child that publishes `n` events to `run_id`, spills them (unless `spool=False`)
-    and ends without its exit hooks; `exited=True` marks its exit hook as finished."""
+    and ends without its exit hooks; `exited=True` marks its exit hook as finished;
+    `durable=True` publishes into a durable queue (the spool itself) instead."""
     run = run_id or str(uuid.uuid4())
     read_fd, write_fd = os.pipe()
     pid = os.fork()
@@ -42,15 +45,17 @@ def leave_dead(
         code = 1
         try:
             os.close(read_fd)
-            entry = _registry.register(False)
+            entry = _registry.register(durable)
             assert entry is not None
             counters = Counters(entry.page)
-            queue = EventQueue(1000, counters)
+            queue = (
+                DurableQueue(entry, counters, 1 << 24) if durable else EventQueue(1000, counters)
+            )
             dest = Destination(run_id=run, server=server, token=token, prefix=b"")
             entry.note_run(run, None)
             for seq in range(n):
                 queue.append(dest, event_bytes(seq, run))
-            if spool and n:
+            if spool and n and not durable:
                 Spill(entry.name, 1 << 20).spill_unsettled(queue, "test", final=True)
             if exited:
                 counters.flags = counters.flags | F_EXITED

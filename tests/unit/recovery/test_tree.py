@@ -3,6 +3,7 @@ dead ones left; tree and run stats add up their rows. Descendants are forked chi
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -122,3 +123,42 @@ def test_run_stats_hold_every_process_that_published_to_the_run(leave_dead: Leav
 def test_run_stats_need_a_run() -> None:
     with pytest.raises(ValueError, match="run_id"):
         _recovery.tree_stats("run", None)
+
+
+def test_a_killed_durable_descendants_backlog_is_adopted_and_its_books_close(
+    leave_dead: LeaveDead, mock_server: StoringServer, route_deliverers: Route
+) -> None:
+    route_deliverers(mock_server)
+    dead = leave_dead(6, RUN, durable=True)
+    (before,) = _recovery.tree_stats("tree", None).processes
+    assert before.state == "dead" and before.spool_pending == 6 and before.stats.queued == 0
+    assert _recovery.flush_tree(_deadline(), None, own=None, token_for=_no_token)
+    assert mock_server.seqs() == list(range(6))
+    (after,) = _recovery.tree_stats("tree", None).processes
+    assert after.iid == dead.name.partition("-")[2]
+    assert after.spool_pending == 0 and after.stats.spooled == 6 and after.stats.spool_sent == 6
+
+
+def test_a_live_descendant_with_queued_events_holds_the_flush_until_its_deadline() -> None:
+    release_r, release_w = os.pipe()
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            entry = registry.register(False)
+            assert entry is not None
+            Counters(entry.page).published = 5  # queued, never sent
+            os.write(ready_w, b"1")
+            os.read(release_r, 1)
+        finally:
+            os._exit(0)
+    try:
+        assert os.read(ready_r, 1) == b"1"
+        assert not _recovery.flush_tree(_deadline(0.1), None, own=None, token_for=_no_token)
+        (row,) = _recovery.tree_stats("tree", None).processes
+        assert row.state == "alive" and row.stats.queued == 5 and not row.delivered
+    finally:
+        os.write(release_w, b"x")
+        os.waitpid(pid, 0)
+        for fd in (release_r, release_w, ready_r, ready_w):
+            os.close(fd)

@@ -95,9 +95,13 @@ def test_a_forked_child_starts_empty_and_never_sends_the_parents_events(
         code = 1
         try:
             fresh = _process.existing_state() is None
+            publisher.status = 200  # the child's copy of the mock: it records what it sends
+            publisher.stored.clear()
+            _api.publish({"seq": 99})
+            flushed = _api.flush(10)
             st = _process.state()
-            code = 0 if fresh and st.pid == os.getpid() and st.queue.pending() == 0 else 2
-            os.write(write_fd, f"{fresh};{st.snapshot().published}".encode())
+            code = 0 if fresh and flushed and st.pid == os.getpid() else 2
+            os.write(write_fd, f"{st.snapshot().published};{publisher.seqs()}".encode())
         finally:
             os._exit(code)
     os.close(write_fd)
@@ -105,7 +109,7 @@ def test_a_forked_child_starts_empty_and_never_sends_the_parents_events(
         said = fh.read()
     _, status = os.waitpid(pid, 0)
     publisher.status = 200
-    assert status == 0 and said == b"True;0"
+    assert status == 0 and said == b"1;[99]"  # its own event only, never the parent's
 
 
 def test_the_exit_flush_delivers_and_marks_the_entry_exited(publisher: StoringServer) -> None:

@@ -29,7 +29,7 @@ def test_this_process_is_alive_by_its_own_identity() -> None:
     assert is_alive(pid, start, boot_id())
 
 
-def test_the_own_identity_is_cached_and_forgotten_after_a_fork() -> None:
+def test_the_own_identity_is_cached_and_recomputed_once_forgotten() -> None:
     assert own_identity() is own_identity()
     before = own_identity()
     forget_identity()

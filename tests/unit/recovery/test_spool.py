@@ -15,7 +15,6 @@ from zstream_mp._recovery import spool
 from zstream_mp._recovery.liveness import own_identity
 from zstream_mp._recovery.spool import (
     SEG_HEADER,
-    SpoolDir,
     StatePage,
     batch_key,
     claim,
@@ -255,4 +254,3 @@ def test_remove_deletes_the_spool_and_ignores_a_missing_one() -> None:
     spool.remove(path)
     spool.remove(path)
     assert not os.path.exists(path)
-    assert isinstance(SpoolDir(path, 9, "ee", None).entry_name, str)

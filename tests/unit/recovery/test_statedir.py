@@ -28,8 +28,7 @@ from zstream_mp._wire import ENV_STATE_DIR
 
 @pytest.fixture
 def choose(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Path], None]]:
-    """Point `ZSTREAM_STATE_DIR` at a path; any fallback made meanwhile is removed after."""
-    made: list[str] = []
+    """Point `ZSTREAM_STATE_DIR` at a path; a fallback dir made meanwhile is removed after."""
 
     def point(path: Path) -> None:
         monkeypatch.setenv(ENV_STATE_DIR, str(path))
@@ -37,9 +36,7 @@ def choose(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Path], None]]:
     yield point
     chosen = os.environ.get(ENV_STATE_DIR, "")
     if os.path.basename(chosen).startswith(f"zstream-mp-{os.getuid()}-"):
-        made.append(chosen)
-    for path in made:
-        shutil.rmtree(path, ignore_errors=True)
+        shutil.rmtree(chosen, ignore_errors=True)
 
 
 def mode(path: Path | str) -> int:

@@ -93,10 +93,11 @@ def flush(timeout: float | None = 2.0) -> bool:
     failed or set aside for later (the warnings say which). ``None`` waits as long as it
     takes; it never waits longer than asked, whatever the server does.
     """
+    deadline = _deadline(timeout)  # a bad timeout is an error before the first publish too
     st = _process.existing_state()
     if st is None:
         return True
-    if st.flush_until(_deadline(timeout)):
+    if st.flush_until(deadline):
         return st.nothing_given_up_since_last_flush()
     # What this flush waited for goes to disk before it returns: a process that leaves
     # through os._exit next loses none of it (its sender still delivers it if it lives).

@@ -55,6 +55,10 @@ F_EXITED = 2
 F_DURABLE = 4
 
 
+# The slot of each drop reason: an unknown reason is a KeyError, as a mapping's is.
+_DROP_SLOT = {reason: S_DROPPED + i for i, reason in enumerate(DROP_REASONS)}
+
+
 class _Drops(MutableMapping[str, int]):
     """``counters.dropped[reason] += n`` writes straight into the page."""
 
@@ -64,10 +68,10 @@ class _Drops(MutableMapping[str, int]):
         self._slots = slots
 
     def __getitem__(self, reason: str) -> int:
-        return int(self._slots[S_DROPPED + DROP_REASONS.index(reason)])
+        return int(self._slots[_DROP_SLOT[reason]])
 
     def __setitem__(self, reason: str, value: int) -> None:
-        self._slots[S_DROPPED + DROP_REASONS.index(reason)] = value
+        self._slots[_DROP_SLOT[reason]] = value
 
     def __delitem__(self, reason: str) -> None:
         raise TypeError("drop reasons cannot be removed")

@@ -160,12 +160,6 @@ def test_a_step_end_delivers_what_this_process_left(publisher: StoringServer) ->
     assert publisher.seqs() == [5]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="flush() checks its timeout only once the process has published: before the first "
-    "publish flush(-1) and flush(nan) return True instead of raising ValueError, unlike "
-    "flush_tree() and unlike flush() after a publish",
-)
 @pytest.mark.parametrize("timeout", [-1.0, math.nan])
 def test_a_bad_flush_timeout_is_a_value_error_before_any_publish_too(
     publisher: StoringServer, timeout: float

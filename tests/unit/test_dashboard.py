@@ -140,13 +140,6 @@ def test_a_live_dashboard_starts_and_stops_cleanly() -> None:
     assert "a" in out.getvalue()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="`_number()` calls int() on any float: a streamed progress count of Infinity or "
-    "NaN (the consumer's json.loads accepts `1e400`, `NaN`) raises OverflowError / ValueError "
-    "out of `Tally.add`, so `tail --live` ends with a traceback (our server and ZenML's write "
-    "such numbers as null; another server or proxy can send them)",
-)
 @pytest.mark.parametrize("done", [float("inf"), float("nan")])
 def test_a_progress_count_that_is_not_finite_is_ignored(done: float) -> None:
     tally = Tally()

@@ -38,7 +38,7 @@ from typing import Any
 
 from zstream_mp import _handoff
 from zstream_mp._recovery import liveness as _liveness
-from zstream_mp._recovery.statedir import read_private, subdir, write_private
+from zstream_mp._recovery.statedir import read_private, subdir, write_all, write_private
 from zstream_mp._stream_context import Destination
 
 SEG_MAGIC = b"ZSPSEG1\0"
@@ -224,9 +224,15 @@ def write_segment(directory: str, first_seq: int, records: list[tuple[int, bytes
     path = os.path.join(directory, segment_name(first_seq))
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
-        os.write(fd, encode_segment(first_seq, records))
-    finally:
-        os.close(fd)
+        try:
+            write_all(fd, encode_segment(first_seq, records))
+        finally:
+            os.close(fd)
+    except BaseException:
+        # a segment cut short would be counted whole by its writer: none is kept instead
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
 
 
 # --------------------------------------------------------------------------- reading

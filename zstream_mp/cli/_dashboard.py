@@ -10,6 +10,7 @@ then); elsewhere it prints a plain summary line at most once a second.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -60,7 +61,10 @@ def worker_of(event: Event) -> str | None:
 
 
 def _number(value: Any) -> int | None:
-    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    """A count from the stream, or None: a bool, NaN or an infinity is not a count."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return int(value) if math.isfinite(value) else None
 
 
 class Tally:

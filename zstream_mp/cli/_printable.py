@@ -3,9 +3,10 @@
 Event fields and payloads are chosen by whoever publishes. Printed raw, an ESC or a C1
 control starts a terminal escape sequence (OSC 52 writes the clipboard, others retitle the
 window or clear the screen), a CR or LF forges lines, and bidi overrides reorder what is
-shown. Each such character is printed as its ``\\uXXXX`` escape instead, which is also a
-valid escape inside a JSON string, so ``tail --json`` output stays parseable and equal in
-meaning.
+shown, and a lone surrogate (which `json.loads` makes of a `\\ud800` escape) cannot be
+encoded to UTF-8 at all. Each such character is printed as its `\\uXXXX` escape instead,
+which is also a valid escape inside a JSON string, so `tail --json` output stays parseable
+and equal in meaning.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from __future__ import annotations
 import re
 
 _UNSAFE = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff\ufff9-\ufffb]"
+    "[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff\ufff9-\ufffb"
+    "\ud800-\udfff]"
 )
 
 

@@ -172,12 +172,6 @@ def test_resume_without_a_spool_is_complete_at_once() -> None:
     assert s.name.startswith("p") and s.iid
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="spool.write_segment() ignores the count os.write() returns: when the disk fills "
-    "(here a file size limit) the segment is cut short, the spill still reports every event "
-    "kept and counts it as spooled, and the events past the cut are lost uncounted",
-)
 def test_a_spill_cut_short_by_a_full_disk_counts_what_it_lost() -> None:
     read_fd, write_fd = os.pipe()
     pid = os.fork()

@@ -222,24 +222,12 @@ def _write_under_a_file_size_limit(path: Path, data: bytes, limit: int) -> bytes
     return said
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="write_private() ignores the count os.write() returns: a short write (a full disk, "
-    "a file size limit) renames a truncated file into place and returns as if it had "
-    "succeeded, e.g. a spool's dests.json that read_dests() then reads as [] (its events are "
-    "dropped by the adopter) or a truncated token file",
-)
 def test_a_short_write_never_puts_a_truncated_file_in_place(tmp_path: Path) -> None:
     path = tmp_path / "dests.json"
     said = _write_under_a_file_size_limit(path, b"x" * 100, limit=10)
     assert said.startswith(b"raised") and not path.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="write_private() leaves its `<path>.<pid>.<tid>.tmp` file behind when the write "
-    "or the rename fails; nothing removes such files later (the handoff sweep skips .tmp)",
-)
 def test_a_failed_write_leaves_no_temporary_file(tmp_path: Path) -> None:
     target = tmp_path / "taken"
     target.mkdir()  # the rename onto it fails

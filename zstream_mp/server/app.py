@@ -125,7 +125,7 @@ class _RequestMarks:
 def create_app(state: ServerState) -> Starlette:
     """The Starlette app; its lifespan shuts subscribers down and closes the broker."""
     handlers = Handlers(state)
-    runs = run_api.RunAPI(state, handlers._gate)
+    runs = run_api.RunAPI(state, handlers.gate)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -144,7 +144,7 @@ class Handlers:
         self._end_ctx = endpoint_context(Handlers.end_run, f"POST {RUN_END_PATH}")
 
     # -- shared checks -----------------------------------------------------------------
-    def _gate(self, request: Request, right: str) -> Response | None:
+    def gate(self, request: Request, right: str) -> Response | None:
         """Auth (401/403), then streaming enabled (501)."""
         failure = self.state.auth.check(request.headers.get(AUTHORIZATION, ""), right)
         if failure is not None:
@@ -160,7 +160,7 @@ class Handlers:
 
     def _run_of(self, request: Request, right: str, context: str) -> UUID | Response:
         """The path's run, or the refusal: auth (401/403/501), validation (422), lookup (404)."""
-        gate = self._gate(request, right)
+        gate = self.gate(request, right)
         if gate is not None:
             return gate
         run_id, errors = _path_run_id(request)
@@ -170,7 +170,7 @@ class Handlers:
 
     # -- POST /api/v1/runs/{run_id}/events -----------------------------------------------
     async def publish_run_events(self, request: Request) -> Response:
-        gate = self._gate(request, "write")
+        gate = self.gate(request, "write")
         if gate is not None:
             return gate
         key = request.headers.get(IDEMPOTENCY_KEY) or None
@@ -396,7 +396,7 @@ class Handlers:
 
     # -- run lifecycle (not in ZenML) ---------------------------------------------------
     async def create_run(self, request: Request) -> Response:
-        gate = self._gate(request, "write")
+        gate = self.gate(request, "write")
         if gate is not None:
             return gate
         body = await json_body(

@@ -26,6 +26,9 @@ from __future__ import annotations
 
 from typing import Any
 
+# `__all__` names the error classes only; `STATUS_ERRORS` and `error_for_status` serve the
+# package's own HTTP clients (the consumer and the run helpers).
+
 __all__ = [
     "AuthenticationError",
     "ConfigurationError",
@@ -109,3 +112,22 @@ class StreamingDisabledError(SubscribeError):
 
 class ServerUnavailableError(SubscribeError):
     """The server could not be reached (or kept answering 5xx) for ``retry_for`` seconds."""
+
+
+STATUS_ERRORS: dict[int, type[SubscribeError]] = {
+    400: InvalidRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: RunNotFoundError,
+    422: InvalidRequestError,
+    501: StreamingDisabledError,
+}
+"""The refusals a subscriber or a run helper raises at once, by status."""
+
+
+def error_for_status(status: int) -> type[SubscribeError]:
+    """The error of an answer with this status; a 5xx other than 501 means the server is
+    unwell (`ServerUnavailableError`), any other status the base `SubscribeError`."""
+    if status >= 500 and status != 501:
+        return ServerUnavailableError
+    return STATUS_ERRORS.get(status, SubscribeError)

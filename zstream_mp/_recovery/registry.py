@@ -116,7 +116,7 @@ def register(durable: bool) -> Entry | None:
             "boot": _liveness.boot_id(),
             "host": socket.gethostname(),
             "ancestors": _liveness.ancestors(),
-            "origin": _origin(),
+            "origin": _handoff.origin_pid(os.environ.get(ENV_CONTEXT)),
             "runs": [],
             "token_files": [],
             "durable": durable,
@@ -140,17 +140,6 @@ def _registry_dir_for_message() -> str:
         return state_dir()
     except OSError:
         return "the state dir"
-
-
-def _origin() -> int | None:
-    raw = os.environ.get(ENV_CONTEXT)
-    if not raw:
-        return None
-    try:
-        origin = json.loads(raw).get("origin")
-    except (ValueError, AttributeError):
-        return None
-    return origin if isinstance(origin, int) else None
 
 
 # --------------------------------------------------------------------------- reading

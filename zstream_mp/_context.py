@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 import os
 import sys
 import threading
@@ -25,7 +26,7 @@ from json.encoder import encode_basestring
 from types import TracebackType
 from typing import Any
 
-from zstream_mp import _handoff, _zenml
+from zstream_mp import _handoff, _process, _zenml
 from zstream_mp._forksafe import on_fork_in_child
 from zstream_mp._settings import env_server, env_token
 from zstream_mp._stream_context import Destination, StreamContext
@@ -179,10 +180,6 @@ def bind(
 
 
 def _durable_from_now() -> None:
-    import logging
-
-    from zstream_mp import _process
-
     os.environ[ENV_DURABLE] = "1"
     st = _process.existing_state()
     if st is not None and not st.queue.durable:
@@ -204,8 +201,6 @@ def _set_bound(ctx: StreamContext | None) -> None:
 
 
 def _after_binding() -> None:
-    from zstream_mp import _process
-
     _process.on_bind()
 
 

@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 
-from zstream_mp import _recovery, _sigterm
+from zstream_mp import _handoff, _recovery, _sigterm, _zenml
 from zstream_mp._forksafe import on_fork_in_child
 from zstream_mp._health import DeliveryHealth
 from zstream_mp._queue import EventQueue
@@ -110,8 +110,6 @@ class ProcessState:
         self._last_dest = dest
         entry = self.entry
         if entry is not None and dest.run_id not in entry.runs:
-            from zstream_mp import _handoff
-
             token_file = _handoff.token_file_of(dest.token) if dest.token else None
             entry.note_run(dest.run_id, token_file)
 
@@ -252,8 +250,6 @@ def _refresh_token(server: str) -> str | None:
     """Fresh credentials after a 401: ZenML's store when in use, else ``ZSTREAM_TOKEN``
     when ``server`` is the one ``ZSTREAM_SERVER`` names."""
     if "zenml" in sys.modules:
-        from zstream_mp import _zenml
-
         token = _zenml.refresh_token(server)
         if token:
             return token

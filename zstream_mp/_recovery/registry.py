@@ -37,6 +37,7 @@ from zstream_mp._stats import (
     F_EXITED,
     N_SLOTS,
     PAGE_SIZE,
+    S_FLAGS,
     S_SPOOL_DROPPED,
     S_SPOOL_SENT,
     S_SPOOLED,
@@ -187,7 +188,7 @@ class Found:
     def state(self) -> str:
         if self.alive:
             return "alive"
-        return "exited" if self.slots[9] & F_EXITED else "dead"
+        return "exited" if self.slots[S_FLAGS] & F_EXITED else "dead"
 
     def descends_from(self, pid: int, start: int | None) -> bool:
         for a_pid, a_start in self.identity.get("ancestors") or ():

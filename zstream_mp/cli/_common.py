@@ -15,6 +15,7 @@ import sys
 
 from zstream_mp._settings import env_token, server_or_default
 from zstream_mp._wire import DEFAULT_SERVER, ENV_SERVER, ENV_TOKEN, describe_detail
+from zstream_mp.cli._port_hint import zenml_version
 from zstream_mp.errors import (
     AuthenticationError,
     InvalidRequestError,
@@ -104,8 +105,6 @@ def report(exc: SubscribeError, server: str, run_id: str | None = None) -> int:
     status = f"{exc.status} " if exc.status else ""
     reason = _clean(exc.detail) if exc.detail is not None else str(exc)
     if isinstance(exc, AuthenticationError):
-        from zstream_mp.cli._port_hint import zenml_version
-
         zenml = zenml_version(server)
         return fail(
             f"{server} refused the request ({status}{reason})",

@@ -58,10 +58,6 @@ class StreamBroker(ABC):
         """Id of the oldest retained entry, so a lagging reader can tell whether it lost any."""
 
     @abstractmethod
-    async def delete_stream(self, stream_key: str) -> None:
-        """Drop a stream."""
-
-    @abstractmethod
     async def close(self) -> None:
         """Release connections and wake waiting readers."""
 

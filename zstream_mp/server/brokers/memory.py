@@ -267,12 +267,6 @@ class InMemoryBroker(StreamBroker):
                 found[key] = stream.meta
         return found
 
-    async def delete_stream(self, stream_key: str) -> None:
-        stream = self._streams.get(stream_key)
-        if stream is not None:
-            self._drop(stream_key, stream)
-            self._notify()
-
     async def close(self) -> None:
         self._streams.clear()
         self._bytes = 0

@@ -352,13 +352,6 @@ class RedisStreamsBroker(StreamBroker):
         found.sort(reverse=newest_first)
         return found[:limit]
 
-    async def delete_stream(self, stream_key: str) -> None:
-        client = await self._client("write")
-        try:
-            await client.delete(stream_key)
-        except Exception as exc:
-            raise BrokerConnectionError(str(exc)) from exc
-
     async def close(self) -> None:
         self._closed = True
         clients, self._clients = self._clients, {}

@@ -226,7 +226,7 @@ class ProcessState:
 
 
 def _make_queue(
-    settings: Settings, entry: _registry.Entry | None, counters: Counters
+    settings: Settings, entry: _registry.ProcessEntry | None, counters: Counters
 ) -> EventQueue:
     if settings.durable and entry is not None:
         try:

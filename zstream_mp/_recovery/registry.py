@@ -55,7 +55,7 @@ SPOOL_RETENTION = 48 * 3600.0
 """Seconds an undeliverable spool of a dead process is kept (its server may be gone)."""
 
 
-class Entry:
+class ProcessEntry:
     """This process's own entry."""
 
     def __init__(self, directory: str, name: str, page: mmap.mmap, identity: dict[str, Any]):
@@ -91,7 +91,7 @@ class Entry:
             write_private(self.json_path, json.dumps(self.identity))
 
 
-def register(durable: bool) -> Entry | None:
+def register(durable: bool) -> ProcessEntry | None:
     """Make this process's entry; None (publishing goes on without it) when it cannot."""
     try:
         directory = subdir("procs")
@@ -123,7 +123,7 @@ def register(durable: bool) -> Entry | None:
             "durable": durable,
             "created": time.time(),
         }
-        entry = Entry(directory, name, page, identity)
+        entry = ProcessEntry(directory, name, page, identity)
         entry.write()
         return entry
     except OSError as exc:

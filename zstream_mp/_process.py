@@ -47,6 +47,7 @@ from zstream_mp._stream_context import Destination
 from zstream_mp._transport import Transport
 from zstream_mp._wire import ENV_EXIT_TIMEOUT, QUEUE_MAXSIZE
 from zstream_mp.errors import ConfigurationError
+from zstream_mp.errors import Reentered as Reentered  # publish() catches it as `_process.Reentered`
 
 logger = logging.getLogger("zstream_mp")
 
@@ -278,11 +279,6 @@ def existing_state() -> ProcessState | None:
     """This PID's state if it has published, without creating one."""
     st = current
     return st if st is not None and st.pid == os.getpid() else None
-
-
-class Reentered(RuntimeError):
-    """``state()`` was called again while this thread builds the state (a signal handler
-    that publishes, run in the middle of the process's first publish)."""
 
 
 _building: int | None = None

@@ -17,6 +17,19 @@
           ├── StreamingDisabledError                       501
           └── ServerUnavailableError                       unreachable, or 5xx for too long
 
+The package's own errors never reach a caller of the public API: each is caught inside the
+package (the server answers ZenML's status for a broker's failure, `publish()` counts a
+re-entered first publish as a drop). They live here, beside the public ones, so that no
+module catches a class private to another::
+
+    ZStreamError
+     ├── Reentered                (RuntimeError)           publish() re-entered while its
+     │                                                     process's state is being built
+     ├── ServeFailed              (RuntimeError)           a `zstream-mp serve` child did
+     │                                                     not come up (demo, benchmarks)
+     └── BrokerConnectionError                             the server's broker failed for now:
+          └── BrokerFullError                              503, or `gap: outage`; full: 503
+
 Every error raised at a call site subclasses the builtin that ``zenml.streaming`` raises for
 the same mistake (``ValueError``, and ``TypeError`` where the mistake is a wrong type), so code
 written against ZenML's publisher keeps catching what it caught before.
@@ -31,6 +44,8 @@ from typing import Any
 
 __all__ = [
     "AuthenticationError",
+    "BrokerConnectionError",
+    "BrokerFullError",
     "ConfigurationError",
     "InvalidContextError",
     "InvalidEventError",
@@ -38,8 +53,10 @@ __all__ = [
     "MissingExtraError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
+    "Reentered",
     "ReservedKindError",
     "RunNotFoundError",
+    "ServeFailed",
     "ServerUnavailableError",
     "StreamingDisabledError",
     "SubscribeError",
@@ -112,6 +129,23 @@ class StreamingDisabledError(SubscribeError):
 
 class ServerUnavailableError(SubscribeError):
     """The server could not be reached (or kept answering 5xx) for ``retry_for`` seconds."""
+
+
+class Reentered(ZStreamError, RuntimeError):
+    """The process's state was asked for again while this thread builds it (a signal handler
+    that publishes, run in the middle of the process's first publish)."""
+
+
+class ServeFailed(ZStreamError, RuntimeError):
+    """`zstream-mp serve` exited or stayed silent instead of serving; the message says why."""
+
+
+class BrokerConnectionError(ZStreamError):
+    """Transient broker failure; the server answers 503 or emits `gap: outage` and retries."""
+
+
+class BrokerFullError(BrokerConnectionError):
+    """The broker refuses to hold more (the memory broker's byte cap); the server answers 503."""
 
 
 STATUS_ERRORS: dict[int, type[SubscribeError]] = {

@@ -305,7 +305,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("zstream_mp/_recovery/statedir.py", "limit 65536"): "a read's chunk size",
     ("zstream_mp/_transport.py", "limit 65536"): "how much of a response the sender reads",
     ("zstream_mp/server/config.py", "limit 4096"): "the default connection cap",
-    ("zstream_mp/server/ui.py", "limit 4096"): "the page's login body cap",
+    ("zstream_mp/server/ui_session.py", "limit 4096"): "the page's login body cap",
 }
 """(module or package prefix, what): why it may stay. Keep it short; remove entries as the
 modules they name import from ``_wire``."""
@@ -589,3 +589,58 @@ def test_every_module_is_small() -> None:
         if (lines := len(path.read_text(encoding="utf-8").splitlines())) > MODULE_LINES_MAX
     }
     assert long == {}, f"modules over {MODULE_LINES_MAX} lines: {long}"
+
+
+# --------------------------------------------------------------------------- exceptions
+
+EXCEPTIONS_ELSEWHERE: dict[tuple[str, str], str] = {
+    ("zstream_mp.server.broadcaster", "StreamCapacityError"): "the broadcaster's; for errors.py",
+    ("zstream_mp.server.broadcaster", "ShuttingDownError"): "the broadcaster's; for errors.py",
+}
+"""Public exception classes outside `errors.py`, and why. Keep it short."""
+
+
+def _exception_classes(sources: dict[str, ast.AST]) -> Iterator[tuple[str, str]]:
+    """(module, class) of every class that derives, within the package, from an exception."""
+    bases = {
+        node.name: (module, [ast.unparse(b).rpartition(".")[2] for b in node.bases])
+        for module, tree in sources.items()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ClassDef)
+    }
+
+    def is_exception(name: str, seen: frozenset[str] = frozenset()) -> bool:
+        if name in seen:
+            return False
+        if name not in bases:
+            return name.endswith(("Error", "Exception")) or name in {"KeyboardInterrupt"}
+        return any(is_exception(b, seen | {name}) for b in bases[name][1])
+
+    for name, (module, _) in bases.items():
+        if is_exception(name):
+            yield module, name
+
+
+def test_every_exception_is_public_in_errors_or_private() -> None:
+    found = [
+        f"{module}.{name}"
+        for module, name in _exception_classes({n: _tree(n) for n in MODULES})
+        if module != "zstream_mp.errors"
+        and not _private(name)
+        and (module, name) not in EXCEPTIONS_ELSEWHERE
+    ]
+    assert not found, "put it in errors.py (and its drawing), or name it _Private:\n" + "\n".join(
+        found
+    )
+
+
+def test_the_exception_check_finds_classes_by_their_bases() -> None:
+    sources = {
+        "zstream_mp.a": ast.parse("class Base(ValueError): pass\nclass _Mine(Exception): pass\n"),
+        "zstream_mp.b": ast.parse("from zstream_mp.a import Base\nclass Child(Base): pass\n"),
+    }
+    assert sorted(_exception_classes(sources)) == [
+        ("zstream_mp.a", "Base"),
+        ("zstream_mp.a", "_Mine"),
+        ("zstream_mp.b", "Child"),
+    ]

@@ -38,7 +38,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from zstream_mp.server.brokers import BrokerConnectionError
+from zstream_mp.errors import BrokerConnectionError
 
 Result = dict[str, Any]
 

@@ -33,12 +33,8 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 
-from zstream_mp.server.brokers.base import (
-    BrokerEntry,
-    BrokerFullError,
-    StreamBroker,
-    shown_cursor,
-)
+from zstream_mp.errors import BrokerFullError
+from zstream_mp.server.brokers.base import BrokerEntry, StreamBroker, shown_cursor
 from zstream_mp.server.brokers.run_meta import BatchFacts, RunMeta
 
 _CURSOR = re.compile(r"^\d{1,20}$")

@@ -20,12 +20,8 @@ import re
 import time
 from typing import Any
 
-from zstream_mp.server.brokers.base import (
-    BrokerConnectionError,
-    BrokerEntry,
-    StreamBroker,
-    shown_cursor,
-)
+from zstream_mp.errors import BrokerConnectionError
+from zstream_mp.server.brokers.base import BrokerEntry, StreamBroker, shown_cursor
 from zstream_mp.server.brokers.run_meta import MAX_PIDS, MAX_STEPS, BatchFacts, RunMeta
 
 _FIELD = b"p"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+
 import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request

@@ -33,8 +33,9 @@ from zstream_mp.errors import (
 )
 from zstream_mp.logs import LogHandler
 
-_zenml.step_ended = _api.step_ended  # deliver what a step left before its run ends
-_zenml.watch()  # hand a ZenML step's context to its children from the step's start
+# Hand a ZenML step's context to its children from the step's start, and deliver what the
+# step left before ZenML ends its run.
+_zenml.watch(on_step_end=_api.step_ended)
 
 __all__ = [
     "AuthenticationError",

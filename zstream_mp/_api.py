@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Any, Literal, overload
 
-from zstream_mp import _context, _event, _process
+from zstream_mp import _context, _event, _process, _recovery
 from zstream_mp._stats import Counters, PublisherStats, TreeStats
 from zstream_mp._wire import ENV_SERVER
 from zstream_mp.errors import PayloadTooLargeError
@@ -127,8 +127,6 @@ def flush_tree(timeout: float | None = 10.0, *, run_id: str | None = None) -> bo
     the server or dropped by policy; False when ``timeout`` passes first (a hung process)
     or when a process was killed with events that no spool kept.
     """
-    from zstream_mp import _recovery
-
     return _recovery.flush_tree(
         _deadline(timeout),
         None if run_id is None else str(run_id),
@@ -153,8 +151,6 @@ def stats(scope: str = "process", run_id: str | None = None) -> PublisherStats |
         return st.snapshot()
     if scope not in ("tree", "run"):
         raise ValueError(f"scope must be 'process', 'tree' or 'run', got {scope!r}")
-    from zstream_mp import _recovery
-
     return _recovery.tree_stats(scope, None if run_id is None else str(run_id))
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 import os
 import sys
 import threading
@@ -25,11 +26,13 @@ from json.encoder import encode_basestring
 from types import TracebackType
 from typing import Any
 
-from zstream_mp import _handoff, _zenml
+from zstream_mp import _handoff, _process, _zenml
 from zstream_mp._forksafe import on_fork_in_child
 from zstream_mp._settings import env_server, env_token
 from zstream_mp._stream_context import Destination, StreamContext
 from zstream_mp._wire import ENV_DURABLE
+from zstream_mp._zenml import StepShortcut
+from zstream_mp._zenml import identity as _zenml_identity
 
 _lock = threading.Lock()
 _bound: tuple[StreamContext, Destination] | None = None
@@ -45,8 +48,8 @@ _open: list[Binding] = []
 _base: tuple[StreamContext | None, str | None] = (None, None)
 """What was bound, and handed down, before the oldest open block."""
 _zenml_last: tuple[StreamContext, Destination] | None = None
-_zenml_hot: tuple[Any, object, object, float, Destination] | None = None
-"""``_zenml.still_valid()`` and the destination it vouches for: a step's publishes skip the
+_zenml_hot: StepShortcut | None = None
+"""The active step's destination and what keeps it right: a step's publishes skip the
 lookup while it holds."""
 _monotonic = time.monotonic
 _inherited_last: tuple[StreamContext, Destination] | None = None
@@ -177,10 +180,6 @@ def bind(
 
 
 def _durable_from_now() -> None:
-    import logging
-
-    from zstream_mp import _process
-
     os.environ[ENV_DURABLE] = "1"
     st = _process.existing_state()
     if st is not None and not st.queue.durable:
@@ -202,8 +201,6 @@ def _set_bound(ctx: StreamContext | None) -> None:
 
 
 def _after_binding() -> None:
-    from zstream_mp import _process
-
     _process.on_bind()
 
 
@@ -234,11 +231,11 @@ def resolve_destination() -> Destination | None:
     hot = _zenml_hot  # inside a ZenML step: no call but ContextVar.get and the clock
     if (
         hot is not None
-        and hot[0].get(None) is hot[1]
-        and _zenml._state.last is hot[2]
-        and _monotonic() < hot[3]
+        and hot.var.get(None) is hot.owner
+        and _zenml_identity.last is hot.answer
+        and _monotonic() < hot.until
     ):
-        return hot[4]
+        return hot.destination
     found = _resolve()
     return found[1] if found is not None else None
 
@@ -258,8 +255,7 @@ def _resolve() -> tuple[StreamContext, Destination] | None:
             if last is None or not (last[0] is ctx or last[0] == ctx):
                 last = _zenml_last = (ctx, destination(ctx))
                 _handoff.export(ctx)
-            valid = _zenml.still_valid()
-            _zenml_hot = None if valid is None else (*valid, last[1])
+            _zenml_hot = _zenml.shortcut(last[1])
             return last
     inherited = _handoff.inherited()
     if inherited is None:

@@ -240,12 +240,21 @@ def read_token_file(path: object) -> str | None:
         return None
 
 
-def _origin_of(raw: str) -> str | None:
+def origin_pid(raw: str | None) -> int | None:
+    """The PID of the process that exported a `ZSTREAM_CONTEXT` value, if it names one."""
+    if not raw:
+        return None
     try:
         origin = json.loads(raw).get("origin")
     except (ValueError, AttributeError):
         return None
-    if isinstance(origin, int) and origin != os.getpid():
+    return origin if isinstance(origin, int) else None
+
+
+def _origin_of(raw: str) -> str | None:
+    """The origin file of a handed-down context, unless this process exported it."""
+    origin = origin_pid(raw)
+    if origin is not None and origin != os.getpid():
         return _origin_path(origin)
     return None
 

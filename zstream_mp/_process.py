@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 
-from zstream_mp import _recovery, _sigterm
+from zstream_mp import _handoff, _recovery, _sigterm, _zenml
 from zstream_mp._forksafe import on_fork_in_child
 from zstream_mp._health import DeliveryHealth
 from zstream_mp._queue import EventQueue
@@ -47,6 +47,7 @@ from zstream_mp._stream_context import Destination
 from zstream_mp._transport import Transport
 from zstream_mp._wire import ENV_EXIT_TIMEOUT, QUEUE_MAXSIZE
 from zstream_mp.errors import ConfigurationError
+from zstream_mp.errors import Reentered as Reentered  # publish() catches it as `_process.Reentered`
 
 logger = logging.getLogger("zstream_mp")
 
@@ -110,8 +111,6 @@ class ProcessState:
         self._last_dest = dest
         entry = self.entry
         if entry is not None and dest.run_id not in entry.runs:
-            from zstream_mp import _handoff
-
             token_file = _handoff.token_file_of(dest.token) if dest.token else None
             entry.note_run(dest.run_id, token_file)
 
@@ -228,7 +227,7 @@ class ProcessState:
 
 
 def _make_queue(
-    settings: Settings, entry: _registry.Entry | None, counters: Counters
+    settings: Settings, entry: _registry.ProcessEntry | None, counters: Counters
 ) -> EventQueue:
     if settings.durable and entry is not None:
         try:
@@ -252,8 +251,6 @@ def _refresh_token(server: str) -> str | None:
     """Fresh credentials after a 401: ZenML's store when in use, else ``ZSTREAM_TOKEN``
     when ``server`` is the one ``ZSTREAM_SERVER`` names."""
     if "zenml" in sys.modules:
-        from zstream_mp import _zenml
-
         token = _zenml.refresh_token(server)
         if token:
             return token
@@ -282,11 +279,6 @@ def existing_state() -> ProcessState | None:
     """This PID's state if it has published, without creating one."""
     st = current
     return st if st is not None and st.pid == os.getpid() else None
-
-
-class Reentered(RuntimeError):
-    """``state()`` was called again while this thread builds the state (a signal handler
-    that publishes, run in the middle of the process's first publish)."""
 
 
 _building: int | None = None

@@ -10,6 +10,7 @@ from typing import TypeVar
 from zstream_mp._stream_context import server_url
 from zstream_mp._wire import (
     DEFAULT_BATCH_SIZE,
+    DEFAULT_SERVER,
     ENV_BATCH_SIZE,
     ENV_DURABLE,
     ENV_EXIT_TIMEOUT,
@@ -105,6 +106,17 @@ def env_server() -> str | None:
         return server_url(raw.strip(), source=ENV_SERVER)
     except InvalidContextError as exc:
         raise ConfigurationError(str(exc)) from None
+
+
+def given_server(server: str | None) -> str | None:
+    """The server a caller named, else `ZSTREAM_SERVER`, without trailing slashes."""
+    chosen = server or os.environ.get(ENV_SERVER)
+    return chosen.rstrip("/") if chosen else None
+
+
+def server_or_default(server: str | None) -> str:
+    """`given_server()`, else the address `zstream-mp serve` listens on by default."""
+    return given_server(server) or DEFAULT_SERVER.rstrip("/")
 
 
 def checked_token(value: str, source: str) -> str:

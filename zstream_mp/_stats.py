@@ -98,7 +98,7 @@ def _slot(slot: int) -> Any:
 class Counters:
     """Mutable counters over a page of int64 slots (the registry's mmap, or private memory).
 
-    Updated under the queue's lock (or by the single sender thread), like before.
+    Updated under the queue's lock, or by the single sender thread.
     """
 
     __slots__ = ("dropped", "slots")

@@ -123,6 +123,22 @@ def error_detail(exc_type: str, message: str) -> list[str]:
     return [exc_type, message]
 
 
+def detail_of(body: bytes) -> Any:
+    """ZenML's `detail` from an error answer's body (or its start): the whole body when it
+    has no `detail`, its first 500 characters when it is not JSON."""
+    try:
+        parsed = json.loads(body or b"null")
+    except ValueError:
+        return body[:500].decode("utf-8", "replace")
+    return parsed.get("detail", parsed) if isinstance(parsed, dict) else parsed
+
+
+def describe_failure(exc: BaseException) -> str:
+    """`Type: message` of a request that failed (the type alone when there is no message)."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def describe_detail(detail: Any) -> str:
     """One line from any of ZenML's ``detail`` shapes (string, ``[type, message]``, other)."""
     if isinstance(detail, list) and len(detail) == 2 and all(isinstance(d, str) for d in detail):

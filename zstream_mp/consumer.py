@@ -10,7 +10,6 @@ server on Python 3.11 sends `end` but may keep the response open).
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import time
@@ -22,7 +21,7 @@ from uuid import UUID
 
 import httpx
 
-from zstream_mp._settings import env_token
+from zstream_mp._settings import env_token, given_server
 from zstream_mp._wire import (
     AUTHORIZATION,
     ENV_SERVER,
@@ -31,17 +30,16 @@ from zstream_mp._wire import (
     RETRY_AFTER,
     bearer,
     describe_detail,
+    describe_failure,
+    detail_of,
     parse_retry_after,
     stream_url,
 )
 from zstream_mp.errors import (
-    AuthenticationError,
+    STATUS_ERRORS,
     InvalidRequestError,
-    PermissionDeniedError,
-    RunNotFoundError,
     ServerUnavailableError,
-    StreamingDisabledError,
-    SubscribeError,
+    error_for_status,
 )
 
 _Scalar = str | int | float | bool | None
@@ -72,14 +70,6 @@ class Gap:
     reason: str
 
 
-_STATUS_ERRORS: dict[int, type[SubscribeError]] = {
-    400: InvalidRequestError,
-    401: AuthenticationError,
-    403: PermissionDeniedError,
-    404: RunNotFoundError,
-    422: InvalidRequestError,
-    501: StreamingDisabledError,
-}
 _RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
@@ -93,11 +83,7 @@ def _detail_of(response: httpx.Response) -> Any:
         head += chunk
         if len(head) >= ERROR_BODY_MAX:
             break
-    try:
-        body = json.loads(head[:ERROR_BODY_MAX] or b"null")
-    except ValueError:
-        return head[:500].decode("utf-8", "replace")
-    return body.get("detail", body) if isinstance(body, dict) else body
+    return detail_of(head[:ERROR_BODY_MAX])
 
 
 # -- SSE parsing --------------------------------------------------------------------------
@@ -222,7 +208,7 @@ def subscribe(
     stream has lived; then `ServerUnavailableError` is raised.
     Refusals (401/403/404/400/422/501) raise the matching `SubscribeError` at once.
     """
-    base = (server or os.environ.get(ENV_SERVER) or "").rstrip("/")
+    base = given_server(server)
     if not base:
         raise InvalidRequestError(f"no server given (pass server= or set {ENV_SERVER})")
     token = token if token is not None else env_token()
@@ -262,9 +248,9 @@ def _iterate(
                 with client.stream("GET", url, params=params, headers=request_headers) as resp:
                     if resp.status_code != 200:
                         detail = _detail_of(resp)
-                        error = _STATUS_ERRORS.get(resp.status_code)
-                        if error is not None or resp.status_code not in _RETRY_STATUSES:
-                            raise (error or SubscribeError)(
+                        status = resp.status_code
+                        if status in STATUS_ERRORS or status not in _RETRY_STATUSES:
+                            raise error_for_status(status)(
                                 f"server answered {resp.status_code}: {describe_detail(detail)}",
                                 resp.status_code,
                                 detail,
@@ -297,7 +283,7 @@ def _iterate(
             except _Dropped as exc:
                 failure = str(exc)
             except httpx.TransportError as exc:
-                failure = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                failure = describe_failure(exc)
                 if not connected:  # never reached the server: fail fast, nothing to resume
                     raise ServerUnavailableError(f"cannot reach {url}: {failure}") from exc
             if not reconnect:

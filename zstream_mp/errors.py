@@ -17,6 +17,19 @@
           ├── StreamingDisabledError                       501
           └── ServerUnavailableError                       unreachable, or 5xx for too long
 
+The package's own errors never reach a caller of the public API: each is caught inside the
+package (the server answers ZenML's status for a broker's failure, `publish()` counts a
+re-entered first publish as a drop). They live here, beside the public ones, so that no
+module catches a class private to another::
+
+    ZStreamError
+     ├── Reentered                (RuntimeError)           publish() re-entered while its
+     │                                                     process's state is being built
+     ├── ServeFailed              (RuntimeError)           a `zstream-mp serve` child did
+     │                                                     not come up (demo, benchmarks)
+     └── BrokerConnectionError                             the server's broker failed for now:
+          └── BrokerFullError                              503, or `gap: outage`; full: 503
+
 Every error raised at a call site subclasses the builtin that ``zenml.streaming`` raises for
 the same mistake (``ValueError``, and ``TypeError`` where the mistake is a wrong type), so code
 written against ZenML's publisher keeps catching what it caught before.
@@ -26,8 +39,13 @@ from __future__ import annotations
 
 from typing import Any
 
+# `__all__` names the error classes only; `STATUS_ERRORS` and `error_for_status` serve the
+# package's own HTTP clients (the consumer and the run helpers).
+
 __all__ = [
     "AuthenticationError",
+    "BrokerConnectionError",
+    "BrokerFullError",
     "ConfigurationError",
     "InvalidContextError",
     "InvalidEventError",
@@ -35,8 +53,10 @@ __all__ = [
     "MissingExtraError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
+    "Reentered",
     "ReservedKindError",
     "RunNotFoundError",
+    "ServeFailed",
     "ServerUnavailableError",
     "StreamingDisabledError",
     "SubscribeError",
@@ -109,3 +129,39 @@ class StreamingDisabledError(SubscribeError):
 
 class ServerUnavailableError(SubscribeError):
     """The server could not be reached (or kept answering 5xx) for ``retry_for`` seconds."""
+
+
+class Reentered(ZStreamError, RuntimeError):
+    """The process's state was asked for again while this thread builds it (a signal handler
+    that publishes, run in the middle of the process's first publish)."""
+
+
+class ServeFailed(ZStreamError, RuntimeError):
+    """`zstream-mp serve` exited or stayed silent instead of serving; the message says why."""
+
+
+class BrokerConnectionError(ZStreamError):
+    """Transient broker failure; the server answers 503 or emits `gap: outage` and retries."""
+
+
+class BrokerFullError(BrokerConnectionError):
+    """The broker refuses to hold more (the memory broker's byte cap); the server answers 503."""
+
+
+STATUS_ERRORS: dict[int, type[SubscribeError]] = {
+    400: InvalidRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: RunNotFoundError,
+    422: InvalidRequestError,
+    501: StreamingDisabledError,
+}
+"""The refusals a subscriber or a run helper raises at once, by status."""
+
+
+def error_for_status(status: int) -> type[SubscribeError]:
+    """The error of an answer with this status; a 5xx other than 501 means the server is
+    unwell (`ServerUnavailableError`), any other status the base `SubscribeError`."""
+    if status >= 500 and status != 501:
+        return ServerUnavailableError
+    return STATUS_ERRORS.get(status, SubscribeError)

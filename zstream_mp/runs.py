@@ -8,8 +8,6 @@ unknown run), an unreachable server ``ServerUnavailableError``.
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -17,46 +15,27 @@ from uuid import UUID
 
 import httpx
 
-from zstream_mp._settings import env_token
+from zstream_mp._settings import env_token, server_or_default
 from zstream_mp._wire import (
     AUTHORIZATION,
-    DEFAULT_SERVER,
-    ENV_SERVER,
     bearer,
     describe_detail,
+    describe_failure,
+    detail_of,
     run_end_url,
     run_url,
     runs_url,
 )
 from zstream_mp.errors import (
-    AuthenticationError,
     InvalidContextError,
-    InvalidRequestError,
-    PermissionDeniedError,
-    RunNotFoundError,
     ServerUnavailableError,
-    StreamingDisabledError,
     SubscribeError,
+    error_for_status,
 )
 
 __all__ = ["RunInfo", "create_run", "end_run", "list_runs", "run_status"]
 
 DEFAULT_TIMEOUT = 30.0
-_BY_STATUS: dict[int, type[SubscribeError]] = {
-    400: InvalidRequestError,
-    401: AuthenticationError,
-    403: PermissionDeniedError,
-    404: RunNotFoundError,
-    422: InvalidRequestError,
-    501: StreamingDisabledError,
-}
-
-
-def _error_for(status: int) -> type[SubscribeError]:
-    """The error of a refusal with this status; other 5xx mean the server is unwell."""
-    if status >= 500 and status != 501:
-        return ServerUnavailableError
-    return _BY_STATUS.get(status, SubscribeError)
 
 
 @dataclass(frozen=True)
@@ -85,10 +64,6 @@ class RunInfo:
         )
 
 
-def _server(server: str | None) -> str:
-    return (server or os.environ.get(ENV_SERVER) or DEFAULT_SERVER).rstrip("/")
-
-
 def _headers(token: str | None) -> dict[str, str]:
     token = token if token is not None else env_token()
     return {AUTHORIZATION: bearer(token)} if token else {}
@@ -101,23 +76,14 @@ def _run_id(run_id: str | UUID) -> str:
         raise InvalidContextError(f"run id must be a UUID, got {run_id!r}") from None
 
 
-def _detail_of(response: httpx.Response) -> Any:
-    try:
-        body = json.loads(response.content or b"null")
-    except ValueError:
-        return response.text[:500]
-    return body.get("detail", body) if isinstance(body, dict) else body
-
-
 def _request(method: str, url: str, token: str | None, timeout: float, body: Any = None) -> Any:
     try:
         response = httpx.request(method, url, json=body, headers=_headers(token), timeout=timeout)
     except httpx.HTTPError as exc:
-        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        raise ServerUnavailableError(f"cannot reach {url}: {reason}") from exc
+        raise ServerUnavailableError(f"cannot reach {url}: {describe_failure(exc)}") from exc
     if response.status_code >= 300:
-        detail = _detail_of(response)
-        error = _error_for(response.status_code)
+        detail = detail_of(response.content)
+        error = error_for_status(response.status_code)
         raise error(
             f"server answered {response.status_code}: {describe_detail(detail)}",
             response.status_code,
@@ -142,7 +108,7 @@ def create_run(
     ``ZSTREAM_SERVER`` / ``ZSTREAM_TOKEN``, the server to ``http://127.0.0.1:8237``.
     """
     body = {"id": _run_id(run_id)} if run_id is not None else {}
-    data = _request("POST", runs_url(_server(server)), token, timeout, body)
+    data = _request("POST", runs_url(server_or_default(server)), token, timeout, body)
     return RunInfo.from_json(data).id
 
 
@@ -154,7 +120,7 @@ def end_run(
     timeout: float = DEFAULT_TIMEOUT,
 ) -> RunInfo:
     """End a run's stream: subscribers get ``end`` and disconnect. Ending twice is fine."""
-    data = _request("POST", run_end_url(_server(server), _run_id(run_id)), token, timeout)
+    data = _request("POST", run_end_url(server_or_default(server), _run_id(run_id)), token, timeout)
     return RunInfo.from_json(data)
 
 
@@ -166,7 +132,7 @@ def run_status(
     timeout: float = DEFAULT_TIMEOUT,
 ) -> RunInfo:
     """A run's state; ``RunNotFoundError`` when the server has never seen the run."""
-    data = _request("GET", run_url(_server(server), _run_id(run_id)), token, timeout)
+    data = _request("GET", run_url(server_or_default(server), _run_id(run_id)), token, timeout)
     return RunInfo.from_json(data)
 
 
@@ -175,7 +141,7 @@ def list_runs(
 ) -> list[RunInfo]:
     """Every run the server knows (created, published to or ended), oldest first: the
     server answers a page at a time, and this follows its ``next`` cursor to the end."""
-    base = runs_url(_server(server))
+    base = runs_url(server_or_default(server))
     found: list[RunInfo] = []
     cursor: str | None = None
     while True:

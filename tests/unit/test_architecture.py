@@ -153,7 +153,7 @@ def _circle(graph: dict[str, set[str]], component: set[str]) -> list[str]:
 def test_the_graph_sees_function_level_imports() -> None:
     """The walker must see an import hidden in a function, or the next test proves nothing."""
     graph = import_graph()
-    assert "zstream_mp._zenml" in graph["zstream_mp._context"]  # inside _resolve()
+    assert "zstream_mp._zenml" in graph["zstream_mp._process"]  # inside _refresh_token()
     assert "zstream_mp._wire" in graph["zstream_mp._transport"]
 
 
@@ -305,7 +305,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("zstream_mp/_recovery/statedir.py", "limit 65536"): "a read's chunk size",
     ("zstream_mp/_transport.py", "limit 65536"): "how much of a response the sender reads",
     ("zstream_mp/server/config.py", "limit 4096"): "the default connection cap",
-    ("zstream_mp/server/ui.py", "limit 4096"): "the page's login body cap",
+    ("zstream_mp/server/ui_session.py", "limit 4096"): "the page's login body cap",
 }
 """(module or package prefix, what): why it may stay. Keep it short; remove entries as the
 modules they name import from ``_wire``."""
@@ -496,3 +496,151 @@ def test_nothing_outside_a_queue_touches_its_insides() -> None:
 def test_the_queue_check_finds_a_reach() -> None:
     tree = ast.parse("def f(st):\n    with st.queue._lock:\n        st.queue.count('sent')\n")
     assert list(_queue_reaches(tree, "x")) == ["x:2: queue._lock"]
+
+
+# --------------------------------------------------------------------------- private names
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def _defined_names(tree: ast.AST) -> set[str]:
+    """Every name a module gives a value: functions, classes, assignments, `self.x = ...`."""
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            found.add(node.name)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            found.add(node.id)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            found.add(node.attr)
+        elif isinstance(node, ast.arg):
+            found.add(node.arg)
+        elif isinstance(node, ast.ImportFrom | ast.Import):
+            found.update((a.asname or a.name).split(".")[0] for a in node.names)
+    return found
+
+
+PRIVATE_READS_ALLOWED: dict[tuple[str, str], str] = {
+    (f"{RECOVERY}.durable", name): "DurableQueue extends EventQueue and shares its state"
+    for name in ("_lock", "_muted", "_counters", "_taker", "_has_work", "_drained")
+}
+"""(module, private name it reads from another module): why. Keep it short."""
+
+
+def private_reads(sources: dict[str, ast.AST]) -> list[str]:
+    """`x._name` or `from m import _name` in one module, where `_name` belongs to another."""
+    defined = {name: _defined_names(tree) for name, tree in sources.items()}
+    found: list[str] = []
+    for name, tree in sources.items():
+        elsewhere = {n for other, names in defined.items() if other != name for n in names}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute):
+                attr = node.attr
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("zstream_mp"):
+                for alias in node.names:
+                    target = f"{node.module}.{alias.name}"
+                    if _private(alias.name) and target not in sources:
+                        found.append(
+                            f"{name}:{node.lineno}: from {node.module} import {alias.name}"
+                        )
+                continue
+            else:
+                continue
+            if (
+                _private(attr)
+                and attr not in defined[name]
+                and attr in elsewhere
+                and (name, attr) not in PRIVATE_READS_ALLOWED
+            ):
+                found.append(f"{name}:{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_no_module_reads_another_modules_private_names() -> None:
+    found = private_reads({name: _tree(name) for name in MODULES})
+    assert not found, "a private name read across modules (make it public):\n" + "\n".join(found)
+
+
+def test_the_private_check_finds_a_reach() -> None:
+    sources = {
+        "zstream_mp.a": ast.parse("_state = 1\ndef _hidden(): pass\n"),
+        "zstream_mp.b": ast.parse(
+            "from zstream_mp import a\nfrom zstream_mp.a import _hidden\nx = a._state\n"
+        ),
+    }
+    assert private_reads(sources) == [
+        "zstream_mp.b:2: from zstream_mp.a import _hidden",
+        "zstream_mp.b:3: a._state",
+    ]
+
+
+# --------------------------------------------------------------------------- size
+
+MODULE_LINES_MAX = 450
+"""A module longer than this has more than one job; split it by job."""
+
+
+def test_every_module_is_small() -> None:
+    long = {
+        _rel(name): lines
+        for name, path in MODULES.items()
+        if (lines := len(path.read_text(encoding="utf-8").splitlines())) > MODULE_LINES_MAX
+    }
+    assert long == {}, f"modules over {MODULE_LINES_MAX} lines: {long}"
+
+
+# --------------------------------------------------------------------------- exceptions
+
+EXCEPTIONS_ELSEWHERE: dict[tuple[str, str], str] = {
+    ("zstream_mp.server.broadcaster", "StreamCapacityError"): "the broadcaster's; for errors.py",
+    ("zstream_mp.server.broadcaster", "ShuttingDownError"): "the broadcaster's; for errors.py",
+}
+"""Public exception classes outside `errors.py`, and why. Keep it short."""
+
+
+def _exception_classes(sources: dict[str, ast.AST]) -> Iterator[tuple[str, str]]:
+    """(module, class) of every class that derives, within the package, from an exception."""
+    bases = {
+        node.name: (module, [ast.unparse(b).rpartition(".")[2] for b in node.bases])
+        for module, tree in sources.items()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ClassDef)
+    }
+
+    def is_exception(name: str, seen: frozenset[str] = frozenset()) -> bool:
+        if name in seen:
+            return False
+        if name not in bases:
+            return name.endswith(("Error", "Exception")) or name in {"KeyboardInterrupt"}
+        return any(is_exception(b, seen | {name}) for b in bases[name][1])
+
+    for name, (module, _) in bases.items():
+        if is_exception(name):
+            yield module, name
+
+
+def test_every_exception_is_public_in_errors_or_private() -> None:
+    found = [
+        f"{module}.{name}"
+        for module, name in _exception_classes({n: _tree(n) for n in MODULES})
+        if module != "zstream_mp.errors"
+        and not _private(name)
+        and (module, name) not in EXCEPTIONS_ELSEWHERE
+    ]
+    assert not found, "put it in errors.py (and its drawing), or name it _Private:\n" + "\n".join(
+        found
+    )
+
+
+def test_the_exception_check_finds_classes_by_their_bases() -> None:
+    sources = {
+        "zstream_mp.a": ast.parse("class Base(ValueError): pass\nclass _Mine(Exception): pass\n"),
+        "zstream_mp.b": ast.parse("from zstream_mp.a import Base\nclass Child(Base): pass\n"),
+    }
+    assert sorted(_exception_classes(sources)) == [
+        ("zstream_mp.a", "Base"),
+        ("zstream_mp.a", "_Mine"),
+        ("zstream_mp.b", "Child"),
+    ]

@@ -185,3 +185,12 @@ def test_a_forked_child_forgets_the_parents_files(state: Path) -> None:
     os.waitpid(pid, 0)
     assert report == {"cleanup": 0, "token_files": 0, "inherited_cache": False, "env": True}
     assert (state / f"ctx-{os.getpid()}.json").exists()  # the child's exit did not remove it
+
+
+def test_origin_pid_reads_the_exporters_pid_or_nothing() -> None:
+    assert _handoff.origin_pid(json.dumps({"run_id": RUN, "origin": 4242})) == 4242
+    assert _handoff.origin_pid(json.dumps({"run_id": RUN})) is None
+    assert _handoff.origin_pid(json.dumps({"origin": "4242"})) is None
+    assert _handoff.origin_pid("not json") is None
+    assert _handoff.origin_pid("[1, 2]") is None
+    assert _handoff.origin_pid(None) is None

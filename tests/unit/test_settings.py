@@ -71,3 +71,18 @@ def test_bad_values_name_the_variable(
         Settings.from_env()
     assert name in str(info.value)
     assert isinstance(info.value, ValueError)
+
+
+def test_the_server_a_caller_names_then_the_environment_then_the_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from zstream_mp._settings import given_server, server_or_default
+    from zstream_mp._wire import DEFAULT_SERVER, ENV_SERVER
+
+    monkeypatch.delenv(ENV_SERVER, raising=False)
+    assert given_server(None) is None
+    assert server_or_default(None) == DEFAULT_SERVER
+    assert server_or_default("http://mine:1/") == "http://mine:1"
+    monkeypatch.setenv(ENV_SERVER, "http://env:2//")
+    assert given_server(None) == "http://env:2"
+    assert server_or_default("http://mine:1") == "http://mine:1"

@@ -71,3 +71,24 @@ def test_limits_as_zenml_defines_them() -> None:
     assert _wire.MAX_BATCH_SIZE == 1000
     assert _wire.DEFAULT_BATCH_SIZE == 64
     assert _wire.QUEUE_MAXSIZE == 4096
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        (b'{"detail": ["KeyError", "no such run"]}', ["KeyError", "no such run"]),
+        (b'{"detail": "Not Found"}', "Not Found"),
+        (b'{"message": "other shape"}', {"message": "other shape"}),
+        (b"[1, 2]", [1, 2]),
+        (b"", None),
+        (b"<html>bad gateway</html>", "<html>bad gateway</html>"),
+        (b"x" * 600, "x" * 500),
+    ],
+)
+def test_detail_of_reads_any_error_body(body: bytes, detail: object) -> None:
+    assert _wire.detail_of(body) == detail
+
+
+def test_describe_failure_names_the_type_and_the_message() -> None:
+    assert _wire.describe_failure(ConnectionError("refused")) == "ConnectionError: refused"
+    assert _wire.describe_failure(TimeoutError()) == "TimeoutError"

@@ -259,13 +259,13 @@ def reauth() -> int:
 
     The store's access token (and its session header) is replaced by a bad one before
     this process publishes anything through zstream_mp, so the first POST gets a real
-    401 from the ZenML server and ``_zenml.refresh_token`` must force a login through
+    401 from the ZenML server and `_zenml.refresh_token` must force a login through
     the store's API key. Everything published must arrive, and ZenML's own client must
     keep working afterwards.
     """
     from zenml.config.global_config import GlobalConfiguration
 
-    from zstream_mp import _zenml
+    from zstream_mp._zenml import credentials
 
     seen = _identity()
     store = GlobalConfiguration().zen_store
@@ -277,7 +277,7 @@ def reauth() -> int:
     for i in range(COUNT):
         zstream_mp.publish({"via": "zstream", "seq": i})
     ok = zstream_mp.flush(timeout=30.0)
-    creds = _zenml._process_state().credentials
+    creds = credentials.current
     _write(
         seen["step_name"],
         {

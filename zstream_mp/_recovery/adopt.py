@@ -36,6 +36,7 @@ from zstream_mp._sender import EXIT_BATCH_EVENTS, THREAD_PREFIX, start_without_s
 from zstream_mp._settings import Settings
 from zstream_mp._stats import S_SPOOL_DROPPED, S_SPOOL_SENT, S_SPOOLED
 from zstream_mp._transport import Outcome, Transport
+from zstream_mp._transport import Result as PostResult
 from zstream_mp._wire import batch_body
 
 logger = logging.getLogger("zstream_mp")
@@ -105,6 +106,7 @@ def adopt(
             page = _spool.StatePage(os.path.join(path, "state"), create=False)
         except OSError:
             page = _spool.StatePage(os.path.join(path, "state"), create=True)
+        result = Adopted(complete=False)  # what is accounted if delivery raises
         try:
             result = deliver(
                 path,
@@ -191,28 +193,43 @@ def deliver(
             lambda: deadline,
             idempotency_key=key,
         )
-        if outcome.outcome is Outcome.DELIVERED:
-            result.sent += len(events)
-        elif outcome.status in (401, 403) or outcome.outcome is Outcome.FAILED:
-            # no valid credentials, or no server yet: the batch stays for a later attempt
-            result.complete = False
-            if outcome.status in (401, 403):
-                result.refused = outcome.status
-            _note_attempt(path, f"{server}: {outcome.reason or 'no response'}")
-            if not outcome.maybe_landed:
-                page.resolve_inflight()
+        if _kept_for_later(outcome, len(events), result, path, page, server, run_id):
             break
-        else:
-            result.dropped += len(events)
-            logger.warning(
-                "Dropped %d spooled events for run %s at %s: %s",
-                len(events),
-                run_id,
-                server,
-                outcome.reason or "no response",
-            )
         page.resolve(last + 1)
     return result
+
+
+def _kept_for_later(
+    outcome: PostResult,
+    count: int,
+    result: Adopted,
+    path: str,
+    page: _spool.StatePage,
+    server: str,
+    run_id: str,
+) -> bool:
+    """Account one POST's outcome in `result`; True when the batch stays in the spool (no
+    valid credentials, or no server yet) and this delivery stops."""
+    if outcome.outcome is Outcome.DELIVERED:
+        result.sent += count
+        return False
+    if outcome.status in (401, 403) or outcome.outcome is Outcome.FAILED:
+        result.complete = False
+        if outcome.status in (401, 403):
+            result.refused = outcome.status
+        _note_attempt(path, f"{server}: {outcome.reason or 'no response'}")
+        if not outcome.maybe_landed:
+            page.resolve_inflight()
+        return True
+    result.dropped += count
+    logger.warning(
+        "Dropped %d spooled events for run %s at %s: %s",
+        count,
+        run_id,
+        server,
+        outcome.reason or "no response",
+    )
+    return False
 
 
 def _batches(

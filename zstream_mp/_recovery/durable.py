@@ -24,7 +24,7 @@ from typing import Any
 
 from zstream_mp._queue import EventQueue, Group, Item, Settle, SpillWriter
 from zstream_mp._recovery import spool as _spool
-from zstream_mp._recovery.registry import Entry
+from zstream_mp._recovery.registry import ProcessEntry
 from zstream_mp._stats import Counters
 
 logger = logging.getLogger("zstream_mp")
@@ -60,7 +60,7 @@ class _Segment:
 class DurableQueue(EventQueue):
     durable = True
 
-    def __init__(self, entry: Entry, counters: Counters, max_bytes: int) -> None:
+    def __init__(self, entry: ProcessEntry, counters: Counters, max_bytes: int) -> None:
         super().__init__(0, counters)
         self.directory = entry.spool_dir()
         self.iid = entry.name.partition("-")[2]

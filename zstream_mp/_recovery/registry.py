@@ -37,6 +37,7 @@ from zstream_mp._stats import (
     F_EXITED,
     N_SLOTS,
     PAGE_SIZE,
+    S_FLAGS,
     S_SPOOL_DROPPED,
     S_SPOOL_SENT,
     S_SPOOLED,
@@ -54,7 +55,7 @@ SPOOL_RETENTION = 48 * 3600.0
 """Seconds an undeliverable spool of a dead process is kept (its server may be gone)."""
 
 
-class Entry:
+class ProcessEntry:
     """This process's own entry."""
 
     def __init__(self, directory: str, name: str, page: mmap.mmap, identity: dict[str, Any]):
@@ -90,7 +91,7 @@ class Entry:
             write_private(self.json_path, json.dumps(self.identity))
 
 
-def register(durable: bool) -> Entry | None:
+def register(durable: bool) -> ProcessEntry | None:
     """Make this process's entry; None (publishing goes on without it) when it cannot."""
     try:
         directory = subdir("procs")
@@ -116,13 +117,13 @@ def register(durable: bool) -> Entry | None:
             "boot": _liveness.boot_id(),
             "host": socket.gethostname(),
             "ancestors": _liveness.ancestors(),
-            "origin": _origin(),
+            "origin": _handoff.origin_pid(os.environ.get(ENV_CONTEXT)),
             "runs": [],
             "token_files": [],
             "durable": durable,
             "created": time.time(),
         }
-        entry = Entry(directory, name, page, identity)
+        entry = ProcessEntry(directory, name, page, identity)
         entry.write()
         return entry
     except OSError as exc:
@@ -140,17 +141,6 @@ def _registry_dir_for_message() -> str:
         return state_dir()
     except OSError:
         return "the state dir"
-
-
-def _origin() -> int | None:
-    raw = os.environ.get(ENV_CONTEXT)
-    if not raw:
-        return None
-    try:
-        origin = json.loads(raw).get("origin")
-    except (ValueError, AttributeError):
-        return None
-    return origin if isinstance(origin, int) else None
 
 
 # --------------------------------------------------------------------------- reading
@@ -198,7 +188,7 @@ class Found:
     def state(self) -> str:
         if self.alive:
             return "alive"
-        return "exited" if self.slots[9] & F_EXITED else "dead"
+        return "exited" if self.slots[S_FLAGS] & F_EXITED else "dead"
 
     def descends_from(self, pid: int, start: int | None) -> bool:
         for a_pid, a_start in self.identity.get("ancestors") or ():

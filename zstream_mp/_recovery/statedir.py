@@ -30,7 +30,7 @@ _cache: tuple[int, str | None, str] | None = None
 """(pid, the value of ZSTREAM_STATE_DIR it was computed for, the directory)."""
 
 
-class UnsafePathError(OSError):
+class _UnsafePathError(OSError):
     """A path in the state dir that is not provably this user's (internal; never escapes)."""
 
 
@@ -87,7 +87,7 @@ def subdir(name: str) -> str:
         os.mkdir(path, 0o700)
     problem = problem_with_dir(path)
     if problem is not None:
-        raise UnsafePathError(f"{path}: {problem}")
+        raise _UnsafePathError(f"{path}: {problem}")
     return path
 
 
@@ -123,7 +123,7 @@ def read_private(path: str) -> bytes:
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
-            raise UnsafePathError(f"{path} is not a private file of this user")
+            raise _UnsafePathError(f"{path} is not a private file of this user")
         chunks: list[bytes] = []
         while True:
             chunk = os.read(fd, 65536)

@@ -10,12 +10,12 @@ one, ``  hint: <what to try>``: never a traceback, raw JSON or a server's source
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 
-from zstream_mp._settings import env_token
+from zstream_mp._settings import env_token, server_or_default
 from zstream_mp._wire import DEFAULT_SERVER, ENV_SERVER, ENV_TOKEN, describe_detail
+from zstream_mp.cli._port_hint import zenml_version
 from zstream_mp.errors import (
     AuthenticationError,
     InvalidRequestError,
@@ -68,8 +68,7 @@ def add_connection_args(parser: argparse.ArgumentParser) -> None:
 
 def resolve(args: argparse.Namespace) -> tuple[str, str | None]:
     """(server, token) from the flags, else the environment, else the default server."""
-    server = args.server or os.environ.get(ENV_SERVER) or DEFAULT_SERVER
-    return server.rstrip("/"), args.token or env_token()
+    return server_or_default(args.server), args.token or env_token()
 
 
 def fail(message: str, code: int = EXIT_REFUSED, hint: str | None = None) -> int:
@@ -106,8 +105,6 @@ def report(exc: SubscribeError, server: str, run_id: str | None = None) -> int:
     status = f"{exc.status} " if exc.status else ""
     reason = _clean(exc.detail) if exc.detail is not None else str(exc)
     if isinstance(exc, AuthenticationError):
-        from zstream_mp.cli._port_hint import zenml_version
-
         zenml = zenml_version(server)
         return fail(
             f"{server} refused the request ({status}{reason})",

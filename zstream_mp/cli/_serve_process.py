@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from zstream_mp._wire import HEALTH_PATH
+from zstream_mp.errors import ServeFailed as ServeFailed  # what start_serve() raises
 
 BANNER_PREFIX = "zstream-mp serving on "
 
@@ -36,10 +37,6 @@ def url_from_banner(line: str) -> str | None:
     if not line.startswith(BANNER_PREFIX):
         return None
     return line[len(BANNER_PREFIX) :].strip() or None
-
-
-class ServeFailed(RuntimeError):
-    """``zstream-mp serve`` exited or stayed silent instead of serving; the message says why."""
 
 
 @dataclass

@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from zstream_mp._settings import checked_token, env_token
 from zstream_mp._wire import (
     AUTHORIZATION,
     BATCH_BODY_MAX,
@@ -21,6 +22,7 @@ from zstream_mp._wire import (
 from zstream_mp.cli._common import EXIT_REFUSED, EXIT_USAGE, Formatter
 from zstream_mp.cli._port_hint import listen_failure
 from zstream_mp.cli._serve_process import banner
+from zstream_mp.errors import ConfigurationError
 from zstream_mp.server.config import MAX_CONNECTIONS
 
 _CLIENT_AUTH = f"clients use {ENV_TOKEN}=<token> or '{AUTHORIZATION}: {bearer('<token>')}'"
@@ -261,8 +263,6 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_REFUSED
     import asyncio
 
-    from zstream_mp._settings import checked_token, env_token
-    from zstream_mp.errors import ConfigurationError
     from zstream_mp.server.config import redact_url
     from zstream_mp.server.runner import serve
 

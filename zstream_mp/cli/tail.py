@@ -14,6 +14,8 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from zstream_mp._settings import checked_token
+from zstream_mp._wire import ENV_TOKEN
 from zstream_mp.cli._common import (
     EXIT_OK,
     EXIT_SERVER_GONE,
@@ -25,6 +27,7 @@ from zstream_mp.cli._common import (
     resolve,
 )
 from zstream_mp.cli._printable import printable
+from zstream_mp.errors import ConfigurationError
 
 
 def register(subparsers: Any) -> None:
@@ -201,10 +204,8 @@ def _answers(server: str) -> bool:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from zstream_mp._settings import checked_token
-    from zstream_mp._wire import ENV_TOKEN
     from zstream_mp.consumer import subscribe
-    from zstream_mp.errors import ConfigurationError, SubscribeError
+    from zstream_mp.errors import SubscribeError
 
     server, token = resolve(args)
     try:

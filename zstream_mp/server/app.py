@@ -27,13 +27,13 @@ from zstream_mp._wire import (
     STREAM_PATH,
 )
 from zstream_mp.server import run_api, ui
-from zstream_mp.server.body import BodyParseError, BodyTimeout, BodyTooLarge, TooComplex
+from zstream_mp.server.body import refusal
 from zstream_mp.server.connections import ConnectionRegistry
 from zstream_mp.server.handlers import Handlers
 from zstream_mp.server.origins import HostPolicy, OriginGuard
 from zstream_mp.server.sse import CACHE_CONTROL
 from zstream_mp.server.state import ServerState, open_state
-from zstream_mp.server.zenml_errors import detail_response, exception_response
+from zstream_mp.server.zenml_errors import exception_response
 
 __all__ = ["ServerState", "create_app", "open_state"]
 
@@ -53,17 +53,12 @@ def _guarded(
     async def endpoint(request: Request) -> Response:
         try:
             return await handler(request)
-        except BodyTooLarge:
-            return Response(status_code=413)
-        except TooComplex as exc:
-            return detail_response(413, str(exc))
-        except BodyTimeout:
-            return detail_response(408, "The request body did not arrive in time.")
-        except BodyParseError as exc:
-            return exc.response
         except ClientDisconnect:
             return Response(status_code=400)
         except Exception as exc:
+            refused = refusal(exc)  # a body refused by its size, time or parse cost
+            if refused is not None:
+                return refused
             logger.exception("unexpected error handling %s %s", request.method, request.url.path)
             return exception_response(400, type(exc).__name__, str(exc))
 
@@ -125,7 +120,7 @@ class _RequestMarks:
 def create_app(state: ServerState) -> Starlette:
     """The Starlette app; its lifespan shuts subscribers down and closes the broker."""
     handlers = Handlers(state)
-    runs = run_api.RunAPI(state, handlers._gate)
+    runs = run_api.RunAPI(state, handlers.gate)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

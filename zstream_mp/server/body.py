@@ -19,21 +19,24 @@ from starlette.responses import Response
 
 from zstream_mp.server.zenml_errors import detail_response, validation_error
 
-
-class BodyTooLarge(Exception):
-    """The body grew past the limit while streaming in."""
+__all__ = ["declared_too_large", "json_body", "read_body", "refusal"]
 
 
-class BodyTimeout(Exception):
-    """The body did not arrive within the body read timeout."""
-
-
-class BodyParseError(Exception):
-    """The body is not what the endpoint can validate; `response` is ZenML's answer."""
+class _Refused(Exception):
+    """A body this module will not read or parse; `response` is the answer for it."""
 
     def __init__(self, response: Response) -> None:
         super().__init__(response.status_code)
         self.response = response
+
+
+def refusal(exc: BaseException) -> Response | None:
+    """The answer for a body `read_body()` or `json_body()` refused, else None."""
+    return exc.response if isinstance(exc, _Refused) else None
+
+
+def _too_large() -> _Refused:
+    return _Refused(Response(status_code=413))
 
 
 def declared_too_large(request: Request, limit: int) -> bool:
@@ -49,7 +52,7 @@ async def read_body(request: Request, limit: int, timeout: float | None = None) 
     """The whole body, refused as soon as more than `limit` bytes have arrived, or when it
     has not all arrived `timeout` seconds after the first read."""
     if declared_too_large(request, limit):
-        raise BodyTooLarge()
+        raise _too_large()
     chunks: list[bytes] = []
     size = 0
     try:
@@ -57,18 +60,11 @@ async def read_body(request: Request, limit: int, timeout: float | None = None) 
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > limit:
-                    raise BodyTooLarge()
+                    raise _too_large()
                 chunks.append(chunk)
     except TimeoutError:
-        raise BodyTimeout() from None
+        raise _Refused(detail_response(408, "The request body did not arrive in time.")) from None
     return b"".join(chunks)
-
-
-class TooComplex(Exception):
-    """The body holds more JSON arrays and objects than the endpoint parses."""
-
-    def __init__(self, containers: int) -> None:
-        super().__init__(f"Request body holds more than {containers} JSON arrays and objects.")
 
 
 async def json_body(
@@ -81,7 +77,7 @@ async def json_body(
 ) -> Any:
     """The body as FastAPI hands it to validation: parsed JSON, raw bytes, or None.
 
-    `containers` bounds the parse (see the module docstring): above it `TooComplex`.
+    `containers` bounds the parse (see the module docstring): above it a 413.
     """
     raw = await read_body(request, limit, timeout)
     if not raw:
@@ -97,7 +93,8 @@ async def json_body(
     if not (subtype == "json" or subtype.endswith("+json")):
         return raw
     if containers is not None and raw.count(b"[") + raw.count(b"{") > containers:
-        raise TooComplex(containers)
+        too_many = f"Request body holds more than {containers} JSON arrays and objects."
+        raise _Refused(detail_response(413, too_many))
     try:
         return json.loads(raw)
     except json.JSONDecodeError as exc:
@@ -108,6 +105,6 @@ async def json_body(
             "input": {},
             "ctx": {"error": exc.msg},
         }
-        raise BodyParseError(validation_error([error], context)) from exc
+        raise _Refused(validation_error([error], context)) from exc
     except Exception as exc:  # bad UTF-8, nesting too deep, ...
-        raise BodyParseError(detail_response(400, "There was an error parsing the body")) from exc
+        raise _Refused(detail_response(400, "There was an error parsing the body")) from exc

@@ -26,22 +26,20 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from zstream_mp._wire import (
     AUTHORIZATION,
     CURSOR_MAX,
-    ENVELOPE_BYTES_MAX,
     EVENTS_PATH,
     IDEMPOTENCY_KEY,
-    IDEMPOTENCY_KEY_MAX,
     IDEMPOTENT_REPLAYED,
     LAST_EVENT_ID,
-    RESERVED_KINDS,
     RUN_BODY_MAX,
     RUN_END_PATH,
     RUNS_PATH,
     STREAM_PATH,
 )
+from zstream_mp.errors import BrokerFullError
 from zstream_mp.server.auth import bearer_token
+from zstream_mp.server.batch_checks import bad_idempotency_key, encoded_events
 from zstream_mp.server.body import json_body
 from zstream_mp.server.broadcaster import ShuttingDownError, StreamCapacityError
-from zstream_mp.server.brokers import BrokerFullError
 from zstream_mp.server.brokers.base import shown_cursor
 from zstream_mp.server.framing import END, PING, EventFilter, frame_for
 from zstream_mp.server.idempotency import (
@@ -55,9 +53,7 @@ from zstream_mp.server.idempotency import (
 )
 from zstream_mp.server.models import (
     END_FRAME_BYTES,
-    EventFrame,
     StreamBatchRequest,
-    encode_frame,
     parse_uuid,
 )
 from zstream_mp.server.runs import not_found_message
@@ -96,32 +92,6 @@ def _replayed(response: Response, replayed: bool) -> Response:
     return response
 
 
-def _bad_idempotency_key(key: str) -> str | None:
-    """Why a client's `Idempotency-Key` is refused (400), or None when it is usable."""
-    if len(key) > IDEMPOTENCY_KEY_MAX:
-        return f"{IDEMPOTENCY_KEY} is longer than {IDEMPOTENCY_KEY_MAX} characters."
-    if not (key.isascii() and key.isprintable()):
-        return f"{IDEMPOTENCY_KEY} must be printable ASCII."
-    return None
-
-
-def _refuse_lone_surrogates(payload: dict[str, Any]) -> None:
-    """`ValueError` when a payload key holds a lone surrogate (`\\ud800`).
-
-    pydantic refuses one in a value but writes one in a key as U+FFFD, so the stored
-    event would differ from the published one; keys are refused as values are. One C-speed
-    encode of the payload (already bounded by the body's size and parse cost).
-    """
-    try:
-        json.dumps(payload, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError(
-            "Event payload holds a lone surrogate (in a key or a value), which UTF-8 cannot encode."
-        ) from None
-    except (TypeError, ValueError):
-        pass  # parsed from JSON, so always encodable; pydantic's encoder already took it
-
-
 def _path_run_id(request: Request) -> tuple[UUID | None, list[dict[str, Any]]]:
     try:
         return parse_uuid(request.path_params["run_id"]), []
@@ -144,7 +114,7 @@ class Handlers:
         self._end_ctx = endpoint_context(Handlers.end_run, f"POST {RUN_END_PATH}")
 
     # -- shared checks -----------------------------------------------------------------
-    def _gate(self, request: Request, right: str) -> Response | None:
+    def gate(self, request: Request, right: str) -> Response | None:
         """Auth (401/403), then streaming enabled (501)."""
         failure = self.state.auth.check(request.headers.get(AUTHORIZATION, ""), right)
         if failure is not None:
@@ -160,7 +130,7 @@ class Handlers:
 
     def _run_of(self, request: Request, right: str, context: str) -> UUID | Response:
         """The path's run, or the refusal: auth (401/403/501), validation (422), lookup (404)."""
-        gate = self._gate(request, right)
+        gate = self.gate(request, right)
         if gate is not None:
             return gate
         run_id, errors = _path_run_id(request)
@@ -170,13 +140,34 @@ class Handlers:
 
     # -- POST /api/v1/runs/{run_id}/events -----------------------------------------------
     async def publish_run_events(self, request: Request) -> Response:
-        gate = self._gate(request, "write")
+        """Auth and the key's shape, then the body (422), the run (404), each event
+        (400/413/422), then the append: once per `Idempotency-Key` when one is given."""
+        gate = self.gate(request, "write")
         if gate is not None:
             return gate
         key = request.headers.get(IDEMPOTENCY_KEY) or None
-        bad_key = _bad_idempotency_key(key) if key is not None else None
+        bad_key = bad_idempotency_key(key) if key is not None else None
         if bad_key is not None:
             return exception_response(400, "ValueError", bad_key)
+        read = await self._read_batch(request)
+        if isinstance(read, Response):
+            return read
+        run_id, batch = read
+        missing = self._unknown_run(run_id)
+        if missing is not None:
+            return missing
+        if not batch.events:
+            return JSONResponse({"count": 0, "last_id": None})
+        payloads = encoded_events(batch, run_id)
+        if isinstance(payloads, Response):
+            return payloads
+        if key is None:
+            return await self._publish(run_id, payloads)
+        scope = caller_scope(bearer_token(request.headers.get(AUTHORIZATION, "")), str(run_id))
+        return await self._publish_once(run_id, payloads, scope, key)
+
+    async def _read_batch(self, request: Request) -> tuple[UUID, StreamBatchRequest] | Response:
+        """The path's run id and the validated body, or ZenML's 422 naming every error."""
         config = self.state.config
         body = await json_body(
             request,
@@ -198,50 +189,14 @@ class Handlers:
                 errors.extend(prefixed(exc, "body"))
         if errors or run_id is None or batch is None:
             return validation_error(errors, self._publish_ctx)
-        missing = self._unknown_run(run_id)
-        if missing is not None:
-            return missing
-        if not batch.events:
-            return JSONResponse({"count": 0, "last_id": None})
-        payloads: list[bytes] = []
-        for event in batch.events:
-            if event.pipeline_run_id != run_id:
-                return exception_response(
-                    400,
-                    "ValueError",
-                    f"Event pipeline_run_id {event.pipeline_run_id} does not "
-                    f"match URL run id {run_id}.",
-                )
-            if event.kind in RESERVED_KINDS:
-                return exception_response(
-                    400,
-                    "ValueError",
-                    f"Event kind {event.kind!r} collides with a reserved SSE "
-                    f"control name ({sorted(RESERVED_KINDS)})",
-                )
-            if "\n" in event.kind or "\r" in event.kind:
-                # ZenML accepts it and then shows it only as a `cursor` frame
-                return exception_response(
-                    400,
-                    "ValueError",
-                    f"Event kind {event.kind[:64]!r} contains a line break, which an SSE "
-                    "event name cannot carry.",
-                )
-            try:
-                payload = encode_frame(EventFrame(event=event))
-                _refuse_lone_surrogates(event.payload)
-            except ValueError as exc:  # lone surrogates: JSON allows them, UTF-8 does not
-                # ZenML maps ValueError subclasses to its last ValueError entry: 422
-                return exception_response(422, "ValueError", str(exc))
-            if len(payload) > ENVELOPE_BYTES_MAX:
-                return detail_response(
-                    413, f"Event exceeds {ENVELOPE_BYTES_MAX} bytes (was {len(payload)})."
-                )
-            payloads.append(payload)
-        if key is None:
-            return await self._publish(run_id, payloads)
+        return run_id, batch
+
+    async def _publish_once(
+        self, run_id: UUID, payloads: list[bytes], scope: str, key: str
+    ) -> Response:
+        """Append under an `Idempotency-Key`: a repeat gets the stored answer, a key reused
+        with another body 422, a key still in flight elsewhere 409."""
         store = self.state.idempotency
-        scope = caller_scope(bearer_token(request.headers.get(AUTHORIZATION, "")), str(run_id))
         fp = fingerprint(payloads)
         for _ in range(_CLAIM_ATTEMPTS):
             try:
@@ -396,7 +351,7 @@ class Handlers:
 
     # -- run lifecycle (not in ZenML) ---------------------------------------------------
     async def create_run(self, request: Request) -> Response:
-        gate = self._gate(request, "write")
+        gate = self.gate(request, "write")
         if gate is not None:
             return gate
         body = await json_body(

@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import secrets
 import time
 from abc import ABC, abstractmethod
@@ -36,6 +37,8 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+
+from zstream_mp.errors import BrokerConnectionError
 
 Result = dict[str, Any]
 
@@ -185,8 +188,6 @@ class RedisIdempotency(IdempotencyStore):
         return self._prefix + digest.hexdigest()
 
     async def claim(self, scope: str, key: str, fp: str) -> Outcome:
-        from zstream_mp.server.brokers import BrokerConnectionError
-
         name = self._key(scope, key)
         pending = json.dumps({"fp": fp, "result": None, "claim": secrets.token_hex(16)})
         deadline = time.monotonic() + PENDING_TTL
@@ -221,8 +222,6 @@ class RedisIdempotency(IdempotencyStore):
                 record = json.dumps({"fp": fp, "result": result})
                 await self._client.set(name, record, px=self._ttl_ms)
         except Exception:  # the batch is stored; a lost record only risks a duplicate
-            import logging
-
             logging.getLogger("zstream_mp.server").warning(
                 "could not store the idempotency record for a published batch"
             )

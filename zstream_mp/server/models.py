@@ -8,6 +8,7 @@ telling this server from ZenML's, and lets both share one Redis.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Annotated, Any, Literal, Optional, Union
 from uuid import UUID
@@ -104,8 +105,6 @@ def decode_frame(payload: bytes) -> DecodedFrame:
         return _frame_adapter.validate_json(payload)
     except ValidationError:
         pass
-    import json
-
     try:
         parsed = json.loads(payload)
     except (ValueError, UnicodeDecodeError, RecursionError):

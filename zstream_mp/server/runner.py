@@ -1,4 +1,5 @@
-"""Running the app under uvicorn: in the foreground (CLI) or in a background thread (demo).
+"""Running the app under uvicorn: in the foreground (CLI) or in a background thread
+(`EmbeddedServer`: the demo, the benchmarks, the tests).
 
 The listening socket is bound before uvicorn starts, so `--port 0` can report its real
 port, and the broker is probed first, so a server that prints its URL is ready to use.

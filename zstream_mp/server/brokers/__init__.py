@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from zstream_mp.server.brokers.base import (
-    BrokerConnectionError,
-    BrokerEntry,
-    BrokerFullError,
-    StreamBroker,
-)
+from zstream_mp.errors import BrokerConnectionError, BrokerFullError
+from zstream_mp.server.brokers.base import BrokerEntry, StreamBroker
 
 
 def stream_key(deployment_id: str, run_id: str) -> str:

@@ -15,14 +15,6 @@ class BrokerEntry(NamedTuple):
     payload: bytes
 
 
-class BrokerConnectionError(Exception):
-    """Transient broker failure; callers answer 503 or emit `gap: outage` and retry."""
-
-
-class BrokerFullError(BrokerConnectionError):
-    """The broker refuses to hold more (the memory broker's byte cap); the server answers 503."""
-
-
 def shown_cursor(cursor: str) -> str:
     """A cursor as ZenML's message quotes it (`repr`), cut short when it is long."""
     return repr(cursor) if len(cursor) <= 64 else repr(cursor[:64]) + "…"
@@ -56,10 +48,6 @@ class StreamBroker(ABC):
     @abstractmethod
     async def oldest_id(self, stream_key: str) -> str | None:
         """Id of the oldest retained entry, so a lagging reader can tell whether it lost any."""
-
-    @abstractmethod
-    async def delete_stream(self, stream_key: str) -> None:
-        """Drop a stream."""
 
     @abstractmethod
     async def close(self) -> None:

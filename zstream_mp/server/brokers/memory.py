@@ -33,12 +33,8 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 
-from zstream_mp.server.brokers.base import (
-    BrokerEntry,
-    BrokerFullError,
-    StreamBroker,
-    shown_cursor,
-)
+from zstream_mp.errors import BrokerFullError
+from zstream_mp.server.brokers.base import BrokerEntry, StreamBroker, shown_cursor
 from zstream_mp.server.brokers.run_meta import BatchFacts, RunMeta
 
 _CURSOR = re.compile(r"^\d{1,20}$")
@@ -266,12 +262,6 @@ class InMemoryBroker(StreamBroker):
             if stream is not None:
                 found[key] = stream.meta
         return found
-
-    async def delete_stream(self, stream_key: str) -> None:
-        stream = self._streams.get(stream_key)
-        if stream is not None:
-            self._drop(stream_key, stream)
-            self._notify()
 
     async def close(self) -> None:
         self._streams.clear()

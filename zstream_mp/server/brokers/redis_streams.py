@@ -20,12 +20,8 @@ import re
 import time
 from typing import Any
 
-from zstream_mp.server.brokers.base import (
-    BrokerConnectionError,
-    BrokerEntry,
-    StreamBroker,
-    shown_cursor,
-)
+from zstream_mp.errors import BrokerConnectionError
+from zstream_mp.server.brokers.base import BrokerEntry, StreamBroker, shown_cursor
 from zstream_mp.server.brokers.run_meta import MAX_PIDS, MAX_STEPS, BatchFacts, RunMeta
 
 _FIELD = b"p"
@@ -351,13 +347,6 @@ class RedisStreamsBroker(StreamBroker):
                 found = [row for row in found if row > cursor]
         found.sort(reverse=newest_first)
         return found[:limit]
-
-    async def delete_stream(self, stream_key: str) -> None:
-        client = await self._client("write")
-        try:
-            await client.delete(stream_key)
-        except Exception as exc:
-            raise BrokerConnectionError(str(exc)) from exc
 
     async def close(self) -> None:
         self._closed = True

@@ -16,7 +16,7 @@ import pytest
 
 from zstream_mp._recovery import statedir
 from zstream_mp._recovery.statedir import (
-    UnsafePathError,
+    _UnsafePathError,
     problem_with_dir,
     read_private,
     state_dir,
@@ -128,18 +128,18 @@ def test_a_subdir_that_is_not_ours_is_an_unsafe_path() -> None:
     path = Path(state_dir()) / "spool"
     path.mkdir(mode=0o700)
     path.chmod(0o755)
-    with pytest.raises(UnsafePathError, match="0755"):
+    with pytest.raises(_UnsafePathError, match="0755"):
         subdir("spool")
     other = Path(state_dir()) / "elsewhere"
     other.mkdir(mode=0o700)
     (Path(state_dir()) / "linked").symlink_to(other)
-    with pytest.raises(UnsafePathError, match="symbolic link"):
+    with pytest.raises(_UnsafePathError, match="symbolic link"):
         subdir("linked")
 
 
 def test_unsafe_path_is_an_os_error() -> None:
     """Callers that keep going without the disk catch `OSError`; this must be one."""
-    assert issubclass(UnsafePathError, OSError)
+    assert issubclass(_UnsafePathError, OSError)
 
 
 def test_write_private_is_0600_and_leaves_no_temp_file(tmp_path: Path) -> None:
@@ -172,7 +172,7 @@ def test_read_private_refuses_a_file_others_can_read(tmp_path: Path) -> None:
     path = tmp_path / "open"
     path.write_text("secret")
     path.chmod(0o644)
-    with pytest.raises(UnsafePathError):
+    with pytest.raises(_UnsafePathError):
         read_private(str(path))
 
 
@@ -188,7 +188,7 @@ def test_read_private_never_follows_a_symlink(tmp_path: Path) -> None:
 def test_read_private_refuses_a_fifo_without_blocking(tmp_path: Path) -> None:
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo, 0o600)
-    with pytest.raises(UnsafePathError):
+    with pytest.raises(_UnsafePathError):
         read_private(str(fifo))
 
 

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from zstream_mp._stats import S_PUBLISHED, Counters, PublisherStats
+from zstream_mp._stats import DROP_REASONS, S_DROPPED, S_PUBLISHED, Counters, PublisherStats
 
 Item = tuple[Any, bytes]
 """``(destination, event bytes)``."""
@@ -119,6 +119,8 @@ class Queue(Protocol):
         """The counters as a stats value."""
 
 
+S_OVERFLOW = S_DROPPED + DROP_REASONS.index("overflow")
+"""The counter page's slot of drops by overflow, counted by `append` itself."""
 GIVEN_UP = ("rejected", "failed", "spool_full")
 """Drops that make a flush say False. Not ``muted`` (the server has streaming off: ZenML's
 publisher drops silently there too) nor ``overflow`` (newer events pushed out older ones)."""
@@ -161,10 +163,11 @@ class EventQueue:
                 return False
             slot = self._last_slot if dest is self._last_dest else self._slot_of(dest)
             items = self._items
-            if len(items) >= self._maxsize:
-                self._counters.dropped["overflow"] += 1
+            page = self._counter_page
+            if len(items) >= self._maxsize:  # the deque drops the oldest: count it here,
+                page[S_OVERFLOW] += 1  # in the page (a `dropped[...]` update is 2 calls)
             items.append((slot, event))
-            self._counter_page[S_PUBLISHED] += 1
+            page[S_PUBLISHED] += 1
             if self._taker_waiting:
                 self._has_work.notify()
             return not self._taker

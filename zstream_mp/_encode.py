@@ -92,6 +92,11 @@ def _finite(value: Any) -> Any:
 
 
 def _check_keys(payload: dict[str, Any]) -> None:
+    try:
+        "".join(payload)  # a TypeError unless every key is a str: C speed for the common case
+        return
+    except TypeError:
+        pass
     for key in payload:
         if not isinstance(key, str):
             raise InvalidEventError(
@@ -122,29 +127,38 @@ def _refuse(value: Any) -> Any:
     raise TypeError
 
 
-def _orjson_encoder() -> Encoder | None:
-    """orjson's encoder with the stdlib encoder behind it for what orjson refuses; None
-    when orjson is not installed or writes anything differently from the stdlib encoder."""
+class Orjson:
+    """orjson's `dumps` with the options the rules need, for a caller that calls it itself
+    (one Python frame fewer than `encode`) and falls back to `encode_stdlib` on TypeError."""
+
+    def __init__(self, dumps: Callable[..., bytes], options: int) -> None:
+        self.dumps = dumps
+        self.default = _refuse
+        self.options = options
+
+    def encode(self, payload: dict[str, Any]) -> bytes:
+        try:
+            return self.dumps(payload, _refuse, self.options)
+        except TypeError:  # orjson.JSONEncodeError: big int, non-str key, a passed-through type
+            return encode_stdlib(payload)
+
+
+def _orjson() -> Orjson | None:
+    """orjson, with the stdlib encoder behind it for what orjson refuses; None when orjson
+    is not installed or writes anything differently from the stdlib encoder."""
     try:
         import orjson
     except ImportError:
         return None
-    dumps = orjson.dumps
-    options = (
+    fast = Orjson(
+        orjson.dumps,
         orjson.OPT_PASSTHROUGH_SUBCLASS
         | orjson.OPT_PASSTHROUGH_DATACLASS
-        | orjson.OPT_PASSTHROUGH_DATETIME
+        | orjson.OPT_PASSTHROUGH_DATETIME,
     )
-
-    def encode_orjson(payload: dict[str, Any]) -> bytes:
-        try:
-            return dumps(payload, _refuse, options)
-        except TypeError:  # orjson.JSONEncodeError: big int, non-str key, a passed-through type
-            return encode_stdlib(payload)
-
-    if any(encode_orjson(probe) != encode_stdlib(probe) for probe in _PROBES):
+    if any(fast.encode(probe) != encode_stdlib(probe) for probe in _PROBES):
         return None  # an orjson whose number or string format differs: not used
-    return encode_orjson
+    return fast
 
 
 _PROBES: list[dict[str, Any]] = [
@@ -154,8 +168,9 @@ _PROBES: list[dict[str, Any]] = [
 ]
 """Inputs on which an installed orjson must match the stdlib encoder to be used."""
 
-encode_fast = _orjson_encoder()
+ORJSON = _orjson()
 """orjson's encoder, None without the `fast` extra."""
+encode_fast: Encoder | None = ORJSON.encode if ORJSON is not None else None
 ENCODERS: dict[str, Encoder] = {"stdlib": encode_stdlib}
 if encode_fast is not None:
     ENCODERS["orjson"] = encode_fast

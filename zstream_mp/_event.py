@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from json.encoder import encode_basestring
 from typing import Any
 
-from zstream_mp._encode import ENCODERS, Encoder, encode_fast, encode_stdlib
+from zstream_mp._encode import ENCODERS, ORJSON, Encoder, Orjson, encode_fast, encode_stdlib
 from zstream_mp._wire import (
     ENVELOPE_BYTES_MAX,
     ENVELOPE_OVERHEAD,
@@ -21,12 +21,15 @@ from zstream_mp.errors import InvalidEventError, PayloadTooLargeError, ReservedK
 
 encode_json: Encoder = encode_fast or encode_stdlib
 """The payload encoder `publish()` uses: orjson's when the `fast` extra is installed."""
+fast: Orjson | None = ORJSON
+"""orjson, when `encode_json` is its encoder: `publish()` calls its `dumps` itself."""
 
 
 def use_encoder(name: str) -> None:
     """Make `publish()` use encoder `name` (`stdlib`, or `orjson` when installed)."""
-    global encode_json
+    global encode_json, fast
     encode_json = ENCODERS[name]
+    fast = ORJSON if name == "orjson" else None
 
 
 known_kinds: dict[str, bytes] = {}
@@ -65,7 +68,11 @@ def encode_payload(payload: Any) -> bytes:
         if not isinstance(payload, Mapping):
             raise InvalidEventError(f"payload must be a dict, not {type(payload).__name__}")
         payload = dict(payload)
-    encoded = encode_json(payload)
+    return check_payload_size(encode_json(payload))
+
+
+def check_payload_size(encoded: bytes) -> bytes:
+    """`encoded`, or PayloadTooLargeError when it is over 65,536 bytes."""
     if len(encoded) > PAYLOAD_BYTES_MAX:
         raise PayloadTooLargeError(
             f"Payload encoded size ({len(encoded)} bytes) exceeds the maximum of "
@@ -100,7 +107,11 @@ def encode_tail(correlation_id: Any, index: Any) -> bytes:
 
 def assemble(prefix: bytes, kind: bytes, tail: bytes, payload: bytes) -> bytes:
     """The full 7-field event; raises if its broker envelope would exceed 69,632 bytes."""
-    event = b"".join((prefix, kind, tail, payload, b"}"))
+    return check_event_size(b"".join((prefix, kind, tail, payload, b"}")))
+
+
+def check_event_size(event: bytes) -> bytes:
+    """`event`, or PayloadTooLargeError when its broker envelope is over 69,632 bytes."""
     size = len(event) + ENVELOPE_OVERHEAD
     if size > ENVELOPE_BYTES_MAX:
         raise PayloadTooLargeError(

@@ -133,6 +133,8 @@ class EventQueue:
 
     def __init__(self, maxsize: int, counters: Counters | None = None) -> None:
         self._lock = threading.RLock()
+        self._acquire = self._lock.acquire
+        self._release = self._lock.release
         self._has_work = threading.Condition(self._lock)
         self._drained = threading.Condition(self._lock)
         self._items: deque[tuple[int, bytes]] = deque(maxlen=maxsize)
@@ -156,8 +158,10 @@ class EventQueue:
     # ------------------------------------------------------------------ publish()
 
     def append(self, dest: Any, event: bytes) -> bool:
-        # publish()'s path, kept to one call (each call is ~2% of a publish)
-        with self._lock:
+        # publish()'s path, kept to one call (each call is ~4% of a publish); the lock's
+        # bound methods instead of `with` (~70 ns less)
+        self._acquire()
+        try:
             if self._muted:
                 self._counters.dropped["muted"] += 1
                 return False
@@ -171,6 +175,8 @@ class EventQueue:
             if self._taker_waiting:
                 self._has_work.notify()
             return not self._taker
+        finally:
+            self._release()
 
     def _slot_of(self, dest: Any) -> int:
         """The table slot of ``dest``; the table restarts whenever the queue is empty, so it

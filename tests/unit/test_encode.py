@@ -230,7 +230,7 @@ def test_publish_uses_the_fast_encoder_when_installed_and_can_be_told_otherwise(
         assert _event.encode_json is _encode.encode_stdlib
         assert _event.encode_payload({"n": math.nan}) == b'{"n":null}'
     finally:
-        _event.encode_json = FAST or _encode.encode_stdlib
+        _event.use_encoder("orjson" if FAST else "stdlib")
 
 
 def test_an_orjson_that_writes_differently_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -238,6 +238,6 @@ def test_an_orjson_that_writes_differently_is_not_used(monkeypatch: pytest.Monke
     orjson = pytest.importorskip("orjson", reason="orjson (the `fast` extra) is not installed")
     real = orjson.dumps
     monkeypatch.setattr(orjson, "dumps", lambda *a: real(*a).replace(b"e+16", b"e16"))
-    assert _encode._orjson_encoder() is None
+    assert _encode._orjson() is None
     monkeypatch.setattr(orjson, "dumps", real)
-    assert _encode._orjson_encoder() is not None
+    assert _encode._orjson() is not None

@@ -8,6 +8,8 @@ Prints, from one run:
   its ratio is to the floor measured alone (no sender running), like ``publish() alone``.
   The like-for-like comparison, both publishers real in one ZenML step, is
   ``benchmarks/zenml_step.py``;
+* ns per ``publish()`` per payload encoder (the stdlib's, orjson's with the `fast` extra),
+  84 bytes and 65,000 bytes, queue free and full, next to the floor of the same payload;
 * end-to-end events/s from one process to our server, next to the server's ingest ceiling
   (one keep-alive client posting pre-encoded batches of the same size).
 
@@ -361,6 +363,32 @@ def main() -> None:
             "Caller's cost per call (median of bursts of 4,000; ratio to the floor in the "
             "same interpreter)",
             ["what", "ns/call", "vs floor"],
+            rows,
+        )
+
+        paths = _run_child(sys.executable, "paths", url, str(args.bursts))
+        rows = []
+        for encoder in ("stdlib", "orjson"):
+            for size in ("84B", "64KiB"):
+                for state in ("free", "full"):
+                    value = paths.get(f"{encoder}_{size}_{state}_ns")
+                    if value is None:
+                        continue
+                    floor = paths[f"floor_{size}_{encoder}_{state}_ns"]
+                    rows.append(
+                        [
+                            f"{encoder}, {size}, queue {state}",
+                            f"{value:,.0f}",
+                            f"{floor:,.0f}",
+                            f"{value / floor:.2f}x",
+                        ]
+                    )
+        if "orjson_84B_free_ns" not in paths:
+            rows.append(["orjson", "n/a", "", "the fast extra is not installed"])
+        table(
+            "publish() per payload encoder (caller's CPU time, median of bursts of 2,000; the "
+            "floor is json.dumps + deque.append of the same payload, same process)",
+            ["encoder, payload, queue", "ns/call", "floor ns/call", "vs floor"],
             rows,
         )
 

@@ -7,6 +7,10 @@ its own context lookup, its own queue, its own sender thread, the real server.
 
 * ``call_ns``: ns per ``publish()`` in the caller's thread, calls in bursts of 2,000 with a
   ``flush()`` between bursts (so neither queue overflows and both senders are sending);
+* ``call_ns_full``: the same with the queue full: 100,000 publishes in a tight loop, every
+  one past the first ~4,096 dropping the oldest event (both publishers drop the oldest);
+  ours is measured with each payload encoder it has here (``zstream_mp``: the stdlib's,
+  ``zstream_mp_fast``: orjson's, when the `fast` extra is importable);
 * ``events_per_s``: events delivered per second, 20,000 events in bursts of 4,000, each
   burst flushed (the rate counts only what was delivered; drops are reported);
 * ``latency_ms``: publish → SSE arrival at 100 events/s, read by a subscriber of the same
@@ -18,6 +22,7 @@ its own context lookup, its own queue, its own sender thread, the real server.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 import threading
@@ -33,6 +38,8 @@ from zenml.steps import get_step_context
 import zstream_mp
 
 OUT = Path(sys.argv[1] if len(sys.argv) > 1 else "zenml_step_bench.json")
+CALLS_ONLY = os.environ.get("ZSTREAM_BENCH_CALLS_ONLY") == "1"
+"""Measure the caller's cost only (no throughput, ceiling or latency)."""
 PAYLOAD = {"worker": "w0", "seq": 0, "text": "the quick brown fox jumps over the lazy dog"}
 PUBLISHERS = {"zenml": zenml_streaming, "zstream_mp": zstream_mp}
 
@@ -47,6 +54,37 @@ def _call_cost(module: Any, kind: str, bursts: int = 5, burst: int = 2000) -> fl
         per_call.append((time.perf_counter_ns() - started) / burst)
         module.flush(60.0)
     return statistics.median(per_call)
+
+
+def _variants() -> dict[str, tuple[Any, str | None]]:
+    """Publishers measured for the caller's cost: ZenML's, and ours per payload encoder."""
+    from zstream_mp import _encode
+
+    found: dict[str, tuple[Any, str | None]] = {
+        "zenml": (zenml_streaming, None),
+        "zstream_mp": (zstream_mp, "stdlib"),
+    }
+    if "orjson" in _encode.ENCODERS:
+        found["zstream_mp_fast"] = (zstream_mp, "orjson")
+    return found
+
+
+def _use(encoder: str | None) -> None:
+    if encoder is not None:
+        from zstream_mp import _event
+
+        _event.use_encoder(encoder)
+
+
+def _call_cost_full(module: Any, kind: str, calls: int = 100_000) -> float:
+    """ns per call of `calls` publishes in a tight loop: the queue fills and drops the oldest."""
+    publish = module.publish
+    started = time.perf_counter_ns()
+    for _ in range(calls):
+        publish(PAYLOAD, kind=kind)
+    per_call = (time.perf_counter_ns() - started) / calls
+    module.flush(60.0)
+    return per_call
 
 
 def _throughput(module: Any, kind: str, events: int = 20_000, burst: int = 4000) -> float:
@@ -129,13 +167,25 @@ def bench() -> int:
     assert context is not None and context.server and context.token
     server, token = context.server, context.token
     results: dict[str, Any] = {"python": sys.version.split()[0]}
-    for name, module in PUBLISHERS.items():  # warm both: threads, clients, caches
+    variants = _variants()
+    for name, (module, encoder) in variants.items():  # warm all: threads, clients, caches
+        _use(encoder)
         _call_cost(module, f"warm-{name}", bursts=1, burst=200)
-    costs: dict[str, list[float]] = {name: [] for name in PUBLISHERS}
-    for _ in range(3):
-        for name, module in PUBLISHERS.items():
+    costs: dict[str, list[float]] = {name: [] for name in variants}
+    full: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(3):  # interleaved: the step's machine drifts over a run
+        for name, (module, encoder) in variants.items():
+            _use(encoder)
             costs[name].append(_call_cost(module, f"cost-{name}"))
+            full[name].append(_call_cost_full(module, f"full-{name}"))
+    _use("stdlib")  # what follows is measured without the extra
     results["call_ns"] = {k: statistics.median(v) for k, v in costs.items()}
+    results["call_ns_full"] = {k: statistics.median(v) for k, v in full.items()}
+    results["dropped_full"] = {"zstream_mp": dict(zstream_mp.stats().dropped)}
+    if CALLS_ONLY:
+        OUT.write_text(json.dumps(results))
+        return 0
+    dropped_before = dict(zstream_mp.stats().dropped)
     rates: dict[str, list[float]] = {name: [] for name in PUBLISHERS}
     ceilings: list[float] = []
     for _ in range(3):  # interleaved: the server's pace drifts over a run
@@ -143,7 +193,8 @@ def bench() -> int:
             rates[name].append(_throughput(module, f"tput-{name}"))
         ceilings.append(_ceiling(server, token, ids))
     results["events_per_s"] = {k: max(v) for k, v in rates.items()}
-    results["dropped"] = {"zstream_mp": dict(zstream_mp.stats().dropped)}
+    dropped = {k: n - dropped_before.get(k, 0) for k, n in zstream_mp.stats().dropped.items()}
+    results["dropped"] = {"zstream_mp": dropped}
     results["ceiling"] = max(ceilings)
     lat = _Latency(server, token, run_id)
     for name, module in PUBLISHERS.items():

@@ -8,6 +8,8 @@ Prints, from one run:
   its ratio is to the floor measured alone (no sender running), like ``publish() alone``.
   The like-for-like comparison, both publishers real in one ZenML step, is
   ``benchmarks/zenml_step.py``;
+* ns per ``publish()`` per payload encoder (the stdlib's, orjson's with the `fast` extra),
+  84 bytes and 65,000 bytes, queue free and full, next to the floor of the same payload;
 * end-to-end events/s from one process to our server, next to the server's ingest ceiling
   (one keep-alive client posting pre-encoded batches of the same size).
 
@@ -100,6 +102,78 @@ def _child_call_cost(url: str, bursts: int) -> dict[str, float]:
         calls.append(publish_burst(False))  # the queue overflows: drop-oldest, counted
     results["publish_alone_ns"] = statistics.median(calls)
     results["floor_alone_ns"] = statistics.median(floors)
+    return results
+
+
+LARGE = 65_000
+"""Bytes of compact JSON of the large payload (the payload limit is 65,536)."""
+
+
+def large_payload() -> dict[str, object]:
+    """A payload of `LARGE` bytes of compact JSON: a sequence number and one long text."""
+    base = len(json.dumps({"seq": 0, "text": ""}, separators=(",", ":")))
+    return {"seq": 0, "text": "x" * (LARGE - base - 4)}
+
+
+def _child_paths(url: str, bursts: int) -> dict[str, float]:
+    """ns/call of publish() per encoder, payload size and queue state, each beside the
+    floor (compact `json.dumps` + `deque.append` of the same payload), interleaved.
+
+    The sender is parked on a socket that never answers, so only the caller's work counts,
+    as the CPU time of the calling thread (other processes on a busy machine do not count).
+    Queue free: it is emptied between bursts (a burst of 2,000 never fills its 4,096);
+    queue full: every append drops the oldest event and counts it.
+    """
+    import collections
+    import socket
+    import statistics
+
+    import zstream_mp
+    from zstream_mp import _encode, _event, _process
+
+    dumps = json.dumps
+    burst = 2000
+
+    def floor_burst(payload: dict[str, object]) -> float:
+        d: collections.deque[str] = collections.deque(maxlen=4096)
+        t0 = time.thread_time_ns()
+        for i in range(burst):
+            payload["seq"] = i
+            d.append(dumps(payload, separators=(",", ":")))
+        return (time.thread_time_ns() - t0) / burst
+
+    def publish_burst(payload: dict[str, object]) -> float:
+        publish = zstream_mp.publish
+        t0 = time.thread_time_ns()
+        for i in range(burst):
+            payload["seq"] = i
+            publish(payload, kind="token")
+        return (time.thread_time_ns() - t0) / burst
+
+    sink = socket.socket()
+    sink.bind(("127.0.0.1", 0))
+    sink.listen(16)
+    zstream_mp.bind(new_run(url), server=f"http://127.0.0.1:{sink.getsockname()[1]}")
+    zstream_mp.publish({"warm": True})
+    time.sleep(0.2)  # the sender now waits for a response that never comes
+    queue = _process.state().queue
+    payloads = {"84B": dict(PAYLOAD), "64KiB": large_payload()}
+    results: dict[str, float] = {}
+    for size, payload in payloads.items():
+        for encoder in _encode.ENCODERS:
+            _event.use_encoder(encoder)
+            for state in ("free", "full"):
+                floors, calls = [], []
+                for _ in range(bursts):
+                    floors.append(floor_burst(payload))
+                    if state == "free":
+                        queue._discard_waiting()  # type: ignore[attr-defined]
+                    else:
+                        while queue.pending() < 4096:
+                            publish_burst(payload)
+                    calls.append(publish_burst(payload))
+                results[f"{encoder}_{size}_{state}_ns"] = statistics.median(calls)
+                results[f"floor_{size}_{encoder}_{state}_ns"] = statistics.median(floors)
     return results
 
 
@@ -207,6 +281,8 @@ def main() -> None:
         mode, *rest = args.child
         if mode == "cost":
             result = _child_call_cost(rest[0], int(rest[1]))
+        elif mode == "paths":
+            result = _child_paths(rest[0], int(rest[1]))
         elif mode == "e2e":
             result = _child_end_to_end(rest[0], int(rest[1]))
         else:
@@ -287,6 +363,32 @@ def main() -> None:
             "Caller's cost per call (median of bursts of 4,000; ratio to the floor in the "
             "same interpreter)",
             ["what", "ns/call", "vs floor"],
+            rows,
+        )
+
+        paths = _run_child(sys.executable, "paths", url, str(args.bursts))
+        rows = []
+        for encoder in ("stdlib", "orjson"):
+            for size in ("84B", "64KiB"):
+                for state in ("free", "full"):
+                    value = paths.get(f"{encoder}_{size}_{state}_ns")
+                    if value is None:
+                        continue
+                    floor = paths[f"floor_{size}_{encoder}_{state}_ns"]
+                    rows.append(
+                        [
+                            f"{encoder}, {size}, queue {state}",
+                            f"{value:,.0f}",
+                            f"{floor:,.0f}",
+                            f"{value / floor:.2f}x",
+                        ]
+                    )
+        if "orjson_84B_free_ns" not in paths:
+            rows.append(["orjson", "n/a", "", "the fast extra is not installed"])
+        table(
+            "publish() per payload encoder (caller's CPU time, median of bursts of 2,000; the "
+            "floor is json.dumps + deque.append of the same payload, same process)",
+            ["encoder, payload, queue", "ns/call", "floor ns/call", "vs floor"],
             rows,
         )
 

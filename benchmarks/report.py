@@ -548,8 +548,9 @@ def write_page(
         "(validation, one encoding, enqueue) is timed. ZenML's context lookup and sending are "
         "stubbed out; its caller sizes the payload with pydantic-core's Rust encoder and "
         "leaves the encoding that is sent to its sender thread (stubbed here), while ours "
-        "produces the sent bytes in the caller with `json.dumps`, which is why large "
-        "payloads cost us more in the caller's thread.",
+        "produces the sent bytes in the caller, with the stdlib's encoder unless the `fast` "
+        "extra (orjson) is installed: without it, large payloads cost us more in the "
+        "caller's thread.",
         "",
         "## Pool fan-out: delivered events/s by workers and batch size",
         "",

@@ -6,11 +6,11 @@ is a join of these, never a re-encoding.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Mapping
-from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
+from collections.abc import Mapping
+from json.encoder import encode_basestring
 from typing import Any
 
+from zstream_mp._encode import ENCODERS, ORJSON, Encoder, Orjson, encode_fast, encode_stdlib
 from zstream_mp._wire import (
     ENVELOPE_BYTES_MAX,
     ENVELOPE_OVERHEAD,
@@ -19,27 +19,19 @@ from zstream_mp._wire import (
 )
 from zstream_mp.errors import InvalidEventError, PayloadTooLargeError, ReservedKindError
 
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+encode_json: Encoder = encode_fast or encode_stdlib
+"""The payload encoder `publish()` uses: orjson's when the `fast` extra is installed."""
+fast: Orjson | None = ORJSON
+"""orjson, when `encode_json` is its encoder: `publish()` calls its `dumps` itself."""
 
 
-def _not_serializable(value: Any) -> Any:
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+def use_encoder(name: str) -> None:
+    """Make `publish()` use encoder `name` (`stdlib`, or `orjson` when installed)."""
+    global encode_json, fast
+    encode_json = ENCODERS[name]
+    fast = ORJSON if name == "orjson" else None
 
 
-def _c_encoder() -> Callable[[Any], str]:
-    """``_ENCODER.encode``'s output without its per-call setup: the C encoder is built
-    once (``JSONEncoder.encode`` builds one per call, more than half of the cost for a small
-    payload). No cycle markers, which a shared encoder could not keep per thread: a cyclic
-    payload ends in RecursionError instead of "Circular reference detected"."""
-    if c_make_encoder is None:  # no _json accelerator (not CPython)
-        return _ENCODER.encode
-    make = c_make_encoder(
-        None, _not_serializable, encode_basestring, None, ":", ",", False, False, False
-    )
-    return lambda payload: "".join(make(payload, 0))
-
-
-_encode = _c_encoder()
 known_kinds: dict[str, bytes] = {}
 """Kinds already checked, to their encoded bytes (at most 1,024: a bounded cache)."""
 NO_CORRELATION_TAIL = b'null,"index":null,"payload":'
@@ -71,24 +63,16 @@ def check_kind(kind: Any) -> bytes:
 
 
 def encode_payload(payload: Any) -> bytes:
-    """The payload as compact UTF-8 JSON, at most 65,536 bytes."""
+    """The payload as compact UTF-8 JSON, at most 65,536 bytes (rules: `_encode`)."""
     if type(payload) is not dict:
         if not isinstance(payload, Mapping):
             raise InvalidEventError(f"payload must be a dict, not {type(payload).__name__}")
         payload = dict(payload)
-    for key in payload:
-        if type(key) is not str:
-            raise InvalidEventError(
-                f"payload keys must be str, got {type(key).__name__} key {key!r:.80}"
-            )
-    try:
-        encoded = _encode(payload).encode("utf-8")
-    except RecursionError as exc:
-        raise InvalidEventError(
-            "Payload is not JSON-encodable: it refers to itself or nests too deeply"
-        ) from exc
-    except (TypeError, ValueError) as exc:
-        raise InvalidEventError(f"Payload is not JSON-encodable: {exc}") from exc
+    return check_payload_size(encode_json(payload))
+
+
+def check_payload_size(encoded: bytes) -> bytes:
+    """`encoded`, or PayloadTooLargeError when it is over 65,536 bytes."""
     if len(encoded) > PAYLOAD_BYTES_MAX:
         raise PayloadTooLargeError(
             f"Payload encoded size ({len(encoded)} bytes) exceeds the maximum of "
@@ -123,7 +107,11 @@ def encode_tail(correlation_id: Any, index: Any) -> bytes:
 
 def assemble(prefix: bytes, kind: bytes, tail: bytes, payload: bytes) -> bytes:
     """The full 7-field event; raises if its broker envelope would exceed 69,632 bytes."""
-    event = b"".join((prefix, kind, tail, payload, b"}"))
+    return check_event_size(b"".join((prefix, kind, tail, payload, b"}")))
+
+
+def check_event_size(event: bytes) -> bytes:
+    """`event`, or PayloadTooLargeError when its broker envelope is over 69,632 bytes."""
     size = len(event) + ENVELOPE_OVERHEAD
     if size > ENVELOPE_BYTES_MAX:
         raise PayloadTooLargeError(

@@ -70,6 +70,9 @@ class ProcessState:
             self.entry.name if self.entry is not None else None, settings.spool_max_bytes
         )
         self._last_dest: Destination | None = None
+        self.steady_dest: Destination | None = None
+        """Set once `enqueue` has nothing left to do for it but append: `publish()` then
+        appends itself."""
         self.transport = Transport(
             settings.request_timeout,
             settings.retry_deadline,
@@ -105,6 +108,8 @@ class ProcessState:
             sender.ensure_running()
         if not self.hooks_installed:
             self._install_exit_hooks()
+        if self.hooks_installed:
+            self.steady_dest = dest
 
     def _new_destination(self, dest: Destination) -> None:
         """Once per destination: the registry learns the run (one small file write)."""

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from zstream_mp._stats import S_PUBLISHED, Counters, PublisherStats
+from zstream_mp._stats import DROP_REASONS, S_DROPPED, S_PUBLISHED, Counters, PublisherStats
 
 Item = tuple[Any, bytes]
 """``(destination, event bytes)``."""
@@ -119,6 +119,8 @@ class Queue(Protocol):
         """The counters as a stats value."""
 
 
+S_OVERFLOW = S_DROPPED + DROP_REASONS.index("overflow")
+"""The counter page's slot of drops by overflow."""
 GIVEN_UP = ("rejected", "failed", "spool_full")
 """Drops that make a flush say False. Not ``muted`` (the server has streaming off: ZenML's
 publisher drops silently there too) nor ``overflow`` (newer events pushed out older ones)."""
@@ -131,6 +133,8 @@ class EventQueue:
 
     def __init__(self, maxsize: int, counters: Counters | None = None) -> None:
         self._lock = threading.RLock()
+        self._acquire = self._lock.acquire
+        self._release = self._lock.release
         self._has_work = threading.Condition(self._lock)
         self._drained = threading.Condition(self._lock)
         self._items: deque[tuple[int, bytes]] = deque(maxlen=maxsize)
@@ -150,24 +154,46 @@ class EventQueue:
         self._posting: Posting | None = None
         self._settle_spilled: Settle | None = None
         """Set by a spill that took the batch on the wire."""
+        # Overflow is counted from these, not per append: every event appended is either
+        # waiting, gone by `_left`, or pushed out by the deque (the full queue's append then
+        # costs what a free one's does). Written to the page whenever the lock is held for
+        # anything else: each take, snapshot, mute and spill.
+        self._left = 0
+        """Events that left the deque other than pushed out: taken, discarded, spilled."""
+        self._not_appended = int(self._counter_page[S_PUBLISHED])
+        """Published counts that were no append (early drops, what the page held before)."""
+        self._overflow_counted = 0
 
     # ------------------------------------------------------------------ publish()
 
     def append(self, dest: Any, event: bytes) -> bool:
-        # publish()'s path, kept to one call (each call is ~2% of a publish)
-        with self._lock:
+        # publish()'s path, kept to one call (each call is ~4% of a publish); the lock's
+        # bound methods instead of `with` (~70 ns less)
+        self._acquire()
+        try:
             if self._muted:
                 self._counters.dropped["muted"] += 1
                 return False
             slot = self._last_slot if dest is self._last_dest else self._slot_of(dest)
-            items = self._items
-            if len(items) >= self._maxsize:
-                self._counters.dropped["overflow"] += 1
-            items.append((slot, event))
+            self._items.append((slot, event))  # full: the deque drops the oldest itself
             self._counter_page[S_PUBLISHED] += 1
             if self._taker_waiting:
                 self._has_work.notify()
             return not self._taker
+        finally:
+            self._release()
+
+    def _count_overflow(self) -> None:
+        """Write the events the deque pushed out since the last call to the page.
+        Caller holds ``lock``."""
+        if self.durable:
+            return
+        pushed_out = (
+            self._counter_page[S_PUBLISHED] - self._not_appended - self._left - len(self._items)
+        )
+        if pushed_out != self._overflow_counted:
+            self._counter_page[S_OVERFLOW] += pushed_out - self._overflow_counted
+            self._overflow_counted = pushed_out
 
     def _slot_of(self, dest: Any) -> int:
         """The table slot of ``dest``; the table restarts whenever the queue is empty, so it
@@ -229,6 +255,8 @@ class EventQueue:
                     size += len(item[1]) + 1
                     batch.append(item)
             self._in_flight = len(batch)
+            self._left += len(batch)
+            self._count_overflow()
             return batch
 
     def hold(self, groups: list[Group]) -> None:
@@ -292,6 +320,8 @@ class EventQueue:
 
     def count(self, name: str, n: int = 1) -> None:
         with self._lock:
+            if name == "published":
+                self._not_appended += n
             setattr(self._counters, name, getattr(self._counters, name) + n)
 
     def count_drop(self, reason: str, n: int = 1) -> None:
@@ -309,6 +339,7 @@ class EventQueue:
 
     def snapshot(self, pid: int, last_failure: str | None) -> PublisherStats:
         with self._lock:
+            self._count_overflow()
             return self._counters.snapshot(
                 pid, self._waiting() + self._in_flight, self._muted, last_failure
             )
@@ -316,6 +347,7 @@ class EventQueue:
     def mute(self) -> int:
         with self._lock:
             self._muted = True
+            self._count_overflow()
             n = self._waiting()
             self._discard_waiting()
             self._counters.dropped["muted"] += n
@@ -323,6 +355,7 @@ class EventQueue:
             return n
 
     def _discard_waiting(self) -> None:
+        self._left += len(self._items)
         self._items.clear()
 
     # ------------------------------------------------------------------ the spill
@@ -348,6 +381,7 @@ class EventQueue:
         """Everything not yet settled: the group on the wire (with its key), then the held
         groups and the waiting events, grouped by destination in order. Afterwards the
         queue is empty and counts nothing in flight. Caller holds ``lock``."""
+        self._count_overflow()
         posting = self._posting
         groups: list[Group] = list(self._held)
         dests = self._dests
@@ -357,6 +391,7 @@ class EventQueue:
                 groups[-1][1].append(event)
             else:
                 groups.append((dest, [event]))
+        self._left += len(self._items)
         self._items.clear()
         self._held = []
         self._posting = None  # the spill owns it now; the sender's verdict goes to its settle

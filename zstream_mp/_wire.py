@@ -167,5 +167,12 @@ ENV_SERVE_TOKEN = "ZSTREAM_SERVE_TOKEN"
 
 
 def batch_body(events: list[bytes]) -> bytes:
-    """The body of one POST: the events' bytes exactly as encoded, joined (encode once)."""
-    return b'{"events":[' + b",".join(events) + b"]}"
+    """The body of one POST: the events' bytes exactly as encoded, copied once into it
+    (framing and separators are slots of the same join, not concatenations after it)."""
+    if not events:
+        return b'{"events":[]}'
+    parts = [b","] * (2 * len(events) + 1)
+    parts[0] = b'{"events":['
+    parts[1::2] = events
+    parts[-1] = b"]}"
+    return b"".join(parts)

@@ -125,7 +125,7 @@ def test_reserved_kinds(kind: str) -> None:
     [
         ([1], "event", None, None),
         ({1: "x"}, "event", None, None),
-        ({"x": float("nan")}, "event", None, None),
+        ({"x": {float("nan"): 1}}, "event", None, None),
         ({"x": {1, 2}}, "event", None, None),
         ({"x": b"raw"}, "event", None, None),
         ({}, "", None, None),
@@ -162,7 +162,7 @@ def test_a_payload_that_refers_to_itself_is_invalid_event_error() -> None:
     "payload",
     [
         {"a": (1, 2), "b": [True, False, None], "c": {"d": {"e": [[], {}]}}},
-        {"int": 2**70, "float": 0.1, "exp": 1e-7, "neg": -5, "bool": True},
+        {"int": 2**70, "float": 0.1, "exp": 1e-3, "big": 1e300, "neg": -5, "bool": True},
         {"s": '\u2028\u2029\x00\x1f"\\/', "emoji": "😀", "cjk": "漢字"},
         {"k" * 100: "v" * 1000, "": ""},
     ],

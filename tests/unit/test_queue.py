@@ -192,3 +192,28 @@ def test_wait_drained_wakes_on_done_even_without_a_deadline() -> None:
     q.done()
     waiter.join(5)
     assert result == [True]
+
+
+def test_overflow_is_counted_exactly_however_the_events_leave() -> None:
+    """Drops of the full queue are counted from what was appended and what left, not per
+    append: a snapshot, a take, a mute and a spill each see the exact count."""
+    q = EventQueue(4)
+    q.count("published", 2)  # counted elsewhere (early drops): never an overflow
+    _fill(q, 6)
+    assert _stats(q)["overflow"] == 2  # a snapshot, no take yet
+    q.take(3, idle=0.0)
+    q.done()
+    _fill(q, 5, start=6)  # 1 waiting + 5: two pushed out
+    assert _stats(q)["overflow"] == 4
+    assert q.mute() == 4
+    stats = _stats(q)
+    assert stats["overflow"] == 4 and stats["muted"] == 4 and stats["published"] == 13
+
+
+def test_a_spill_sees_the_overflow_before_it_takes_the_rest() -> None:
+    q = EventQueue(3)
+    _fill(q, 5)
+    kept = q.spill_with(lambda posting, groups: Spilled(kept=sum(len(g[1]) for g in groups)))
+    assert kept == 3
+    _fill(q, 1, start=5)
+    assert _stats(q)["overflow"] == 2

@@ -120,7 +120,9 @@ def replay(
     if token:
         headers[AUTHORIZATION] = bearer(token)
     end = time.monotonic() + budget
-    timeout = httpx.Timeout(budget, read=QUIET)
+    # The answer's head may be slow on a loaded server: only silence *between* frames ends
+    # the history, so the head gets the whole budget and the body the quiet window.
+    timeout = httpx.Timeout(budget)
     seen: set[str] = set()
     try:
         with (
@@ -130,6 +132,7 @@ def replay(
         ):
             if r.status_code >= 300:
                 return None
+            _quiet_between_frames(r, QUIET)
             data: list[bytes] = []
             for line in r.iter_lines():
                 if time.monotonic() > end:
@@ -140,10 +143,21 @@ def replay(
                     _add(b"\n".join(data), seen)
                     data = []
     except httpx.ReadTimeout:
-        pass  # silence: the history has been replayed
+        pass  # silence after the head: the history has been replayed
     except (httpx.HTTPError, UnicodeDecodeError):
         return None
     return seen
+
+
+def _quiet_between_frames(response: httpx.Response, quiet: float) -> None:
+    """Make each read of the body wait at most `quiet` seconds (the head had the budget).
+
+    The transport reads the request's timeout table when the body is first read, so setting
+    it now applies to the body only.
+    """
+    table = response.request.extensions.get("timeout")
+    if isinstance(table, dict):
+        table["read"] = quiet
 
 
 def _add(data: bytes, seen: set[str]) -> None:

@@ -4,6 +4,8 @@ stream and send only what it lacks; one replay per run per pass; unknown when un
 from __future__ import annotations
 
 import json
+import socket
+import threading
 import time
 import uuid
 
@@ -140,3 +142,41 @@ def test_a_frame_split_over_several_data_lines_and_junk_frames_are_read() -> Non
 
     seen = landed.replay(SERVER, RUN, None, 5.0, httpx.MockTransport(handler))
     assert seen == {signature(event)}
+
+
+def _slow_sse_server(head_delay: float, frames: list[bytes]) -> tuple[str, threading.Thread]:
+    """A loopback server whose answer's head comes after `head_delay` seconds, then
+    `frames` with a short pause between them, then silence (an open run's stream)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn, listener:
+            conn.recv(65536)
+            time.sleep(head_delay)
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                b"transfer-encoding: chunked\r\n\r\n"
+            )
+            for frame in frames:
+                body = b"data: " + frame + b"\n\n"
+                conn.sendall(b"%x\r\n%s\r\n" % (len(body), body))
+                time.sleep(0.1)
+            time.sleep(2 * landed.QUIET)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return f"http://127.0.0.1:{port}", thread
+
+
+def test_a_slow_answer_head_is_not_taken_for_an_empty_history() -> None:
+    """The quiet window ends the history only between frames: a loaded server that takes
+    longer than it to answer must not make every stored event look missing (a resend,
+    then a duplicate on a server that does not deduplicate)."""
+    frames = [event_bytes(s, RUN) for s in range(3)]
+    url, thread = _slow_sse_server(2 * landed.QUIET, frames)
+    seen = landed.replay(url, RUN, None, budget=10.0)
+    assert isinstance(seen, set)
+    assert seen == {signature(json.loads(f)) for f in frames}
+    thread.join(timeout=10)

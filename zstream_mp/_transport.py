@@ -207,11 +207,15 @@ class Transport:
         body: bytes,
         give_up_at: Callable[[], float],
         idempotency_key: str | None = None,
+        grace: float = SPILL_GRACE,
     ) -> Result:
         """Send ``body`` until it is delivered, refused, or the time is up.
 
         ``idempotency_key`` is the caller's stable key for this batch (a spooled batch keeps
         its key across processes); without one, a fresh key is used for all its retries.
+        ``grace``: seconds an attempt may outlive ``give_up_at()``. The sender's attempts do
+        (``SPILL_GRACE``), so the exit spill finds its batch still unsettled; a deliverer of a
+        spool passes 0: nobody spills for it, and its caller's budget is the deadline.
         """
         url = events_url(server, run_id)
         headers = {IDEMPOTENCY_KEY: idempotency_key or str(uuid.uuid4())}
@@ -228,7 +232,7 @@ class Transport:
             # A process that is leaving spools what is unsent at its exit deadline, the batch
             # on the wire included; this attempt runs a little past that point so that it is
             # still unsettled (and so spooled, not dropped) when the spill takes it.
-            deadline = min(batch_deadline, give_up_at() + SPILL_GRACE)
+            deadline = min(batch_deadline, give_up_at() + grace)
             retry_after: float | None = None
             status: int | None = None
             attempt_deadline = min(deadline, time.monotonic() + self._request_timeout)

@@ -190,6 +190,7 @@ def deliver(
             batch_body(events),
             lambda: deadline,
             idempotency_key=key,
+            grace=0.0,  # the deadline is the caller's budget (an exit's, a drain's): no overrun
         )
         if outcome.outcome is Outcome.DELIVERED:
             result.sent += len(events)

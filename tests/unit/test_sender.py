@@ -24,7 +24,7 @@ from zstream_mp import _http11, _transport
 from zstream_mp._health import DeliveryHealth
 from zstream_mp._queue import EventQueue
 from zstream_mp._recovery.spill import Spill
-from zstream_mp._sender import Sender
+from zstream_mp._sender import Sender, group_by_destination
 from zstream_mp._stream_context import Destination
 from zstream_mp._transport import UNSENDABLE, Outcome, Transport
 from zstream_mp._version import __version__
@@ -395,3 +395,20 @@ def test_resuming_a_spool_never_outlives_the_deadline(monkeypatch: pytest.Monkey
     budget = time.monotonic() + 10.0
     result = spill.resume(Transport(60.0, 60.0), budget, lambda server: None)
     assert result.complete and asked and max(asked) <= budget
+
+
+# --------------------------------------------------------------------------- batching
+
+
+def test_a_batch_is_grouped_by_destination_in_publish_order() -> None:
+    other = Destination(str(uuid.uuid4()), SERVER, None, b"")
+    twin = Destination(RUN, SERVER, "tok", b"")  # equal to DEST, another object
+    queue = EventQueue(64)
+    for dest, event in [(DEST, b"1"), (other, b"2"), (twin, b"3"), (DEST, b"4")]:
+        queue.append(dest, event)
+    batch = queue.take(3, 0.0)
+    assert batch is not None and [e for _, e in batch] == [b"1", b"2", b"3"]
+    assert group_by_destination(batch) == [(DEST, [b"1", b"3"]), (other, [b"2"])]
+    rest = queue.take(64, 0.0)
+    assert rest is not None and rest[0][0] is DEST
+    assert group_by_destination(rest) == [(DEST, [b"4"])]

@@ -16,7 +16,12 @@ so a server that trickles a byte a second would hold a request for ever; here ev
 read and write of an attempt is clamped to the attempt's deadline (``_deadline``), which is
 itself within the batch's.
 
-The HTTP client is built in the sender thread, once per process, inside the fork barrier
+Plain-HTTP servers without a proxy are reached over ``_http11``, a lean keep-alive client
+(a POST through httpx costs the sending thread, which shares the GIL with the caller, about
+ten times the CPU); TLS, proxies and a transport given for tests go through httpx. Both
+answer the same way (``_http11.Answer``, ``_http11.Failure``), so the policy above is one.
+
+The httpx client is built in the sender thread, once per process, inside the fork barrier
 (``_forksafe.fork_barrier``): building a TLS context initialises OpenSSL, and a child forked
 while another thread holds OpenSSL's locks would block on its own first TLS context for
 ever. Plain-HTTP servers get a client that needs no TLS context at all.

@@ -48,11 +48,14 @@ class Seen:
 @dataclass
 class Loopback:
     """A scripted HTTP/1.1 server: each answer is raw bytes (the last one repeats), or
-    `None` to close the connection without answering, or `"hang"` to never answer."""
+    `None` to close the connection without answering, `"hang"` to never answer, or
+    `"ok-then-close"` to answer 200 (keep-alive) and close the connection at once."""
 
     answers: list[bytes | str | None]
     seen: list[Seen] = field(default_factory=list)
     url: str = ""
+    closed: threading.Event = field(default_factory=threading.Event)
+    """Set once an `"ok-then-close"` answer has closed its connection."""
 
     def __post_init__(self) -> None:
         self._sock = socket.socket()
@@ -95,6 +98,11 @@ class Loopback:
                     return
                 if answer == "hang":
                     time.sleep(30)
+                    return
+                if answer == "ok-then-close":
+                    conn.sendall(OK)
+                    conn.close()
+                    self.closed.set()
                     return
                 assert isinstance(answer, bytes)
                 conn.sendall(answer)
@@ -150,6 +158,19 @@ def test_batches_share_one_keep_alive_connection_and_each_has_its_key(
     assert {s.connection for s in loopback.seen} == {1}
     assert len({s.headers["idempotency-key"] for s in loopback.seen}) == 3
     assert all("authorization" not in s.headers for s in loopback.seen)
+
+
+@pytest.mark.parametrize("loopback", [["ok-then-close", OK]], indirect=True)
+def test_a_kept_connection_the_server_closed_is_not_written_to(
+    loopback: Loopback, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_http11, "CHECK_IDLE_AFTER", 0.0)
+    t = lean()
+    assert post(t, loopback.url).outcome is Outcome.DELIVERED
+    assert loopback.closed.wait(10)
+    result = post(t, loopback.url)
+    assert (result.outcome, result.attempts) == (Outcome.DELIVERED, 1)
+    assert [s.connection for s in loopback.seen] == [1, 2]
 
 
 RETRY = b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 0\r\ncontent-length: 0\r\n\r\n"

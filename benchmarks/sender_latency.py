@@ -137,6 +137,14 @@ def _child_subscribe(url: str, run_id: str, token: str, kind: str, count: str) -
     head, _, buffer = buffer.partition(b"\r\n\r\n")
     if b" 200 " not in head.split(b"\r\n")[0]:
         raise RuntimeError(f"subscribe failed: {head[:200]!r}")
+    sock.settimeout(0.5)  # the run's history (other kinds: cursor frames) first, until quiet
+    try:
+        while sock.recv(65536):
+            pass
+    except TimeoutError:
+        pass
+    sock.settimeout(120)
+    buffer = b""
     print("ready", flush=True)
     wanted = int(count)
     latencies: list[float] = []

@@ -220,19 +220,24 @@ def test_a_500_fails_at_once_and_may_have_landed(loopback: Loopback) -> None:
     assert result.maybe_landed
 
 
-@pytest.mark.parametrize("loopback", [[None]], indirect=True)
-def test_a_connection_closed_without_an_answer_may_have_landed(loopback: Loopback) -> None:
-    result = post(lean(retry_deadline=0.3), loopback.url)
-    assert result.outcome is Outcome.FAILED and result.maybe_landed
-    assert result.reason.startswith("RemoteProtocolError")
-    assert len(loopback.seen) >= 2  # retried
+BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n"
+
+
+@pytest.mark.parametrize("loopback", [[None, BAD_REQUEST]], indirect=True)
+def test_a_connection_closed_without_an_answer_is_retried_and_may_have_landed(
+    loopback: Loopback,
+) -> None:
+    result = post(lean(), loopback.url)
+    assert (result.outcome, result.status, result.attempts) == (Outcome.REJECTED, 400, 2)
+    assert result.maybe_landed  # the first attempt reached the server, its fate unknown
+    assert [s.connection for s in loopback.seen] == [1, 2]
 
 
 @pytest.mark.parametrize("loopback", [["hang"]], indirect=True)
 def test_a_server_that_never_answers_is_cut_at_the_deadline(loopback: Loopback) -> None:
     result = post(lean(request_timeout=0.2, retry_deadline=0.3), loopback.url)
     assert result.outcome is Outcome.FAILED and result.maybe_landed
-    assert result.reason.startswith("ReadTimeout")
+    assert "Timeout" in result.reason
 
 
 def test_a_refused_connection_never_reached_the_server() -> None:
@@ -241,7 +246,7 @@ def test_a_refused_connection_never_reached_the_server() -> None:
         url = f"http://127.0.0.1:{s.getsockname()[1]}"  # bound, never listening
         result = post(lean(retry_deadline=0.2), url)
     assert result.outcome is Outcome.FAILED and not result.maybe_landed
-    assert result.reason.startswith("ConnectError")
+    assert result.reason.startswith("Connect")
 
 
 @pytest.mark.parametrize("loopback", [[OK]], indirect=True)

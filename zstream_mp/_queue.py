@@ -29,6 +29,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import islice, repeat
 from typing import Any, Protocol
 
 from zstream_mp._stats import DROP_REASONS, S_DROPPED, S_PUBLISHED, Counters, PublisherStats
@@ -246,7 +247,7 @@ class EventQueue:
             count = min(limit, len(items))
             pop = self._popleft
             if max_bytes is None:
-                batch = [pop() for _ in range(count)]
+                batch = self._take_count(count)
             else:
                 batch = [pop()]
                 size = len(batch[0][1])
@@ -258,6 +259,24 @@ class EventQueue:
             self._left += len(batch)
             self._count_overflow()
             return batch
+
+    def _take_count(self, count: int) -> list[Item]:
+        """The oldest ``count`` events, in bulk (a batch of 1,000 in tens of microseconds,
+        not one method call per event). Caller holds ``lock``."""
+        items = self._items
+        if count == len(items):
+            raw = list(items)
+            items.clear()
+        else:
+            raw = list(islice(items, count))
+            popleft = items.popleft
+            for _ in repeat(None, count):
+                popleft()
+        dests = self._dests
+        if len(dests) == 1:  # one destination waiting: every slot is 0
+            only = dests[0]
+            return [(only, event) for _, event in raw]
+        return [(dests[slot], event) for slot, event in raw]
 
     def hold(self, groups: list[Group]) -> None:
         with self._lock:

@@ -16,7 +16,12 @@ so a server that trickles a byte a second would hold a request for ever; here ev
 read and write of an attempt is clamped to the attempt's deadline (``_deadline``), which is
 itself within the batch's.
 
-The HTTP client is built in the sender thread, once per process, inside the fork barrier
+Plain-HTTP servers without a proxy are reached over ``_http11``, a lean keep-alive client
+(a POST through httpx costs the sending thread, which shares the GIL with the caller, about
+ten times the CPU); TLS, proxies and a transport given for tests go through httpx. Both
+answer the same way (``_http11.Answer``, ``AttemptFailed``), so the policy above is one.
+
+The httpx client is built in the sender thread, once per process, inside the fork barrier
 (``_forksafe.fork_barrier``): building a TLS context initialises OpenSSL, and a child forked
 while another thread holds OpenSSL's locks would block on its own first TLS context for
 ever. Plain-HTTP servers get a client that needs no TLS context at all.
@@ -47,7 +52,7 @@ import certifi  # noqa: F401  (httpx.create_ssl_context() imports it on first us
 import httpcore
 import httpx
 
-from zstream_mp import _deadline, _quiet
+from zstream_mp import _deadline, _http11, _quiet
 from zstream_mp._forksafe import fork_barrier
 from zstream_mp._version import __version__
 from zstream_mp._wire import (
@@ -60,6 +65,7 @@ from zstream_mp._wire import (
     events_url,
     parse_retry_after,
 )
+from zstream_mp.errors import AttemptFailed, UnsendableHeader
 
 logger = logging.getLogger("zstream_mp")
 
@@ -72,6 +78,11 @@ MIN_RETRY_WAIT = 0.05
 CONNECT_TIMEOUT_CAP = 3.0
 SPILL_GRACE = 1.0
 """Seconds an attempt may outlive its process's exit deadline (see ``post``)."""
+_CONTENT_ENCODING = "content-encoding"
+_REPLAYED = IDEMPOTENT_REPLAYED.lower()
+_RETRY_AFTER = RETRY_AFTER.lower()
+"""Answer header names as both clients look them up (the lean one keeps them lower case;
+httpx's headers ignore case)."""
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol)
 """Failures that prove the request never reached the server."""
 _LIMITS = httpx.Limits(max_connections=4, max_keepalive_connections=2)
@@ -168,6 +179,9 @@ class Transport:
         self._http_transport = http_transport
         """Used instead of the sender's own (tests: ``httpx.MockTransport``)."""
         self._clients: dict[bool, httpx.Client] = {}
+        self._lean: _http11.Client | None = None
+        self._lean_usable: dict[str, bool] = {}
+        """Whether the lean client serves each server (`_http11.usable_for`)."""
         self._tokens: dict[tuple[str, str | None], str] = {}
         """Tokens refreshed after a 401, by (server, the token the context gave)."""
 
@@ -199,11 +213,15 @@ class Transport:
         body: bytes,
         give_up_at: Callable[[], float],
         idempotency_key: str | None = None,
+        grace: float = SPILL_GRACE,
     ) -> Result:
         """Send ``body`` until it is delivered, refused, or the time is up.
 
         ``idempotency_key`` is the caller's stable key for this batch (a spooled batch keeps
         its key across processes); without one, a fresh key is used for all its retries.
+        ``grace``: seconds an attempt may outlive ``give_up_at()``. The sender's attempts do
+        (``SPILL_GRACE``), so the exit spill finds its batch still unsettled; a deliverer of a
+        spool passes 0: nobody spills for it, and its caller's budget is the deadline.
         """
         url = events_url(server, run_id)
         headers = {IDEMPOTENCY_KEY: idempotency_key or str(uuid.uuid4())}
@@ -220,31 +238,25 @@ class Transport:
             # A process that is leaving spools what is unsent at its exit deadline, the batch
             # on the wire included; this attempt runs a little past that point so that it is
             # still unsettled (and so spooled, not dropped) when the spill takes it.
-            deadline = min(batch_deadline, give_up_at() + SPILL_GRACE)
+            deadline = min(batch_deadline, give_up_at() + grace)
             retry_after: float | None = None
             status: int | None = None
+            attempt_deadline = min(deadline, time.monotonic() + self._request_timeout)
             try:
-                client = self._http(server)
-                attempt_deadline = min(deadline, time.monotonic() + self._request_timeout)
-                with (
-                    _quiet.requests(),
-                    _deadline.within(attempt_deadline),
-                    client.stream("POST", url, content=body, headers=headers) as response,
-                ):
-                    head = _read_at_most(response, RESPONSE_BODY_MAX)
-            except (httpx.LocalProtocolError, UnicodeEncodeError):
+                answer = self._attempt(server, url, body, headers, attempt_deadline)
+            except UnsendableHeader:
                 # the request itself cannot be written (a header value HTTP refuses): every
                 # retry would fail alike, and the library's message quotes the header
                 return Result(Outcome.REJECTED, attempt, None, UNSENDABLE)
-            except httpx.HTTPError as exc:
-                reason = _describe_error(exc)
-                maybe_landed = maybe_landed or not isinstance(exc, _NOT_SENT)
+            except AttemptFailed as exc:
+                reason = str(exc)
+                maybe_landed = maybe_landed or exc.sent
             else:
-                status = response.status_code
-                reason = _reason(status, head, response.headers.get("content-encoding"))
+                status = answer.status
+                reason = _reason(status, answer.head, answer.headers.get(_CONTENT_ENCODING))
                 if status < 300:
                     self._tell_delivered(server)
-                    dedupes = IDEMPOTENT_REPLAYED in response.headers
+                    dedupes = _REPLAYED in answer.headers
                     return Result(Outcome.DELIVERED, attempt, status, deduplicates=dedupes)
                 if status in MUTE_STATUSES:
                     return Result(Outcome.MUTED, attempt, status, reason)
@@ -258,7 +270,7 @@ class Transport:
                 if status not in RETRY_STATUSES:
                     outcome = Outcome.REJECTED if status < 500 else Outcome.FAILED
                     return Result(outcome, attempt, status, reason, maybe_landed)
-                retry_after = _retry_after(response)
+                retry_after = parse_retry_after(answer.headers.get(_RETRY_AFTER))
             delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1)) * random.random()
             if retry_after is not None:
                 delay = max(delay, min(retry_after, RETRY_AFTER_CAP))
@@ -271,6 +283,47 @@ class Transport:
                 return Result(Outcome.FAILED, attempt, status, reason, maybe_landed)
             time.sleep(min(delay, remaining - MIN_RETRY_WAIT / 2))
 
+    def _attempt(
+        self, server: str, url: str, body: bytes, headers: dict[str, str], deadline: float
+    ) -> _http11.Answer:
+        """One POST, held to ``deadline``: over the lean client where it serves ``server``,
+        else over httpx. Raises ``AttemptFailed`` or ``UnsendableHeader``."""
+        lean = self._lean_for(server)
+        if lean is not None:
+            return lean.post(url, headers, body, deadline, RESPONSE_BODY_MAX)
+        try:
+            client = self._http(server)
+            with (
+                _quiet.requests(),
+                _deadline.within(deadline),
+                client.stream("POST", url, content=body, headers=headers) as response,
+            ):
+                head = _read_at_most(response, RESPONSE_BODY_MAX)
+        except (httpx.LocalProtocolError, UnicodeEncodeError):
+            raise UnsendableHeader() from None
+        except httpx.HTTPError as exc:
+            text = str(exc)
+            raise AttemptFailed(
+                type(exc).__name__, text, sent=not isinstance(exc, _NOT_SENT)
+            ) from None
+        return _http11.Answer(response.status_code, response.headers, head)
+
+    def _lean_for(self, server: str) -> _http11.Client | None:
+        """The lean client, where it carries requests to ``server`` as httpx would."""
+        usable = self._lean_usable.get(server)
+        if usable is None:
+            usable = self._http_transport is None and _http11.usable_for(server)
+            if len(self._lean_usable) >= 64:
+                self._lean_usable.clear()
+            self._lean_usable[server] = usable
+        if not usable:
+            return None
+        if self._lean is None:
+            self._lean = _http11.Client(
+                f"zstream-mp/{__version__}", min(self._request_timeout, CONNECT_TIMEOUT_CAP)
+            )
+        return self._lean
+
     def _tell_failed(self, server: str, reason: str, will_retry: bool) -> None:
         if self._observer is not None:
             self._observer.attempt_failed(server, reason, will_retry)
@@ -278,15 +331,6 @@ class Transport:
     def _tell_delivered(self, server: str) -> None:
         if self._observer is not None:
             self._observer.delivered(server)
-
-
-def _describe_error(exc: httpx.HTTPError) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    return parse_retry_after(response.headers.get(RETRY_AFTER))
 
 
 def _read_at_most(response: httpx.Response, limit: int) -> bytes:

@@ -27,6 +27,9 @@ module catches a class private to another::
      │                                                     process's state is being built
      ├── ServeFailed              (RuntimeError)           a `zstream-mp serve` child did
      │                                                     not come up (demo, benchmarks)
+     ├── AttemptFailed            (OSError)                the sender's POST got no complete
+     │                                                     answer (the transport retries it)
+     ├── UnsendableHeader         (ValueError)             a header value HTTP cannot carry
      └── BrokerConnectionError                             the server's broker failed for now:
           └── BrokerFullError                              503, or `gap: outage`; full: 503
 
@@ -43,6 +46,7 @@ from typing import Any
 # package's own HTTP clients (the consumer and the run helpers).
 
 __all__ = [
+    "AttemptFailed",
     "AuthenticationError",
     "BrokerConnectionError",
     "BrokerFullError",
@@ -60,6 +64,7 @@ __all__ = [
     "ServerUnavailableError",
     "StreamingDisabledError",
     "SubscribeError",
+    "UnsendableHeader",
     "ZStreamError",
 ]
 
@@ -138,6 +143,23 @@ class Reentered(ZStreamError, RuntimeError):
 
 class ServeFailed(ZStreamError, RuntimeError):
     """`zstream-mp serve` exited or stayed silent instead of serving; the message says why."""
+
+
+class AttemptFailed(ZStreamError, OSError):
+    """A POST of the sender's own client that got no complete answer.
+
+    `kind` names it as httpx would (`ConnectError`, `ReadTimeout`, ...); `sent` is False only
+    when the request provably never reached the server (the connection was never made).
+    """
+
+    def __init__(self, kind: str, detail: str, *, sent: bool) -> None:
+        super().__init__(f"{kind}: {detail}" if detail else kind)
+        self.kind = kind
+        self.sent = sent
+
+
+class UnsendableHeader(ZStreamError, ValueError):
+    """The request cannot be written: a header value holds a character HTTP does not allow."""
 
 
 class BrokerConnectionError(ZStreamError):

@@ -192,6 +192,7 @@ def deliver(
             batch_body(events),
             lambda: deadline,
             idempotency_key=key,
+            grace=0.0,  # the deadline is the caller's budget (an exit's, a drain's): no overrun
         )
         if _kept_for_later(outcome, len(events), result, path, page, server, run_id):
             break

@@ -2,7 +2,12 @@
 
 The reader reads every subscribed run's stream in one blocking call (`read_many`), so
 subscribed runs share one broker connection instead of holding one each, and hands each
-entry to that run's session, which offers it to its subscribers.
+entry to that run's session, which offers it to its subscribers. A broker that sees every
+publish itself (the memory broker: `watch`) needs no reader: it calls the broadcaster within
+the publish, which hands the new entries to the session at once, and the publish handler
+lets the woken subscribers write their frames before its own answer goes out
+(`let_subscribers_write`), so a frame reaches a subscriber without a hop through a reader
+task and without waiting behind the publisher's response.
 
 Each subscriber registers its queue *before* it replays history from the broker, then
 switches to the live queue and skips ids it already delivered (ids are ordered, so the
@@ -297,9 +302,36 @@ class Broadcaster:
         self._closing = False
         self._reader: asyncio.Task[None] | None = None
         self._work = asyncio.Event()
+        self._pushed = broker.watch(self._on_publish)
+        """The broker calls `_on_publish` itself: no reader task is needed."""
+
+    def _on_publish(self, key: str) -> None:
+        """Within a publish to a watching broker: hand the new entries to the run's session."""
+        session = self._sessions.get(key)
+        if session is None or self._closing:
+            return
+        try:
+            while not session.ended:
+                raws = self.broker.read_now(key, session.cursor, _READ_COUNT)
+                if raws:
+                    session.deliver(raws)
+                if len(raws) < _READ_COUNT:
+                    return
+        except Exception:  # a subscriber's trouble must never fail the publish
+            logger.warning("handing entries of %s to its subscribers failed", key, exc_info=True)
+
+    async def let_subscribers_write(self, key: str) -> None:
+        """After a publish to `key`: one turn of the loop, in which the subscribers the publish
+        woke write their frames (before the caller writes its answer); none without any."""
+        if self._pushed:
+            session = self._sessions.get(key)
+            if session is not None and session.subscribers:
+                await asyncio.sleep(0)
 
     def wake_reader(self) -> None:
         """Start the reader if needed and let it pick up a new session."""
+        if self._pushed:
+            return
         self._work.set()
         if self._reader is None and not self._closing:
             self._reader = asyncio.get_running_loop().create_task(self._read_loop())

@@ -263,6 +263,7 @@ class Handlers:
             logger.warning("broker publish failed for run %s: %s", run_id, exc)
             return unavailable("Broker publish failed.")
         self.state.runs.touch(run_id)
+        await self.state.broadcaster.let_subscribers_write(self.state.key(run_id))
         return JSONResponse({"count": len(ids), "last_id": ids[-1] if ids else None})
 
     # -- GET /api/v1/runs/{run_id}/events/stream ---------------------------------------

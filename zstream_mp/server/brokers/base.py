@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import NamedTuple
 
 from zstream_mp.server.brokers.run_meta import RunMeta
@@ -60,6 +61,16 @@ class StreamBroker(ABC):
     @abstractmethod
     def order_key(self, entry_id: str) -> tuple[int, int]:
         """Sort key of a valid id, so ids from this broker can be compared."""
+
+    def watch(self, on_publish: Callable[[str], None]) -> bool:
+        """Have `on_publish(stream_key)` called synchronously after every publish, where
+        this process sees every publish (the memory broker); False when readers must poll
+        (`read_many`) instead."""
+        return False
+
+    def read_now(self, stream_key: str, from_id: str | None, max_count: int) -> list[BrokerEntry]:
+        """Entries after `from_id` without waiting or suspending (brokers that `watch`)."""
+        raise NotImplementedError
 
     async def publish_fenced(
         self,

@@ -142,6 +142,7 @@ class InMemoryBroker(StreamBroker):
         self._next_ids: OrderedDict[str, int] = OrderedDict()
         self._last_sweep = time.monotonic()
         self._changed = asyncio.Event()
+        self._watchers: list[Callable[[str], None]] = []
 
     # -- bookkeeping ---------------------------------------------------------------------
     @property
@@ -208,7 +209,16 @@ class InMemoryBroker(StreamBroker):
         self._bytes += charge
         stream.meta.add(BatchFacts.of(payloads), now, ids[-1] if ids else None)
         self._notify()
+        for watcher in self._watchers:
+            watcher(stream_key)
         return ids
+
+    def watch(self, on_publish: Callable[[str], None]) -> bool:
+        self._watchers.append(on_publish)
+        return True
+
+    def read_now(self, stream_key: str, from_id: str | None, max_count: int) -> list[BrokerEntry]:
+        return self._slice(stream_key, int(from_id) if from_id is not None else 0, max_count)
 
     def _slice(self, key: str, after: int, max_count: int) -> list[BrokerEntry]:
         stream = self._get(key)

@@ -12,7 +12,7 @@ from typing import Any, Literal, overload
 from zstream_mp import _context, _encode, _event, _process, _recovery
 from zstream_mp._stats import Counters, PublisherStats, TreeStats
 from zstream_mp._wire import ENV_SERVER, ENVELOPE_BYTES_MAX, ENVELOPE_OVERHEAD, PAYLOAD_BYTES_MAX
-from zstream_mp.errors import PayloadTooLargeError
+from zstream_mp.errors import PayloadTooLargeError, Reentered
 
 logger = logging.getLogger("zstream_mp")
 
@@ -73,7 +73,7 @@ def publish(
     if st is None:  # on this path: a system call, ~15% of a publish)
         try:
             st = _process.state()
-        except _process.Reentered:
+        except Reentered:
             _process.drop_reentered(kind)
             return
     if dest is st.steady_dest:

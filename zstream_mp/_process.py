@@ -46,8 +46,7 @@ from zstream_mp._stats import (
 from zstream_mp._stream_context import Destination
 from zstream_mp._transport import Transport
 from zstream_mp._wire import ENV_EXIT_TIMEOUT, QUEUE_MAXSIZE
-from zstream_mp.errors import ConfigurationError
-from zstream_mp.errors import Reentered as Reentered  # publish() catches it as `_process.Reentered`
+from zstream_mp.errors import ConfigurationError, Reentered
 
 logger = logging.getLogger("zstream_mp")
 

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 from zstream_mp._stats import DROP_REASONS, S_DROPPED, S_PUBLISHED, Counters, PublisherStats
 
-Item = tuple[Any, bytes]
+Queued = tuple[Any, bytes]
 """``(destination, event bytes)``."""
 Group = tuple[Any, list[bytes]]
 """``(destination, its events)``: one POST."""
@@ -73,7 +73,7 @@ class Queue(Protocol):
     def retire_taker(self) -> bool:
         """The sender may stop: True (and it is stopped) when nothing is waiting."""
 
-    def take(self, limit: int, idle: float, max_bytes: int | None = None) -> list[Item] | None:
+    def take(self, limit: int, idle: float, max_bytes: int | None = None) -> list[Queued] | None:
         """Up to ``limit`` events, waiting at most ``idle`` s for one; None when idle."""
 
     def hold(self, groups: list[Group]) -> None:
@@ -229,11 +229,11 @@ class EventQueue:
         """Events not yet taken by the sender. Caller holds ``lock``."""
         return len(self._items)
 
-    def _popleft(self) -> Item:
+    def _popleft(self) -> Queued:
         slot, event = self._items.popleft()
         return self._dests[slot], event
 
-    def take(self, limit: int, idle: float, max_bytes: int | None = None) -> list[Item] | None:
+    def take(self, limit: int, idle: float, max_bytes: int | None = None) -> list[Queued] | None:
         with self._lock:
             if not self._items:
                 self._taker_waiting = True
@@ -260,7 +260,7 @@ class EventQueue:
             self._count_overflow()
             return batch
 
-    def _take_count(self, count: int) -> list[Item]:
+    def _take_count(self, count: int) -> list[Queued]:
         """The oldest ``count`` events, in bulk (a batch of 1,000 in tens of microseconds,
         not one method call per event). Caller holds ``lock``."""
         items = self._items

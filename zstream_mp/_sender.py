@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from zstream_mp._health import DeliveryHealth
-from zstream_mp._queue import Group, Item, Queue
+from zstream_mp._queue import Group, Queue, Queued
 from zstream_mp._stream_context import Destination
 from zstream_mp._transport import Outcome, Transport
 from zstream_mp._wire import ENV_SERVER, ENV_TOKEN, MAX_BATCH_SIZE, batch_body
@@ -92,7 +92,7 @@ class Keeper(Protocol):
         """Send them (oldest first), until ``deadline``."""
 
 
-def group_by_destination(batch: list[Item]) -> list[Group]:
+def group_by_destination(batch: list[Queued]) -> list[Group]:
     """One group per destination, in order of first appearance, each in publish order.
 
     Nearly every batch has one destination, the same object throughout (the queue hands out
@@ -163,7 +163,7 @@ class Sender:
             finally:
                 queue.done()
 
-    def _send(self, batch: list[Item]) -> None:
+    def _send(self, batch: list[Queued]) -> None:
         queue = self._queue
         queue.hold(group_by_destination(batch))
         while True:

@@ -30,6 +30,8 @@ module catches a class private to another::
      ├── AttemptFailed            (OSError)                the sender's POST got no complete
      │                                                     answer (the transport retries it)
      ├── UnsendableHeader         (ValueError)             a header value HTTP cannot carry
+     ├── StreamCapacityError                               the server's subscriber cap: 503
+     ├── ShuttingDownError                                 the server takes no new subscriber: 503
      └── BrokerConnectionError                             the server's broker failed for now:
           └── BrokerFullError                              503, or `gap: outage`; full: 503
 
@@ -62,6 +64,8 @@ __all__ = [
     "RunNotFoundError",
     "ServeFailed",
     "ServerUnavailableError",
+    "ShuttingDownError",
+    "StreamCapacityError",
     "StreamingDisabledError",
     "SubscribeError",
     "UnsendableHeader",
@@ -160,6 +164,19 @@ class AttemptFailed(ZStreamError, OSError):
 
 class UnsendableHeader(ZStreamError, ValueError):
     """The request cannot be written: a header value holds a character HTTP does not allow."""
+
+
+class StreamCapacityError(ZStreamError):
+    """The run (or the whole server) already has the maximum number of subscribers."""
+
+    def __init__(self, scope: str, cap: int) -> None:
+        super().__init__(f"{scope} subscriber cap {cap} reached")
+        self.scope = scope
+        self.cap = cap
+
+
+class ShuttingDownError(ZStreamError):
+    """The server is shutting down and takes no new subscribers."""
 
 
 class BrokerConnectionError(ZStreamError):

@@ -593,10 +593,7 @@ def test_every_module_is_small() -> None:
 
 # --------------------------------------------------------------------------- exceptions
 
-EXCEPTIONS_ELSEWHERE: dict[tuple[str, str], str] = {
-    ("zstream_mp.server.broadcaster", "StreamCapacityError"): "the broadcaster's; for errors.py",
-    ("zstream_mp.server.broadcaster", "ShuttingDownError"): "the broadcaster's; for errors.py",
-}
+EXCEPTIONS_ELSEWHERE: dict[tuple[str, str], str] = {}
 """Public exception classes outside `errors.py`, and why. Keep it short."""
 
 

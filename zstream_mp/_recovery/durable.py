@@ -22,7 +22,7 @@ import mmap
 import os
 from typing import Any
 
-from zstream_mp._queue import EventQueue, Group, Item, Settle, SpillWriter
+from zstream_mp._queue import EventQueue, Group, Queued, Settle, SpillWriter
 from zstream_mp._recovery import spool as _spool
 from zstream_mp._recovery.registry import ProcessEntry
 from zstream_mp._stats import Counters
@@ -164,7 +164,7 @@ class DurableQueue(EventQueue):
     def _waiting(self) -> int:
         return 0 if self._left else self.seq - self.read_seq
 
-    def take(self, limit: int, idle: float, max_bytes: int | None = None) -> list[Item] | None:
+    def take(self, limit: int, idle: float, max_bytes: int | None = None) -> list[Queued] | None:
         with self._lock:
             if not self._waiting():
                 self._taker_waiting = True
@@ -174,7 +174,7 @@ class DurableQueue(EventQueue):
                     self._taker_waiting = False
                 if not self._waiting():
                     return None
-            batch: list[Item] = []
+            batch: list[Queued] = []
             first = self.read_seq
             start_seg, start_off = self._read_seg, self._read_off
             first_dest = -1

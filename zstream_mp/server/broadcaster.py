@@ -25,6 +25,7 @@ import random
 from collections import deque
 from dataclasses import dataclass
 
+from zstream_mp.errors import ShuttingDownError, StreamCapacityError
 from zstream_mp.server.brokers import BrokerEntry, StreamBroker
 from zstream_mp.server.models import DecodedFrame, EndFrame, EventFrame, decode_frame, event_json
 
@@ -39,21 +40,8 @@ _BACKOFF_MAX_S = 5.0
 _INITIAL_CURSOR_ATTEMPTS = 5
 
 
-class StreamCapacityError(Exception):
-    """The run (or the whole server) already has the maximum number of subscribers."""
-
-    def __init__(self, scope: str, cap: int) -> None:
-        super().__init__(f"{scope} subscriber cap {cap} reached")
-        self.scope = scope
-        self.cap = cap
-
-
-class ShuttingDownError(Exception):
-    """The server is shutting down and takes no new subscribers."""
-
-
 @dataclass(frozen=True)
-class Entry:
+class SubscriberEntry:
     """A broker entry decoded once: the frame and, for events, the SSE `data:` JSON."""
 
     id: str
@@ -61,7 +49,7 @@ class Entry:
     data: str | None
 
     @classmethod
-    def decode(cls, raw: BrokerEntry) -> Entry:
+    def decode(cls, raw: BrokerEntry) -> SubscriberEntry:
         frame = decode_frame(raw.payload)
         data = event_json(frame.event) if isinstance(frame, EventFrame) else None
         return cls(raw.id, frame, data)
@@ -72,18 +60,18 @@ class Entry:
 
 
 @dataclass(frozen=True)
-class Gap:
+class SubscriberGap:
     """Loss marker with ZenML's reasons: `overflow`, `outage`, `shutdown`."""
 
     reason: str
 
 
 @dataclass(frozen=True)
-class End:
+class SubscriberEnd:
     """Terminal marker not backed by a broker entry (server shutdown)."""
 
 
-Item = Entry | Gap | End
+SubscriberItem = SubscriberEntry | SubscriberGap | SubscriberEnd
 
 
 class Subscriber:
@@ -95,9 +83,9 @@ class Subscriber:
         self._session = session
         self._broker = session.broker
         self.last_id = from_id
-        self._queue: deque[Entry] = deque()
+        self._queue: deque[SubscriberEntry] = deque()
         self._queue_size = queue_size
-        self._ready: deque[Item] = deque([Gap(lost)] if lost else [])
+        self._ready: deque[SubscriberItem] = deque([SubscriberGap(lost)] if lost else [])
         self._wake = asyncio.Event()
         self._catching_up = True
         self._overflow_from: str | None = None
@@ -108,7 +96,7 @@ class Subscriber:
         self._backoff = _BACKOFF_MIN_S
 
     # -- called by the session's reader (synchronously, never blocks) -----------------
-    def offer(self, entry: Entry) -> None:
+    def offer(self, entry: SubscriberEntry) -> None:
         if len(self._queue) >= self._queue_size:
             if self._overflow_from is None:
                 self._overflow_from = self._queue[0].id
@@ -131,7 +119,7 @@ class Subscriber:
         order = self._broker.order_key
         return order(entry_id) > order(self.last_id)
 
-    def _accept(self, entry: Entry) -> None:
+    def _accept(self, entry: SubscriberEntry) -> None:
         self.last_id = entry.id
         self._ready.append(entry)
         if entry.is_end:
@@ -145,17 +133,17 @@ class Subscriber:
             oldest = await self._broker.oldest_id(key)
             order = self._broker.order_key
             if oldest is None or order(oldest) > order(lost_from):
-                self._ready.append(Gap("overflow"))
+                self._ready.append(SubscriberGap("overflow"))
         raws = await self._broker.read(key, self.last_id, _READ_COUNT, block_ms=0)
         for raw in raws:
             if self._newer(raw.id):
-                self._accept(Entry.decode(raw))
+                self._accept(SubscriberEntry.decode(raw))
                 if self._finished:
                     return
         if len(raws) < _READ_COUNT:
             self._catching_up = False
 
-    async def next(self, timeout: float) -> Item | None:
+    async def next(self, timeout: float) -> SubscriberItem | None:
         """The next item to send, or None after `timeout` seconds without one (heartbeat)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -163,15 +151,15 @@ class Subscriber:
             if self._ready:
                 return self._ready.popleft()
             if self._finished:
-                return End()
+                return SubscriberEnd()
             if self._shutdown:
                 self._finished = True
-                self._ready.extend((Gap("shutdown"), End()))
+                self._ready.extend((SubscriberGap("shutdown"), SubscriberEnd()))
                 continue
             if self._outage_pending:
                 self._outage_pending = False
                 if self._gap_allowed(loop.time()):
-                    self._ready.append(Gap("outage"))
+                    self._ready.append(SubscriberGap("outage"))
                 continue
             if self._catching_up or self._overflow_from is not None:
                 self._catching_up = True
@@ -181,7 +169,7 @@ class Subscriber:
                 except Exception as exc:  # broker down: tell the client, retry from cursor
                     logger.debug("catch-up read failed for %s: %s", self._session.key, exc)
                     if self._gap_allowed(loop.time()):
-                        self._ready.append(Gap("outage"))
+                        self._ready.append(SubscriberGap("outage"))
                     await self._sleep(random.uniform(_BACKOFF_MIN_S / 2, self._backoff))
                     self._backoff = min(self._backoff * 2, _BACKOFF_MAX_S)
                 continue
@@ -263,7 +251,7 @@ class Session:
     def deliver(self, raws: list[BrokerEntry]) -> None:
         """Offer entries the reader fetched to every subscriber (never blocks)."""
         for raw in raws:
-            entry = Entry.decode(raw)
+            entry = SubscriberEntry.decode(raw)
             self.cursor = entry.id
             for sub in self.subscribers:
                 sub.offer(entry)

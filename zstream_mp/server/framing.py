@@ -6,7 +6,12 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from zstream_mp.server.broadcaster import End, Entry, Gap, Item
+from zstream_mp.server.broadcaster import (
+    SubscriberEnd,
+    SubscriberEntry,
+    SubscriberGap,
+    SubscriberItem,
+)
 from zstream_mp.server.models import EndFrame, UnknownFrame
 
 PING = b": ping\n\n"
@@ -59,13 +64,13 @@ class EventFilter:
         return self.correlation_ids is None or correlation_id in self.correlation_ids
 
 
-def frame_for(item: Item, event_filter: EventFilter) -> tuple[bytes, bool]:
+def frame_for(item: SubscriberItem, event_filter: EventFilter) -> tuple[bytes, bool]:
     """Encode one item; the flag says the stream ends after this frame."""
-    if isinstance(item, End):
+    if isinstance(item, SubscriberEnd):
         return END, True
-    if isinstance(item, Gap):
+    if isinstance(item, SubscriberGap):
         return gap_frame(item.reason), False
-    assert isinstance(item, Entry)
+    assert isinstance(item, SubscriberEntry)
     frame = item.frame
     if isinstance(frame, EndFrame):
         return END, True

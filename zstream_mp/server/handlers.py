@@ -35,11 +35,10 @@ from zstream_mp._wire import (
     RUNS_PATH,
     STREAM_PATH,
 )
-from zstream_mp.errors import BrokerFullError
+from zstream_mp.errors import BrokerFullError, ShuttingDownError, StreamCapacityError
 from zstream_mp.server.auth import bearer_token
 from zstream_mp.server.batch_checks import bad_idempotency_key, encoded_events
 from zstream_mp.server.body import json_body
-from zstream_mp.server.broadcaster import ShuttingDownError, StreamCapacityError
 from zstream_mp.server.brokers.base import shown_cursor
 from zstream_mp.server.framing import END, PING, EventFilter, frame_for
 from zstream_mp.server.idempotency import (

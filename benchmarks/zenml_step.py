@@ -32,8 +32,8 @@ PIPELINE = HERE / "_zenml_step_pipeline.py"
 
 
 def run_once(peer: Any, work: Path) -> dict[str, Any]:
-    import _zenml_peer
-    import _zenml_steps
+    from helpers import zenml_peer as _zenml_peer
+    from helpers import zenml_steps as _zenml_steps
 
     _zenml_steps.ensure_zstream_in_peer(peer.python)
     repo, out = work / "repo", work / "bench.json"
@@ -61,7 +61,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=1, help="runs; the best of each is shown")
     args = parser.parse_args()
-    import _zenml_peer
+    from helpers import zenml_peer as _zenml_peer
 
     peer = _zenml_peer.ensure_peer()
     runs = []

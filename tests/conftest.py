@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from helpers.redis import RunningRedis, redis_binary, start_redis
 from helpers.servers import TEST_TOKEN, RunningServer, start_server
 

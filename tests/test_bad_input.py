@@ -9,16 +9,11 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from helpers.faultserver import FaultProcess
 
 from zstream_mp import bind, flush, publish, stats

@@ -6,7 +6,7 @@ import uuid
 
 import httpx
 import pytest
-from _servers import TEST_TOKEN, RunningServer, start_server
+from helpers.servers import TEST_TOKEN, RunningServer, start_server
 
 import zstream_mp
 from zstream_mp.errors import (

@@ -42,7 +42,6 @@ seconds, not minutes (measured with `--durations`), so the tier stays under 3 mi
 
 SLOW_IN_FAST: frozenset[str] = frozenset(
     {
-        "test_runs_api.py::test_list_runs_follows_the_servers_pages",
         "test_cli_onramp.py::test_demo_keep_keeps_the_page_alive_until_interrupted",
         "test_cli_polish.py::test_serve_on_all_interfaces_without_a_token_warns",
         "test_cli_polish.py::test_tail_exits_4_when_the_server_goes_away_mid_stream[killed]",

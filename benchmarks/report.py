@@ -235,7 +235,7 @@ def measure_ingest(repeats: int, zenml: bool) -> tuple[dict[str, dict[int, float
             url, token, run_id = stack.enter_context(si.ours(broker))
             cells[name] = si.Cell(url, token, run_id, unique())
         if zenml:
-            import _zenml_peer as zpeer
+            from helpers import zenml_peer as zpeer
 
             try:
                 peer = zpeer.ensure_peer("redis")

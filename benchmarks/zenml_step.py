@@ -58,8 +58,8 @@ def fast_extra(python: str) -> Path | None:
 
 
 def run_once(peer: Any, work: Path, calls_only: bool = False) -> dict[str, Any]:
-    import _zenml_peer
-    import _zenml_steps
+    from helpers import zenml_peer as _zenml_peer
+    from helpers import zenml_steps as _zenml_steps
 
     _zenml_steps.ensure_zstream_in_peer(peer.python)
     repo, out = work / "repo", work / "bench.json"
@@ -91,7 +91,7 @@ def run_once(peer: Any, work: Path, calls_only: bool = False) -> dict[str, Any]:
 
 def measure(repeat: int = 1, calls_only: bool = False) -> dict[str, Any]:
     """The step's results; over several runs, the best of each."""
-    import _zenml_peer
+    from helpers import zenml_peer as _zenml_peer
 
     peer = _zenml_peer.ensure_peer()
     runs = []

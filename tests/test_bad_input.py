@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from helpers.faultserver import FaultProcess
 
 from zstream_mp import bind, flush, publish, stats
+from zstream_mp._wire import ENV_BATCH_SIZE, ENV_EXIT_TIMEOUT, ENV_IDLE_EXIT, ENV_RETRY_DEADLINE
 from zstream_mp.errors import (
     InvalidEventError,
     PayloadTooLargeError,
@@ -205,3 +204,53 @@ def test_bad_inputs_lose_nothing_already_queued(server: FaultProcess) -> None:
             and ev["correlation_id"] == kwargs.get("correlation_id")
         ]
         assert match, f"{name} did not arrive intact"
+
+
+# A bad setting in the environment is input too: the first `publish()` of a fresh process
+# raises it in the caller's thread (the values themselves: tests/unit/test_settings.py).
+SETTINGS_PROBE = """
+import sys, uuid, zstream_mp as z
+z.bind(str(uuid.uuid4()), server=sys.argv[1])
+try:
+    z.publish({"a": 1})
+except z.ConfigurationError as exc:
+    assert isinstance(exc, ValueError)
+    print("error:", exc)
+else:
+    z.flush(5)
+    print("ok", z.stats().sent)
+"""
+
+
+def _settings_probe(env: dict[str, str], server: FaultProcess) -> str:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("ZSTREAM_", "ZENML_STREAM_"))}
+    out = subprocess.run(
+        [sys.executable, "-c", SETTINGS_PROBE, server.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**clean, **env},
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        (ENV_BATCH_SIZE, "0"),
+        (ENV_EXIT_TIMEOUT, "soon"),
+        (ENV_IDLE_EXIT, "0"),
+        (ENV_RETRY_DEADLINE, "nan?"),
+    ],
+)
+def test_a_bad_setting_is_raised_by_the_first_publish(
+    name: str, value: str, server: FaultProcess
+) -> None:
+    out = _settings_probe({name: value}, server)
+    assert out.startswith(f"error: {name}="), out
+
+
+@pytest.mark.parametrize("value", ["1", "1000"])
+def test_batch_sizes_at_the_edges_deliver(value: str, server: FaultProcess) -> None:
+    assert _settings_probe({ENV_BATCH_SIZE: value}, server) == "ok 1"

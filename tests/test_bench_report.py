@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from _servers import REPO, redis_binary
+from helpers.redis import redis_binary
+from helpers.servers import REPO
 
 pytest.importorskip("matplotlib", reason="the bench extra (matplotlib) is not installed")
 

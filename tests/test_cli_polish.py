@@ -16,7 +16,7 @@ import time
 import uuid
 
 import pytest
-from _servers import RunningServer, start_server
+from helpers.servers import RunningServer, start_server
 
 import zstream_mp
 from zstream_mp.cli import build_parser

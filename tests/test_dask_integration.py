@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _faultserver import FaultProcess
-from _frameworks import (
+from helpers.faultserver import FaultProcess
+from helpers.frameworks import (
     assert_exactly,
     driver_env,
     expected,
@@ -33,7 +33,7 @@ from _frameworks import (
     require,
     run_driver,
 )
-from _servers import RunningServer, free_port, start_server
+from helpers.servers import RunningServer, free_port, start_server
 
 pytestmark = [pytest.mark.dask, pytest.mark.timeout(300)]
 

@@ -21,16 +21,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.programs import program
+from helpers.servers import RunningServer, start_server
+from helpers.targets import (
+    ServerTarget,
+    Target,
+    ZenmlTarget,
+    child_env,
+    interpreters,
+    python_version,
+    run_bounded,
+)
+from programs.fork.spool_work import publish_forever, publish_then_os_exit
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE / "fork_cases"))
-
-import _targets  # noqa: E402
-from _servers import RunningServer, start_server  # noqa: E402
-from _spool_work import publish_forever, publish_then_os_exit  # noqa: E402
-from _targets import ServerTarget  # noqa: E402
-
-import zstream_mp  # noqa: E402
+import zstream_mp
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
 
@@ -116,26 +120,26 @@ def test_os_exit_without_flush_loses_nothing(durable: Path, server: RunningServe
 # --------------------------------------------------------------------------- every interpreter,
 # our server and the real ZenML server
 
-PYTHONS = _targets.interpreters()
-DRIVER = HERE / "fork_cases" / "durable_driver.py"
+PYTHONS = interpreters()
+DRIVER = program("fork/durable_driver.py")
 
 
 @pytest.fixture(scope="module")
 def zenml_run() -> Iterator[tuple[Any, Any, list[str | None]]]:
-    import _zenml_peer
+    from helpers.zenml_peer import PeerUnavailable, ensure_peer, held_run
 
     try:
-        peer = _zenml_peer.ensure_peer()
-        with _zenml_peer.held_run(peer) as held:
+        peer = ensure_peer()
+        with held_run(peer) as held:
             yield peer, held, [None]
-    except _zenml_peer.PeerUnavailable as exc:
+    except PeerUnavailable as exc:
         pytest.skip(f"ZENML PEER UNAVAILABLE, durable ZenML cases NOT RUN: {exc}")
 
 
 def _drive(
     python: str,
     case: str,
-    target: _targets.Target,
+    target: Target,
     tmp_path: Path,
     events: int = 2000,
     via: str | None = None,
@@ -144,11 +148,11 @@ def _drive(
     state = tmp_path / "state"
     state.mkdir(mode=0o700)
     durable = "0" if case == "pool_spill" else "1"
-    env = _targets.child_env(python, {"ZSTREAM_DURABLE": durable, "ZSTREAM_STATE_DIR": str(state)})
+    env = child_env(python, {"ZSTREAM_DURABLE": durable, "ZSTREAM_STATE_DIR": str(state)})
     cmd = [python, str(DRIVER), case, "--server", via or target.url, "--run", target.run_id]
     cmd += ["--tag", tag, "--events", str(events)]
     cmd += ["--token", target.token] if target.token else []
-    res = _targets.run_bounded(cmd, env=env, deadline=240.0)
+    res = run_bounded(cmd, env=env, deadline=240.0)
     assert not res.timed_out and res.returncode == 0, res.stderr[-3000:]
     summary = json.loads(res.stdout.strip().splitlines()[-1])
     assert summary["flushed"], (summary, res.stderr[-6000:])
@@ -157,11 +161,11 @@ def _drive(
     payloads = [p for p in target.collect() if p.get("tag") == tag]
     problems = _check(payloads, returned)
     assert not problems, f"{problems} {summary}"
-    print(f"[{case} python {_targets.python_version(python)} {target.name}] ok {summary}")
+    print(f"[{case} python {python_version(python)} {target.name}] ok {summary}")
     return summary
 
 
-@pytest.mark.parametrize("python", PYTHONS, ids=lambda p: "py" + _targets.python_version(p))
+@pytest.mark.parametrize("python", PYTHONS, ids=lambda p: "py" + python_version(p))
 @pytest.mark.parametrize("case", ["sigkill", "os_exit"])
 def test_durable_matrix_our_server(
     python: str, case: str, server: RunningServer, tmp_path: Path
@@ -170,12 +174,12 @@ def test_durable_matrix_our_server(
 
 
 @pytest.mark.zenml
-@pytest.mark.parametrize("python", PYTHONS, ids=lambda p: "py" + _targets.python_version(p))
+@pytest.mark.parametrize("python", PYTHONS, ids=lambda p: "py" + python_version(p))
 @pytest.mark.parametrize("case", ["sigkill", "os_exit"])
 def test_durable_matrix_zenml(python: str, case: str, zenml_run: Any, tmp_path: Path) -> None:
     peer, held, cursor = zenml_run
     # ZenML keeps ~10,000 events per run (MAXLEN ~): stay well inside it
-    _drive(python, case, _targets.ZenmlTarget(peer, held, cursor), tmp_path, events=400)
+    _drive(python, case, ZenmlTarget(peer, held, cursor), tmp_path, events=400)
 
 
 def test_bind_durable_reaches_this_process_and_its_children(tmp_path: Path) -> None:
@@ -203,7 +207,7 @@ def test_bind_durable_reaches_this_process_and_its_children(tmp_path: Path) -> N
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 
-@pytest.mark.parametrize("python", PYTHONS, ids=lambda p: "py" + _targets.python_version(p))
+@pytest.mark.parametrize("python", PYTHONS, ids=lambda p: "py" + python_version(p))
 def test_pool_spill_matrix(python: str, server: RunningServer, tmp_path: Path) -> None:
     """The exit spill on every interpreter: Pool(4) x 2,000 behind 1.5 s per POST, where even
     the exit path's large batches cannot deliver within the budget, so the spool carries the

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import importlib.util
 import multiprocessing
+import os
 import re
 import subprocess
 import sys
 
 import pytest
-from _frameworks import driver_env
+from helpers import programs
+from helpers.frameworks import driver_env
 from helpers.servers import REPO, RunningServer
 
 import zstream_mp
@@ -121,7 +123,6 @@ def test_example_without_its_framework_says_how_to_install_it(name: str) -> None
     code = (
         "import runpy, sys\n"
         f"sys.modules[{blocked!r}] = None  # as if it were not installed\n"
-        f"sys.path.insert(0, {str(EXAMPLES)!r})\n"
         f"runpy.run_path({str(EXAMPLES / f'{name}.py')!r}, run_name='__main__')\n"
     )
     done = subprocess.run(
@@ -129,7 +130,10 @@ def test_example_without_its_framework_says_how_to_install_it(name: str) -> None
         capture_output=True,
         text=True,
         timeout=60,
-        env=driver_env(ZSTREAM_SERVER="http://127.0.0.1:9"),  # never reached
+        env=driver_env(  # the example imports its neighbour `_server`; the server is never reached
+            ZSTREAM_SERVER="http://127.0.0.1:9",
+            PYTHONPATH=os.pathsep.join((str(EXAMPLES), programs.pythonpath())),
+        ),
         cwd=REPO,
     )
     assert done.returncode == 0, done.stderr

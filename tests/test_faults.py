@@ -1,6 +1,6 @@
 """Faults injected for real by a server process: nothing lost beyond the documented policy.
 
-Every scenario runs a publisher in its own process (tests/fork_cases/fault_client.py) against
+Every scenario runs a publisher in its own process (tests/programs/faults/fault_client.py) against
 tests/helpers/faultserver.py, which answers with real status codes, drops or resets real
 connections, stalls, or is killed and started again on the same port. Every event carries its
 ``seq``; the server records every request and every accepted event, so the test counts
@@ -31,15 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.faultserver import FaultProcess
+from helpers.programs import program
+from helpers.targets import child_env
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE / "fork_cases"))
-sys.path.insert(0, str(HERE))
-
-from _targets import child_env  # noqa: E402
-from helpers.faultserver import FaultProcess  # noqa: E402
-
-CLIENT = HERE / "fork_cases" / "fault_client.py"
+CLIENT = program("faults/fault_client.py")
 MARKER = "SECRET-PAYLOAD-7f3a"
 FLUSH_SLACK = 0.1
 EXIT_SLACK = 0.5

@@ -1,6 +1,6 @@
 """The executor matrix: every way of fanning out work delivers every event exactly once.
 
-Each case runs ``tests/fork_cases/driver.py`` in a fresh interpreter under a hard deadline:
+Each case runs ``tests/programs/fork/driver.py`` in a fresh interpreter under a hard deadline:
 the parent binds a run, publishes, fans out to 4 workers that publish 500 events each
 (tagged worker, seq) without flushing, publishes again and exits. The server then holds
 exactly the expected identities: nothing lost, nothing twice (a child re-sending its
@@ -21,36 +21,41 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE / "fork_cases"))
-sys.path.insert(0, str(HERE))
-
-import _targets  # noqa: E402
-from driver import CASES, expected_workers  # noqa: E402
-from driver import PARENT_EVENTS as DRIVER_PARENT_EVENTS  # noqa: E402
+from helpers.programs import program
+from helpers.targets import (
+    FaultTarget,
+    ServerTarget,
+    Target,
+    ZenmlTarget,
+    check_exactly_once,
+    child_env,
+    interpreters,
+    python_version,
+    run_bounded,
+)
+from programs.fork.driver import CASES, expected_workers
+from programs.fork.driver import PARENT_EVENTS as DRIVER_PARENT_EVENTS
 
 pytestmark = pytest.mark.forkmatrix
 
-DRIVER = HERE / "fork_cases" / "driver.py"
+DRIVER = program("fork/driver.py")
 EVENTS = 500
 GRANDCHILD_EVENTS = 250
 PARENT_EVENTS = 1000
 DEADLINE = 60.0
 DRAIN_AFTER = {"zenml"}
 """Targets whose spools a later publisher drains before counting (see the module doc)."""
-PYTHONS = _targets.interpreters()
+PYTHONS = interpreters()
 
 
 def _python_id(python: str) -> str:
-    return "py" + _targets.python_version(python)
+    return "py" + python_version(python)
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +78,7 @@ def zenml_run() -> Iterator[tuple[Any, Any, list[str | None]]]:
         pytest.skip(f"ZENML PEER UNAVAILABLE, ZenML matrix NOT RUN: {exc}")
 
 
-def run_case(python: str, case: str, target: _targets.Target) -> dict[str, Any]:
+def run_case(python: str, case: str, target: Target) -> dict[str, Any]:
     tag = uuid.uuid4().hex
     parent_events = DRIVER_PARENT_EVENTS.get(case, PARENT_EVENTS)
     extra = {
@@ -81,7 +86,7 @@ def run_case(python: str, case: str, target: _targets.Target) -> dict[str, Any]:
         "FORK_CASE_EVENTS": str(EVENTS),
         "FORK_CASE_GRANDCHILD_EVENTS": str(GRANDCHILD_EVENTS),
     }
-    env = _targets.child_env(python, extra)
+    env = child_env(python, extra)
     cmd = [
         python,
         str(DRIVER),
@@ -95,7 +100,7 @@ def run_case(python: str, case: str, target: _targets.Target) -> dict[str, Any]:
     ]
     if target.token:
         cmd += ["--token", target.token]
-    res = _targets.run_bounded(cmd, env=env, deadline=DEADLINE)
+    res = run_bounded(cmd, env=env, deadline=DEADLINE)
     where = f"[{case} on {target.name}, python {python}]"
     assert not res.timed_out, (
         f"{where} over its {DEADLINE}s deadline (deadlock?); stragglers {res.stragglers}\n"
@@ -109,7 +114,7 @@ def run_case(python: str, case: str, target: _targets.Target) -> dict[str, Any]:
     expected = {"parent": 2 * parent_events, **expected_workers(case, EVENTS, GRANDCHILD_EVENTS)}
     target.expect = (tag, sum(expected.values()))
     payloads = [p for p in target.collect() if p.get("tag") == tag]
-    problems = _targets.check_exactly_once(payloads, expected)
+    problems = check_exactly_once(payloads, expected)
     assert not problems, f"{where} {'; '.join(problems)}\nsummary {summary}\n{res.stderr[-2000:]}"
     assert not res.stderr.strip() or "Traceback" not in res.stderr, res.stderr[-3000:]
     print(f"{where} ok {summary}")
@@ -133,7 +138,7 @@ def _drain_spools(python: str, env: dict[str, str]) -> int:
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_matrix_fault_server(python: str, case: str, tmp_path: Path) -> None:
     """Against the recording fault server with a slow start: the parent's queue is full at fork."""
-    target = _targets.FaultTarget(tmp_path / "rec", slow_start=0.3)
+    target = FaultTarget(tmp_path / "rec", slow_start=0.3)
     try:
         summary = run_case(python, case, target)
     finally:
@@ -144,7 +149,7 @@ def test_matrix_fault_server(python: str, case: str, tmp_path: Path) -> None:
 @pytest.mark.parametrize("python", PYTHONS, ids=_python_id)
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_matrix_our_server(python: str, case: str, our_server: Any) -> None:
-    run_case(python, case, _targets.ServerTarget(our_server))
+    run_case(python, case, ServerTarget(our_server))
 
 
 @pytest.mark.zenml
@@ -152,4 +157,4 @@ def test_matrix_our_server(python: str, case: str, our_server: Any) -> None:
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_matrix_zenml(python: str, case: str, zenml_run: Any) -> None:
     peer, held, cursor = zenml_run
-    run_case(python, case, _targets.ZenmlTarget(peer, held, cursor))
+    run_case(python, case, ZenmlTarget(peer, held, cursor))

@@ -16,14 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.programs import program
+from helpers.targets import (
+    FaultTarget,
+    ServerTarget,
+    Target,
+    check_exactly_once,
+    child_env,
+    run_bounded,
+)
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE / "fork_cases"))
-sys.path.insert(0, str(HERE))
-
-import _targets  # noqa: E402
-
-STORM = HERE / "fork_cases" / "storm.py"
+STORM = program("fork/storm.py")
 FORKS = int(os.environ.get("ZSTREAM_STORM_FORKS", "400"))
 """Forks against the recording fault server (exact counts from its record): a second
 opinion on the same check, shorter, to keep the suite in its CI budget."""
@@ -44,7 +47,7 @@ def our_server() -> Iterator[Any]:
         yield server
 
 
-def storm(target: _targets.Target, forks: int) -> dict[str, Any]:
+def storm(target: Target, forks: int) -> dict[str, Any]:
     cmd = [
         sys.executable,
         str(STORM),
@@ -59,7 +62,7 @@ def storm(target: _targets.Target, forks: int) -> dict[str, Any]:
     ]
     if target.token:
         cmd += ["--token", target.token]
-    res = _targets.run_bounded(cmd, env=_targets.child_env(sys.executable), deadline=DEADLINE)
+    res = run_bounded(cmd, env=child_env(sys.executable), deadline=DEADLINE)
     assert not res.timed_out, f"storm over its {DEADLINE}s deadline:\n{res.stderr[-3000:]}"
     assert res.returncode == 0, f"storm failed rc={res.returncode}:\n{res.stderr[-3000:]}"
     report = json.loads(res.stdout.strip().splitlines()[-1])
@@ -75,7 +78,7 @@ def storm(target: _targets.Target, forks: int) -> dict[str, Any]:
 
     payloads = target.collect()
     children = [p for p in payloads if p.get("worker") == "child"]
-    problems = _targets.check_exactly_once(children, {"child": forks})
+    problems = check_exactly_once(children, {"child": forks})
     assert not problems, f"children's events: {'; '.join(problems)}"
 
     parent = Counter((p["worker"], p["seq"]) for p in payloads if p.get("worker") != "child")
@@ -90,7 +93,7 @@ def storm(target: _targets.Target, forks: int) -> dict[str, Any]:
 
 
 def test_fork_storm_fault_server(tmp_path: Path) -> None:
-    target = _targets.FaultTarget(tmp_path / "rec", slow_start=0)
+    target = FaultTarget(tmp_path / "rec", slow_start=0)
     try:
         storm(target, FORKS)
     finally:
@@ -98,4 +101,4 @@ def test_fork_storm_fault_server(tmp_path: Path) -> None:
 
 
 def test_fork_storm_our_server(our_server: Any) -> None:
-    storm(_targets.ServerTarget(our_server), SERVER_FORKS)
+    storm(ServerTarget(our_server), SERVER_FORKS)

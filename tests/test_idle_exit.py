@@ -7,17 +7,11 @@ turns that warning into an error, so on those interpreters a sender left running
 from __future__ import annotations
 
 import subprocess
-import sys
 import uuid
-from pathlib import Path
 
 import httpx
 import pytest
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE / "fork_cases"))
-
-import _targets  # noqa: E402
+from helpers.targets import child_env, interpreters, python_version
 
 SCRIPT = r"""
 import os, sys, threading, time, warnings
@@ -43,13 +37,11 @@ print(z.stats().sent)
 """
 
 
-@pytest.mark.parametrize(
-    "python", _targets.interpreters(), ids=lambda p: "py" + _targets.python_version(p)
-)
+@pytest.mark.parametrize("python", interpreters(), ids=lambda p: "py" + python_version(p))
 def test_fork_between_bursts_has_no_sender_thread(python: str, server: object) -> None:
     url = server.url  # type: ignore[attr-defined]
     run_id = str(uuid.uuid4())
-    env = _targets.child_env(python, {"ZSTREAM_IDLE_EXIT": "0.2"})
+    env = child_env(python, {"ZSTREAM_IDLE_EXIT": "0.2"})
     out = subprocess.run(
         [python, "-c", SCRIPT, run_id, url], capture_output=True, text=True, timeout=60, env=env
     )

@@ -13,7 +13,7 @@ import sys
 import uuid
 from collections import Counter
 
-from _servers import RunningServer, start_server
+from helpers.servers import RunningServer, start_server
 
 import zstream_mp
 from zstream_mp.runs import create_run

@@ -1,6 +1,6 @@
 """The publisher's side of the hardening review: deadlines that hold, tokens that stay home,
 counts that add up, and failures a user can see. Each case is a real publisher process
-against a real fault server on loopback (tests/_faultserver.py)."""
+against a real fault server on loopback (tests/helpers/faultserver.py)."""
 
 from __future__ import annotations
 
@@ -11,16 +11,11 @@ import uuid
 from pathlib import Path
 
 import pytest
+from helpers.faultserver import FaultProcess
+from helpers.targets import child_env
+from test_faults import assert_exactly_once, delivered, run_client
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE / "fork_cases"))
-sys.path.insert(0, str(HERE))
-
-from _faultserver import FaultProcess  # noqa: E402
-from _targets import child_env  # noqa: E402
-from test_faults import assert_exactly_once, delivered, run_client  # noqa: E402
-
-import zstream_mp  # noqa: E402
+import zstream_mp
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from typing import Any
 
 import psutil
 import pytest
-from _frameworks import (
+from helpers.frameworks import (
     assert_exactly,
     driver_env,
     expected,
@@ -31,7 +31,7 @@ from _frameworks import (
     require,
     run_driver,
 )
-from _servers import RunningServer, free_port, start_server
+from helpers.servers import RunningServer, free_port, start_server
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 

@@ -1,7 +1,7 @@
 """Scale-out: three `zstream-mp serve` replicas on one real redis-server act as one server.
 
 Real processes only: a private redis-server, three server processes on their own loopback
-ports, publisher processes (tests/fork_cases/fault_client.py, `zstream_mp.publish`) bound to
+ports, publisher processes (tests/programs/faults/fault_client.py, `zstream_mp.publish`) bound to
 different replicas, and `zstream_mp.subscribe()` consumers on each replica. Every event is
 tagged (publisher, seq): kind names the publisher, the payload carries the seq.
 
@@ -18,7 +18,6 @@ tagged (publisher, seq): kind names the publisher, the payload carries the seq.
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
 import uuid
@@ -34,15 +33,11 @@ import pytest
 from helpers.redis import RunningRedis, redis_binary, start_redis
 from helpers.servers import TEST_TOKEN, RunningServer, start_server
 from helpers.switchproxy import SwitchProxy
+from test_faults import finish, start_client
 
 import zstream_mp
 from zstream_mp._wire import AUTHORIZATION, IDEMPOTENCY_KEY, bearer, run_url
 from zstream_mp.errors import ServerUnavailableError
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from test_faults import finish, start_client  # noqa: E402
 
 pytestmark = [
     pytest.mark.redis,

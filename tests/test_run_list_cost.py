@@ -21,7 +21,8 @@ from typing import Any
 
 import httpx
 import pytest
-from _servers import RunningRedis, RunningServer, start_server
+from helpers.redis import RunningRedis
+from helpers.servers import RunningServer, start_server
 
 RUNS = 20_000
 LISTERS = 40

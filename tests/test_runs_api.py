@@ -6,9 +6,10 @@ import uuid
 
 import httpx
 import pytest
-from _servers import TEST_TOKEN, RunningServer, start_server
+from helpers.servers import TEST_TOKEN, RunningServer, start_server
 
 import zstream_mp
+from zstream_mp._wire import runs_url
 from zstream_mp.errors import (
     AuthenticationError,
     InvalidContextError,
@@ -103,10 +104,18 @@ def test_strict_server_refuses_uncreated_runs() -> None:
         assert run_status(srv.url, run_id).id == run_id
 
 
+def _made(answer: httpx.Response) -> str:
+    answer.raise_for_status()
+    return RunInfo.from_json(answer.json()).id
+
+
 def test_list_runs_follows_the_servers_pages() -> None:
     """The server answers 1,000 runs a page; ``list_runs()`` follows ``next`` to the end."""
     with start_server() as srv:
-        made = [create_run(srv.url) for _ in range(1_100)]
+        # the runs are made over one kept-alive connection (a new one each, as `create_run`
+        # opens, costs the test half a minute); `create_run` itself is `test_lifecycle`'s
+        with httpx.Client(timeout=30) as client:
+            made = [_made(client.post(runs_url(srv.url), json={})) for _ in range(1_100)]
         listed = [info.id for info in list_runs(srv.url)]
     assert len(listed) == len(set(listed)) == 1_100
     assert set(made) == set(listed)

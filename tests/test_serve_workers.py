@@ -22,12 +22,8 @@ import psutil
 import pytest
 from helpers.redis import RunningRedis, redis_binary, start_redis
 from helpers.servers import REPO, TEST_TOKEN, RunningServer, start_server
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from test_faults import finish, start_client  # noqa: E402
-from test_replicas import Consumer, assert_complete, wait_for  # noqa: E402
+from test_faults import finish, start_client
+from test_replicas import Consumer, assert_complete, wait_for
 
 pytestmark = [
     pytest.mark.redis,

@@ -17,7 +17,8 @@ from urllib.parse import urlsplit
 import httpx
 import psutil
 import pytest
-from _servers import RunningRedis, start_server
+from helpers.redis import RunningRedis
+from helpers.servers import start_server
 
 from zstream_mp.server import EmbeddedServer, ServerConfig
 

@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("starlette")
 
-from zstream_mp.server.broadcaster import End, Entry, Gap
+from zstream_mp.server.broadcaster import SubscriberEnd, SubscriberEntry, SubscriberGap
 from zstream_mp.server.brokers import BrokerEntry, stream_key
 from zstream_mp.server.brokers.memory import InMemoryBroker
 from zstream_mp.server.brokers.redis_streams import RedisStreamsBroker
@@ -36,8 +36,8 @@ ZENML_FRAME = (
 ).encode()
 
 
-def _entry(event: StreamEvent, entry_id: str = "1795642057488-0") -> Entry:
-    return Entry.decode(BrokerEntry(entry_id, encode_frame(EventFrame(event=event))))
+def _entry(event: StreamEvent, entry_id: str = "1795642057488-0") -> SubscriberEntry:
+    return SubscriberEntry.decode(BrokerEntry(entry_id, encode_frame(EventFrame(event=event))))
 
 
 def _event(**kw: object) -> StreamEvent:
@@ -59,18 +59,18 @@ def test_event_frame_matches_zenml_capture() -> None:
 
 
 def test_control_frames() -> None:
-    assert frame_for(End(), EventFilter()) == (b"event: end\ndata: {}\n\n", True)
-    assert frame_for(Gap("overflow"), EventFilter())[0] == (
+    assert frame_for(SubscriberEnd(), EventFilter()) == (b"event: end\ndata: {}\n\n", True)
+    assert frame_for(SubscriberGap("overflow"), EventFilter())[0] == (
         b'event: gap\ndata: {"reason": "overflow"}\n\n'
     )
-    end_entry = Entry.decode(BrokerEntry("7", END_FRAME_BYTES))
+    end_entry = SubscriberEntry.decode(BrokerEntry("7", END_FRAME_BYTES))
     assert frame_for(end_entry, EventFilter()) == (b"event: end\ndata: {}\n\n", True)
     assert PING == b": ping\n\n"
-    unknown = Entry.decode(BrokerEntry("8", b'{"type":"future"}'))
+    unknown = SubscriberEntry.decode(BrokerEntry("8", b'{"type":"future"}'))
     assert frame_for(unknown, EventFilter())[0] == (
         b'id: 8\nevent: cursor\ndata: {"unknown_type": "future"}\n\n'
     )
-    garbage = Entry.decode(BrokerEntry("9", b"\xff not json"))
+    garbage = SubscriberEntry.decode(BrokerEntry("9", b"\xff not json"))
     assert isinstance(garbage.frame, UnknownFrame)
     assert frame_for(garbage, EventFilter())[0] == (
         b'id: 9\nevent: cursor\ndata: {"unknown_type": "?"}\n\n'
@@ -180,5 +180,5 @@ def test_memory_broker_ttl_keeps_ids_increasing() -> None:
 
 
 def test_frame_json_reason_is_json_dumps() -> None:
-    body = frame_for(Gap("outage"), EventFilter())[0].decode()
+    body = frame_for(SubscriberGap("outage"), EventFilter())[0].decode()
     assert json.loads(body.split("data: ", 1)[1]) == {"reason": "outage"}

@@ -21,7 +21,8 @@ from urllib.parse import urlsplit
 import httpx
 import psutil
 import pytest
-from _servers import RunningRedis, RunningServer, start_server
+from helpers.redis import RunningRedis
+from helpers.servers import RunningServer, start_server
 
 from zstream_mp._wire import BATCH_BODY_MAX, IDEMPOTENCY_KEY_MAX, RUN_BODY_MAX
 
@@ -298,7 +299,7 @@ def test_credentials_never_in_repr() -> None:
 # -- readiness ----------------------------------------------------------------------------
 @pytest.mark.redis
 def test_ready_follows_the_broker_health_stays_liveness() -> None:
-    from _servers import redis_binary, start_redis
+    from helpers.redis import redis_binary, start_redis
 
     if redis_binary() is None:
         pytest.skip("redis-server binary not installed: readiness test NOT run")

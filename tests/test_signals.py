@@ -18,12 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE / "fork_cases"))
-
-from _signal_child import publish_then_wait, report_masks  # noqa: E402
-from helpers.faultserver import FaultProcess  # noqa: E402
+from helpers.faultserver import FaultProcess
+from programs.fork.signal_child import publish_then_wait, report_masks
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc, POSIX signals")
 CTX = multiprocessing.get_context("spawn")
@@ -111,7 +107,7 @@ def test_ignored_sigterm_stays_ignored(slow_server: FaultProcess, tmp_path: Path
 
 def test_sigterm_while_main_thread_is_stuck_in_c(slow_server: FaultProcess) -> None:
     """The handler cannot run until the C call returns; the watcher flushes and exits."""
-    from _signal_child import publish_then_compute
+    from programs.fork.signal_child import publish_then_compute
 
     run_id = str(uuid.uuid4())
     parent, child = CTX.Pipe()

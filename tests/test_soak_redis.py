@@ -25,7 +25,8 @@ from urllib.parse import urlsplit
 import httpx
 import psutil
 import pytest
-from _servers import REPO, RunningRedis, start_server
+from helpers.redis import RunningRedis
+from helpers.servers import REPO, start_server
 
 pytestmark = pytest.mark.redis
 

@@ -16,15 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers.programs import program
+from helpers.servers import RunningServer, start_server
+from helpers.targets import ServerTarget, check_exactly_once
+from programs.fork.spool_work import mark_exit_times, publish_burst
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE / "fork_cases"))
-
-from _servers import RunningServer, start_server  # noqa: E402
-from _spool_work import mark_exit_times, publish_burst  # noqa: E402
-from _targets import ServerTarget, check_exactly_once  # noqa: E402
-
-import zstream_mp  # noqa: E402
+import zstream_mp
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
 BUDGET = 2.0  # the default ZSTREAM_EXIT_TIMEOUT
@@ -51,7 +48,7 @@ class SlowProxy:
         self.proc = subprocess.Popen(
             [
                 sys.executable,
-                str(HERE / "_slowproxy.py"),
+                str(program("servers/slowproxy.py")),
                 "--upstream",
                 upstream,
                 "--delay",

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _servers import REPO, RunningServer
+from helpers.servers import REPO, RunningServer
 
 import zstream_mp
 from zstream_mp.runs import create_run, end_run

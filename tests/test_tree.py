@@ -14,16 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers.faultserver import FaultProcess
+from helpers.servers import RunningServer, start_server
+from helpers.targets import ServerTarget, check_exactly_once
+from programs.fork.spool_work import nested, publish_burst, publish_then_hang
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE / "fork_cases"))
-
-from _faultserver import FaultProcess  # noqa: E402
-from _servers import RunningServer, start_server  # noqa: E402
-from _spool_work import nested, publish_burst, publish_then_hang  # noqa: E402
-from _targets import ServerTarget, check_exactly_once  # noqa: E402
-
-import zstream_mp  # noqa: E402
+import zstream_mp
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
 

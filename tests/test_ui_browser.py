@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _servers import RunningRedis, RunningServer, free_port, start_server
+from helpers.redis import RunningRedis
+from helpers.servers import RunningServer, free_port, start_server
 
 import zstream_mp
 from zstream_mp.runs import create_run, end_run

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import httpx
-from _servers import TEST_TOKEN, RunningServer
+from helpers.servers import TEST_TOKEN, RunningServer
 
 import zstream_mp
 from zstream_mp.runs import create_run, end_run

@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
-from _servers import REPO, RunningServer
+from helpers.servers import REPO, RunningServer
 
 import zstream_mp
 from zstream_mp.logs import LogHandler

@@ -12,7 +12,8 @@ import json
 import time
 
 import pytest
-from _servers import RunningServer, frames_of, sse_body
+from helpers.servers import RunningServer
+from helpers.sse import frames_of, sse_body
 
 import zstream_mp
 from zstream_mp.runs import create_run, end_run

@@ -1,7 +1,7 @@
 """Inside real ZenML steps, on the real ZenML server, with default settings: every fan-out
 delivers every worker event exactly once, whether or not the step published first.
 
-The pipelines (tests/zenml_pipelines/fanout_steps.py) run in the ZenML peer's venv on the
+The pipelines (tests/programs/zenml/fanout_steps.py) run in the ZenML peer's venv on the
 local orchestrator; ``ZSTREAM_EXIT_TIMEOUT`` and every other setting is left at its default.
 The test subscribes to the run's stream on ZenML's server from the run's first second (ZenML
 trims a stream to 10,000 entries, so a replay afterwards would not see everything) and counts
@@ -18,26 +18,28 @@ from __future__ import annotations
 
 import dataclasses
 import signal
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-import _zenml_peer  # noqa: E402
-import _zenml_steps  # noqa: E402
+from helpers.programs import program
+from helpers.zenml_peer import Peer, PeerUnavailable, ensure_peer
+from helpers.zenml_steps import (
+    ZStreamNotInstallable,
+    ensure_peer_packages,
+    ensure_zstream_in_peer,
+    read_stream,
+    run_pipeline,
+)
 
 pytestmark = [
     pytest.mark.zenml,
     pytest.mark.timeout(3000),
 ]
 
-SCRIPT = HERE / "zenml_pipelines" / "fanout_pipeline.py"
+SCRIPT = program("zenml/fanout_pipeline.py")
 WORKERS, WORKER_EVENTS, BURST = 4, 200, 50
 CASES = [
     "fork_sys_exit",
@@ -66,15 +68,15 @@ NAMES = [
 
 
 @pytest.fixture(scope="module")
-def peer() -> _zenml_peer.Peer:
+def peer() -> Peer:
     try:
-        found = _zenml_peer.ensure_peer()
-    except _zenml_peer.PeerUnavailable as exc:
+        found = ensure_peer()
+    except PeerUnavailable as exc:
         pytest.skip(f"ZenML peer unavailable, in-step fan-out tests NOT run: {exc}")
     try:
-        _zenml_steps.ensure_zstream_in_peer(found.python)
-        _zenml_steps.ensure_peer_packages(found.python, "joblib", "distributed")
-    except _zenml_steps.ZStreamNotInstallable as exc:
+        ensure_zstream_in_peer(found.python)
+        ensure_peer_packages(found.python, "joblib", "distributed")
+    except ZStreamNotInstallable as exc:
         pytest.skip(f"cannot prepare the ZenML peer venv, NOT run: {exc}")
     return found
 
@@ -88,8 +90,8 @@ class FanOut:
 
 
 @pytest.fixture(scope="module")
-def fanout(peer: _zenml_peer.Peer, tmp_path_factory: pytest.TempPathFactory) -> FanOut:
-    result = _zenml_steps.run_pipeline(
+def fanout(peer: Peer, tmp_path_factory: pytest.TempPathFactory) -> FanOut:
+    result = run_pipeline(
         peer, "fanout", tmp_path_factory.mktemp("zenml-fanout"), script=SCRIPT, timeout=2400
     )
     hung = result.log.find("==== ")
@@ -103,7 +105,7 @@ def fanout(peer: _zenml_peer.Peer, tmp_path_factory: pytest.TempPathFactory) -> 
             continue
         assert record["step_flush"], f"{name}: the step's own flush() failed: {record}"
         results.update(record["results"])
-        frames = _zenml_steps.read_stream(peer.url, record["run_id"], peer.token)
+        frames = read_stream(peer.url, record["run_id"], peer.token)
         events += [_Event(f.id, f.event, f.json()["payload"]) for f in frames if f.id]
     return FanOut(events, results)
 
@@ -159,7 +161,7 @@ def test_nothing_else_arrives(fanout: FanOut) -> None:
 
 @pytest.mark.parametrize("variant", ["burst", "silent"])
 def test_durable_os_exit_without_flush_in_a_step(
-    peer: _zenml_peer.Peer, durable_runs: dict[str, Any], variant: str
+    peer: Peer, durable_runs: dict[str, Any], variant: str
 ) -> None:
     """Durable mode: workers that leave through ``os._exit`` without any flush lose nothing;
     the step's end adopts their spools before ZenML ends the run."""
@@ -177,10 +179,8 @@ def test_durable_os_exit_without_flush_in_a_step(
 
 
 @pytest.fixture(scope="module")
-def durable_runs(
-    peer: _zenml_peer.Peer, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, Any]:
-    result = _zenml_steps.run_pipeline(
+def durable_runs(peer: Peer, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    result = run_pipeline(
         peer,
         "durable",
         tmp_path_factory.mktemp("zenml-durable"),
@@ -192,15 +192,15 @@ def durable_runs(
     return result.steps
 
 
-def _replayed(peer: _zenml_peer.Peer, run_id: str) -> list[_Event]:
-    frames = _zenml_steps.read_stream(peer.url, run_id, peer.token)
+def _replayed(peer: Peer, run_id: str) -> list[_Event]:
+    frames = read_stream(peer.url, run_id, peer.token)
     return [_Event(f.id, f.event, f.json()["payload"]) for f in frames if f.id]
 
 
-def test_fork_storm_in_a_step(peer: _zenml_peer.Peer, tmp_path: Path) -> None:
+def test_fork_storm_in_a_step(peer: Peer, tmp_path: Path) -> None:
     """200 short forks while a step thread publishes non-stop: no hang, every child's
     flush() True, every child event delivered exactly once."""
-    result = _zenml_steps.run_pipeline(peer, "storm", tmp_path, script=SCRIPT, timeout=900)
+    result = run_pipeline(peer, "storm", tmp_path, script=SCRIPT, timeout=900)
     result.check()
     record = result.steps["storm"]
     assert record["exit_codes"] == [0] * 200, record["exit_codes"]
@@ -215,14 +215,12 @@ def test_fork_storm_in_a_step(peer: _zenml_peer.Peer, tmp_path: Path) -> None:
     )
 
 
-def test_step_log_has_no_per_request_lines(peer: _zenml_peer.Peer, tmp_path: Path) -> None:
+def test_step_log_has_no_per_request_lines(peer: Peer, tmp_path: Path) -> None:
     """5,000 events from a step: its log, read back through ZenML, holds no line per batch."""
     # The local artifact store (where ZenML keeps a step's log) resolves under the client's
     # local stores path: share the server's, so the server can read the log back.
     stores = {"ZENML_LOCAL_STORES_PATH": str(Path(peer.state) / "local_stores")}
-    result = _zenml_steps.run_pipeline(
-        peer, "logs", tmp_path, script=SCRIPT, timeout=600, env=stores
-    )
+    result = run_pipeline(peer, "logs", tmp_path, script=SCRIPT, timeout=600, env=stores)
     result.check()
     record = result.steps["chatty"]
     assert len(_counts(_replayed(peer, record["run_id"]), "logs", "w")) == 5000
@@ -244,11 +242,11 @@ def test_step_log_has_no_per_request_lines(peer: _zenml_peer.Peer, tmp_path: Pat
     assert not offending, f"{len(offending)} per-request lines, e.g. {offending[:3]}"
 
 
-def test_step_signal_handler_stays_in_the_step(peer: _zenml_peer.Peer, tmp_path: Path) -> None:
+def test_step_signal_handler_stays_in_the_step(peer: Peer, tmp_path: Path) -> None:
     """ZenML's step SignalHandler is the step's alone: forked children get the default
     SIGTERM back, so ``Pool.terminate()`` ends a worker whose main thread cannot take the
     signal (it lands on another thread) instead of waiting for it forever."""
-    result = _zenml_steps.run_pipeline(peer, "signals", tmp_path, script=SCRIPT, timeout=600)
+    result = run_pipeline(peer, "signals", tmp_path, script=SCRIPT, timeout=600)
     result.check()
     record = result.steps["signals"]
     assert "SignalHandler" in record["step_sigterm"], f"precondition: {record['step_sigterm']}"

@@ -1,6 +1,6 @@
 """Inside a real ZenML step: Dask and Ray workers publish to the step's run on ZenML's server.
 
-The step (``zenml_pipelines/frameworks_pipeline.py``) never publishes itself before it fans
+The step (``programs/zenml/frameworks_pipeline.py``) never publishes itself before it fans
 out, so nothing has been handed down through the environment: the Dask plugin and the Ray
 setup hook take ZenML's step context (run, step, server and token) when they are created.
 4 Dask workers and 4 Ray tasks publish 500 events each; the run's SSE stream on the ZenML
@@ -13,49 +13,49 @@ the Nanny SIGKILLing workers 4 s into their exit flush.
 from __future__ import annotations
 
 import collections
-import sys
 from pathlib import Path
 
 import pytest
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-import _zenml_peer  # noqa: E402
-import _zenml_steps  # noqa: E402
-from _frameworks import driver_env  # noqa: E402
-from _zenml_steps import events_by, read_stream, run_pipeline  # noqa: E402
+from helpers.frameworks import driver_env
+from helpers.programs import REPO, program
+from helpers.zenml_peer import Peer, PeerUnavailable, ensure_peer
+from helpers.zenml_steps import (
+    ZStreamNotInstallable,
+    ensure_peer_packages,
+    ensure_zstream_in_peer,
+    events_by,
+    read_stream,
+    run_pipeline,
+)
 
 pytestmark = [pytest.mark.zenml, pytest.mark.ray, pytest.mark.dask, pytest.mark.timeout(900)]
 
 WORKERS, EVENTS = 4, 500
-SCRIPT = HERE / "zenml_pipelines" / "frameworks_pipeline.py"
+SCRIPT = program("zenml/frameworks_pipeline.py")
 
 
 @pytest.fixture(scope="module")
-def peer() -> _zenml_peer.Peer:
+def peer() -> Peer:
     try:
-        found = _zenml_peer.ensure_peer()
-    except _zenml_peer.PeerUnavailable as exc:
+        found = ensure_peer()
+    except PeerUnavailable as exc:
         pytest.skip(f"ZenML peer unavailable, ZenML + Ray/Dask test NOT run: {exc}")
     try:
-        _zenml_steps.ensure_zstream_in_peer(found.python)
-    except _zenml_steps.ZStreamNotInstallable as exc:
+        ensure_zstream_in_peer(found.python)
+    except ZStreamNotInstallable as exc:
         pytest.skip(f"zstream_mp not installable in the ZenML peer venv, NOT run: {exc}")
     try:  # they only add packages to the venv (checked with pip --dry-run: nothing upgraded)
-        _zenml_steps.ensure_peer_packages(found.python, "ray", "distributed")
-    except _zenml_steps.ZStreamNotInstallable as exc:
+        ensure_peer_packages(found.python, "ray", "distributed")
+    except ZStreamNotInstallable as exc:
         pytest.skip(f"Ray/distributed not installable in the ZenML peer venv, NOT run: {exc}")
     return found
 
 
-def test_step_fans_out_to_dask_and_ray_without_publishing_first(
-    peer: _zenml_peer.Peer, tmp_path: Path
-) -> None:
+def test_step_fans_out_to_dask_and_ray_without_publishing_first(peer: Peer, tmp_path: Path) -> None:
     frameworks_env = {
         k: v for k, v in driver_env().items() if k.startswith("RAY_") or k == "PYTHONPATH"
     }
-    frameworks_env["PYTHONPATH"] = str(HERE.parent)
+    frameworks_env["PYTHONPATH"] = str(REPO)
     result = run_pipeline(peer, "frameworks", tmp_path, env=frameworks_env, script=SCRIPT)
     result.check()
     rec = result.steps["fan_out_frameworks"]

@@ -21,13 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from helpers import zenml_peer, zenml_steps  # noqa: E402
-from helpers.servers import start_server  # noqa: E402
-from helpers.zenml_steps import Frame, PipelineResult, events_by, read_stream, run_pipeline  # noqa: E402
+from helpers import zenml_peer, zenml_steps
+from helpers.servers import start_server
+from helpers.zenml_steps import Frame, PipelineResult, events_by, read_stream, run_pipeline
 
 pytestmark = [pytest.mark.timeout(900)]
 needs_peer = pytest.mark.zenml

@@ -1,4 +1,4 @@
-"""Fixtures of the contract suite; the targets themselves live in _contract_targets.
+"""Fixtures of the contract suite; the targets themselves live in `helpers.contract_targets`.
 
 Every case runs against every target through the ``target_name``/``target`` fixtures. A
 target that cannot run is skipped with its reason, repeated in the terminal summary.
@@ -6,19 +6,11 @@ target that cannot run is skipped with its reason, repeated in the terminal summ
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-
-HERE = Path(__file__).resolve().parent
-for p in (HERE, HERE.parent):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
-
-from _contract_targets import _SUMMARY, TARGETS, Registry, Target  # noqa: E402
-from helpers import zenml_peer as zpeer  # noqa: E402
+from helpers import zenml_peer as zpeer
+from helpers.contract_targets import _SUMMARY, TARGETS, Registry, Target
 
 
 @pytest.fixture(scope="session")

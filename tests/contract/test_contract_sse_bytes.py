@@ -1,6 +1,6 @@
 """Same inputs, same SSE bytes: ours against ZenML 0.98.0 (or golden bytes recorded from it).
 
-The script in ``_contract_scenarios`` runs once per target on a fresh run. Captures are
+The script in ``helpers.contract_scenarios`` runs once per target on a fresh run. Captures are
 normalised (``id:`` values by order of appearance, run and step run ids masked, pings
 dropped) and must be byte-identical to ZenML's. When the ZenML peer is not available the
 golden files in ``golden/`` (recorded from the real server) stand in for it; set
@@ -15,10 +15,14 @@ import os
 from pathlib import Path
 
 import pytest
-from _contract_scenarios import SUBS, Recording, exercise, scenario_hash
-from _contract_sse import frame_fields, id_key, normalise
-from _contract_targets import TARGETS, Registry, note
 from helpers import zenml_peer as zpeer
+from helpers.contract_scenarios import SUBS, Recording, exercise, scenario_hash
+from helpers.contract_sse import frame_fields, id_key, normalise
+from helpers.contract_targets import TARGETS, Registry, note
+
+# Every target's bytes are compared with ZenML's own capture when the peer runs (golden bytes
+# otherwise), so the whole module goes where the peer's users go (`-m zenml` in .ci/run).
+pytestmark = pytest.mark.zenml
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 UPDATE = os.environ.get("ZSTREAM_UPDATE_GOLDEN") == "1"

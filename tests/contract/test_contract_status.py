@@ -14,9 +14,9 @@ from typing import Any
 
 import httpx
 import pytest
-from _contract_envelope import ENVELOPE_MAX, event_with_envelope
-from _contract_sse import capture, frame_fields
-from _contract_targets import Registry, Target
+from helpers.contract_envelope import ENVELOPE_MAX, event_with_envelope
+from helpers.contract_sse import capture, frame_fields
+from helpers.contract_targets import Registry, Target
 
 RESERVED = ("end", "gap", "error", "cursor", "system")
 UNKNOWN_RUN = "00000000-0000-4000-8000-00000000beef"

@@ -7,11 +7,11 @@ per-producer order, nothing unexpected (a parent's events re-sent by a child wou
 Every row runs against two servers that both require a token:
 
 * ``ours``: our server (``zstream-mp serve --token``, which deduplicates on the
-  Idempotency-Key), behind a fault front (tests/_faultserver.py ``--upstream``) that plays
+  Idempotency-Key), behind a fault front (tests/helpers/faultserver.py ``--upstream``) that plays
   the row's fault (refused: the front is stopped; hung, slow, 5xx: its script) and relays
   everything else, the stream included. The history is our server's, replayed after the
   run is ended.
-* ``store_all``: tests/_faultserver.py itself, which stores every POST it accepts (no
+* ``store_all``: tests/helpers/faultserver.py itself, which stores every POST it accepts (no
   deduplication, like ZenML's server) and replays them as ZenML's SSE stream, the one the
   adopter reads to see whether a batch in flight at a sender's death landed.
 
@@ -43,19 +43,12 @@ from typing import Any
 import httpx
 import psutil
 import pytest
+from helpers.faultserver import FaultProcess
+from helpers.programs import program
+from helpers.servers import RunningServer, start_server
+from helpers.targets import child_env, replay
 
-HERE = Path(__file__).resolve().parent
-TESTS = HERE.parent
-PROGRAMS = HERE / "programs"
-for _path in (TESTS / "fork_cases", TESTS):
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
-
-from _targets import child_env, replay  # noqa: E402
-from helpers.faultserver import FaultProcess  # noqa: E402
-from helpers.servers import RunningServer, start_server  # noqa: E402
-
-from zstream_mp._wire import run_end_url  # noqa: E402
+from zstream_mp._wire import run_end_url
 
 pytestmark = [
     pytest.mark.recovery,
@@ -69,8 +62,8 @@ WRONG_TOKEN = "recovery-wrong-token-01234"  # unknown to both servers: 401
 BUDGET = 2.0  # the default ZSTREAM_EXIT_TIMEOUT, never raised here
 EXIT_BOUND = BUDGET + 6.0  # interpreter start and imports included: a hang, not a timing
 MODES = ["default", "durable"]
-CLIENT = TESTS / "fork_cases" / "fault_client.py"
-FAULTCASE = PROGRAMS / "faultcase.py"
+CLIENT = program("faults/fault_client.py")
+FAULTCASE = program("faults/faultcase.py")
 
 
 # --------------------------------------------------------------------------- the servers
@@ -195,9 +188,7 @@ class Procs:
         self.started: list[tuple[subprocess.Popen[bytes], Path, Path, float]] = []
 
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
-        env = child_env(sys.executable, extra)
-        env["PYTHONPATH"] = str(PROGRAMS) + os.pathsep + env["PYTHONPATH"]
-        return env
+        return child_env(sys.executable, extra)
 
     def start(
         self, cmd: list[str], extra_env: dict[str, str] | None = None
@@ -268,7 +259,7 @@ def client(
     mode: str = "default",
     token: str | None = TOKEN,
 ) -> list[str]:
-    """A publisher process (tests/fork_cases/fault_client.py)."""
+    """A publisher process (tests/programs/faults/fault_client.py)."""
     cmd = [sys.executable, str(CLIENT), backend.url, run, json.dumps(steps), "--worker", worker]
     if token is not None:
         cmd += ["--token", token]
@@ -278,7 +269,7 @@ def client(
 def faultcase(
     case: str, backend: Backend, run: str, turns: Path, *, mode: str = "default", **opts: Any
 ) -> list[str]:
-    """A parent program (tests/recovery/programs/faultcase.py)."""
+    """A parent program (tests/programs/faults/faultcase.py)."""
     cmd = [sys.executable, str(FAULTCASE), case, "--server", backend.url, "--run", run]
     cmd += ["--token", TOKEN, "--dir", str(turns)]
     if mode == "durable":

@@ -641,3 +641,88 @@ def test_the_exception_check_finds_classes_by_their_bases() -> None:
         ("zstream_mp.a", "_Mine"),
         ("zstream_mp.b", "Child"),
     ]
+
+
+# --------------------------------------------------------------------------- the test tree
+
+TESTS = ROOT / "tests"
+_PATH_EDITS = {"insert", "append", "extend", "remove", "pop", "clear", "__setitem__"}
+_PATH_EDIT_TEXT = re.compile(
+    r"\bsys\.path\s*(?:\.\s*(?:insert|append|extend)\b|\+=|=(?!=)|\[[^\]]*\]\s*=(?!=))"
+)
+
+
+def _is_sys_path(node: ast.AST) -> bool:
+    return (
+        isinstance(node, ast.Attribute)
+        and node.attr == "path"
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "sys"
+    )
+
+
+def _sys_path_edits(tree: ast.AST, label: str) -> Iterator[str]:
+    """Code that changes `sys.path`, or a child's source text (`-c`) that would."""
+    for node in ast.walk(tree):
+        hit = False
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            hit = node.func.attr in _PATH_EDITS and _is_sys_path(node.func.value)
+            hit = hit or (node.func.attr == "addsitedir")
+        elif isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            hit = any(
+                _is_sys_path(t) or (isinstance(t, ast.Subscript) and _is_sys_path(t.value))
+                for t in targets
+            )
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            hit = bool(_PATH_EDIT_TEXT.search(node.value))
+        if hit:
+            yield f"{label}:{getattr(node, 'lineno', '?')}"
+
+
+def test_nothing_under_tests_edits_sys_path() -> None:
+    found = [
+        hit
+        for path in sorted(TESTS.rglob("*.py"))
+        if path != Path(__file__).resolve()  # this file's examples of what the check finds
+        for hit in _sys_path_edits(
+            ast.parse(path.read_text(encoding="utf-8"), str(path)), str(path.relative_to(ROOT))
+        )
+    ]
+    assert not found, (
+        "tests import through `pythonpath` in pyproject.toml; a child program gets it from "
+        "`helpers.programs.env()`:\n" + "\n".join(found)
+    )
+
+
+def test_the_sys_path_check_finds_an_edit() -> None:
+    source = (
+        "import sys, site\n"
+        "sys.path.insert(0, 'x')\n"
+        "sys.path += ['y']\n"
+        "sys.path[0:0] = ['z']\n"
+        "site.addsitedir('w')\n"
+        "CHILD = 'import sys; sys.path.append(\"v\")'\n"
+        "print(sys.path[0], 'sys.path is read, never written')\n"
+    )
+    assert sorted(h.split(":")[1] for h in _sys_path_edits(ast.parse(source), "x")) == [
+        "2",
+        "3",
+        "4",
+        "5",
+        "6",
+    ]
+
+
+def test_the_test_tree_has_one_place_for_each_kind_of_file() -> None:
+    """Test modules and conftests in the suites, what they share in `tests/helpers/`, what
+    runs as a child process in `tests/programs/`; nothing else."""
+    shared = (TESTS / "helpers", TESTS / "programs")
+    stray = [
+        str(path.relative_to(ROOT))
+        for path in sorted(TESTS.rglob("*.py"))
+        if not any(path.is_relative_to(d) for d in shared)
+        and not path.name.startswith("test_")
+        and path.name not in ("conftest.py", "__init__.py")
+    ]
+    assert not stray, "move these to tests/helpers/ or tests/programs/:\n" + "\n".join(stray)

@@ -37,6 +37,8 @@ def test_blank_means_default(monkeypatch: pytest.MonkeyPatch) -> None:
     [
         (ENV_BATCH_SIZE, "1", "batch_size", 1),
         (ENV_BATCH_SIZE, " 1000 ", "batch_size", 1000),
+        (ENV_BATCH_SIZE, "64", "batch_size", 64),
+        (ENV_BATCH_SIZE, " 500 ", "batch_size", 500),
         (ENV_EXIT_TIMEOUT, "0", "exit_timeout", 0.0),
         (ENV_IDLE_EXIT, "0.01", "idle_exit", 0.01),
         (ENV_RETRY_DEADLINE, "86400", "retry_deadline", 86400.0),
@@ -55,11 +57,16 @@ def test_edges_of_the_ranges_are_accepted(
     [
         (ENV_BATCH_SIZE, "0", "out of range"),
         (ENV_BATCH_SIZE, "1001", "out of range"),
+        (ENV_BATCH_SIZE, "2000", "out of range; use 1..1000"),
+        (ENV_BATCH_SIZE, "-5", "out of range"),
+        (ENV_BATCH_SIZE, "sixty", "not a whole number"),
         (ENV_BATCH_SIZE, "64.0", "not a whole number"),
         (ENV_BATCH_SIZE, "lots", "not a whole number"),
         (ENV_EXIT_TIMEOUT, "-1", "out of range"),
+        (ENV_EXIT_TIMEOUT, "soon", "not a number of seconds"),
         (ENV_IDLE_EXIT, "0", "out of range"),
         (ENV_RETRY_DEADLINE, "forever", "not a number of seconds"),
+        (ENV_RETRY_DEADLINE, "nan?", "not a number of seconds"),
         (ENV_REQUEST_TIMEOUT, "601", "out of range"),
     ],
 )
@@ -69,7 +76,7 @@ def test_bad_values_name_the_variable(
     monkeypatch.setenv(name, value)
     with pytest.raises(ConfigurationError, match=says) as info:
         Settings.from_env()
-    assert name in str(info.value)
+    assert str(info.value).startswith(f"{name}="), info.value
     assert isinstance(info.value, ValueError)
 
 

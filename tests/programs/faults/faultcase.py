@@ -41,10 +41,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import _work
-from fault_client import OneLine, snapshot
-
 import zstream_mp
+from programs.faults.fault_client import OneLine, snapshot
+from programs.faults.fault_work import burst, burst_task, capped_process, capped_task, init_progress
 
 HERE = Path(__file__).resolve()
 
@@ -82,14 +81,14 @@ def adopt(args: argparse.Namespace, report: dict[str, Any]) -> None:
 
 def forks(args: argparse.Namespace, report: dict[str, Any]) -> None:
     # what the parent queued before the fork is the parent's: a child must not send it
-    _work.burst("parent", args.parent_before)
+    burst("parent", args.parent_before)
     pids = []
     for i in range(args.children):
         pid = os.fork()
         if pid == 0:
             code = 0
             try:
-                _work.burst(f"c{i}", args.events)
+                burst(f"c{i}", args.events)
                 if args.child_flush is not None:
                     zstream_mp.flush(args.child_flush)
             except BaseException:
@@ -114,7 +113,7 @@ def kill(args: argparse.Namespace, report: dict[str, Any]) -> None:
     progress = [multiprocessing.Value("q", -1, lock=False) for _ in range(args.workers)]
     procs = [
         multiprocessing.Process(
-            target=_work.capped_process, args=(f"w{i}", progress[i], args.cap), daemon=True
+            target=capped_process, args=(f"w{i}", progress[i], args.cap), daemon=True
         )
         for i in range(args.workers)
     ]
@@ -135,9 +134,9 @@ def kill(args: argparse.Namespace, report: dict[str, Any]) -> None:
 
 def terminate(args: argparse.Namespace, report: dict[str, Any]) -> None:
     progress = multiprocessing.Array("q", [-1] * args.workers, lock=False)
-    pool = multiprocessing.Pool(args.workers, initializer=_work.init_progress, initargs=(progress,))
+    pool = multiprocessing.Pool(args.workers, initializer=init_progress, initargs=(progress,))
     tasks = [(i, f"w{i}", args.cap) for i in range(args.workers)]
-    pool.map_async(_work.capped_task, tasks, chunksize=1)
+    pool.map_async(capped_task, tasks, chunksize=1)
     _wait_progress(progress, args.workers, args.kill_at)
     pool.terminate()
     pool.join()
@@ -149,7 +148,7 @@ def before_bind(args: argparse.Namespace, report: dict[str, Any]) -> None:
     pool = multiprocessing.Pool(4)
     _bind(args)
     report["worker_pids"] = pool.map(
-        _work.burst_task, [(f"w{i}", args.events) for i in range(4)], chunksize=1
+        burst_task, [(f"w{i}", args.events) for i in range(4)], chunksize=1
     )
     pool.close()
     pool.join()
@@ -164,7 +163,7 @@ def orphans(args: argparse.Namespace, report: dict[str, Any]) -> None:
                 code = 0
                 try:
                     wait_file(Path(args.dir) / "parent-gone")
-                    _work.burst(f"c{i}", args.events)
+                    burst(f"c{i}", args.events)
                 except BaseException:
                     code = 1
                 sys.exit(code)
@@ -178,15 +177,15 @@ def orphans(args: argparse.Namespace, report: dict[str, Any]) -> None:
 
 def orphan_child(args: argparse.Namespace) -> None:
     wait_file(Path(args.dir) / "parent-gone")
-    _work.burst(args.worker, args.events)
+    burst(args.worker, args.events)
 
 
 def late_children(args: argparse.Namespace, report: dict[str, Any]) -> None:
-    _work.burst("second", args.events)
+    burst("second", args.events)
     (Path(args.dir) / "second-bound").touch()
     report["first_gone"] = wait_file(Path(args.dir) / "first-gone")
     with multiprocessing.Pool(2) as pool:
-        pool.map(_work.burst_task, [(f"second.c{i}", args.events) for i in range(2)], chunksize=1)
+        pool.map(burst_task, [(f"second.c{i}", args.events) for i in range(2)], chunksize=1)
         pool.close()
         pool.join()
 
@@ -249,7 +248,7 @@ def main() -> None:
     if args.wait_go:
         report["go"] = wait_file(Path(args.dir) / "go")
     if args.parent_publish:
-        _work.burst("parent-late", args.parent_publish)
+        burst("parent-late", args.parent_publish)
     adopt(args, report)
     report["stats"] = snapshot()
     print(json.dumps(report), flush=True)

@@ -18,7 +18,8 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-from _contract_sse import Capture, capture
+
+from helpers.contract_sse import Capture, capture
 
 SENTINEL = "zz-sentinel"
 

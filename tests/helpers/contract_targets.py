@@ -10,24 +10,17 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-HERE = Path(__file__).resolve().parent
-for p in (HERE, HERE.parent):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
-
-from _contract_sse import capture  # noqa: E402
-from helpers import zenml_peer as zpeer  # noqa: E402
-from helpers.redis import start_redis  # noqa: E402
-from helpers.servers import NotRunnable, start_server  # noqa: E402
+from helpers import zenml_peer as zpeer
+from helpers.contract_sse import capture
+from helpers.redis import start_redis
+from helpers.servers import NotRunnable, start_server
 
 TARGETS = ("zenml", "ours-memory", "ours-redis")
 OUR_TOKEN = "contract-token-0123456789"

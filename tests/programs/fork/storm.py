@@ -19,13 +19,8 @@ import signal
 import sys
 import threading
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from zstream_mp import bind, flush, publish, stats  # noqa: E402
+from zstream_mp import bind, flush, publish, stats
 
 
 def child(i: int, deadline: int) -> None:

@@ -36,11 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from zstream_mp import bind, flush, publish, stats  # noqa: E402
+from zstream_mp import bind, flush, publish, stats
 
 MARKER = "SECRET-PAYLOAD-7f3a"
 """Carried by every payload; it must never show up in a log line."""

@@ -1,6 +1,6 @@
 """Helpers for the Ray and Dask tests: driver subprocesses and counting by identity.
 
-Each framework runs in a driver script under ``framework_cases/`` (its own process, so a
+Each framework runs in a driver script under ``programs/frameworks/`` (its own process, so a
 crash or a hung shutdown cannot take pytest down); the driver's last stdout line is
 ``RESULT <json>``. Events carry ``{"case", "worker", "seq"}`` payloads, and the tests
 compare the exact multiset the server holds with the expected one.
@@ -16,14 +16,16 @@ import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from _servers import REPO, frames_of, sse_body
 
-CASES = Path(__file__).resolve().parent / "framework_cases"
+from helpers import programs
+from helpers.servers import REPO
+from helpers.sse import frames_of, sse_body
+
+CASES = programs.PROGRAMS / "frameworks"
 
 
 def require(module: str, extra: str) -> None:
@@ -40,8 +42,7 @@ def new_runs(*cases: str) -> dict[str, str]:
 
 
 def driver_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ZSTREAM_")}
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env = programs.env(base={k: v for k, v in os.environ.items() if not k.startswith("ZSTREAM_")})
     env["RAY_AUTH_MODE"] = "disabled"  # Ray 2.60 turns token auth on by default
     env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     env["RAY_USAGE_STATS_ENABLED"] = "0"

@@ -28,10 +28,7 @@ from typing import Any
 
 import psutil
 
-TESTS = Path(__file__).resolve().parent.parent
-REPO = TESTS.parent
-if str(TESTS) not in sys.path:
-    sys.path.insert(0, str(TESTS))
+from helpers import programs
 
 
 class Target:
@@ -231,14 +228,13 @@ def run_bounded(cmd: list[str], *, env: dict[str, str], deadline: float) -> Case
 
 
 def child_env(python: str, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for a driver: the repo and fork_cases importable, no inherited binding."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ZSTREAM_", "ZENML_STREAM_"))}
+    """Environment for a driver: the repo and `tests/` importable, no inherited binding."""
+    inherited = {
+        k: v for k, v in os.environ.items() if not k.startswith(("ZSTREAM_", "ZENML_STREAM_"))
+    }
+    env = programs.env(base=inherited)
     if os.environ.get("ZSTREAM_STATE_DIR"):  # the test's own state dir: no cross-test adoption
         env["ZSTREAM_STATE_DIR"] = os.environ["ZSTREAM_STATE_DIR"]
-    paths = [str(REPO), str(TESTS / "fork_cases")]
-    if env.get("PYTHONPATH"):
-        paths.append(env["PYTHONPATH"])
-    env["PYTHONPATH"] = os.pathsep.join(paths)
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra or {})
     return env

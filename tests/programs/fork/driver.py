@@ -19,17 +19,9 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
-for entry in (str(HERE), str(REPO)):
-    if entry not in sys.path:
-        sys.path.insert(0, entry)
-
-from _fork_work import GRANDCHILD_EVENTS, TAG, nested_process_worker, work  # noqa: E402
-
-from zstream_mp import bind, flush, publish, stats  # noqa: E402
+from programs.fork.work import GRANDCHILD_EVENTS, TAG, nested_process_worker, work
+from zstream_mp import bind, flush, publish, stats
 
 WORKERS = 4
 

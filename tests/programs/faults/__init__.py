@@ -1,0 +1,1 @@
+"""A publisher under injected faults, and the fault model's parent programs."""

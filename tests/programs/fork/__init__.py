@@ -1,0 +1,1 @@
+"""Fork, exit and signal programs and the worker bodies their children run."""

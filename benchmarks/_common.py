@@ -20,9 +20,9 @@ from pathlib import Path
 
 @contextlib.contextmanager
 def server(*extra: str) -> Iterator[str]:
-    """``zstream-mp serve`` on a free loopback port, for the duration of the block.
+    """`zstream-mp serve` on a free loopback port, for the duration of the block.
 
-    Started as the demo and the tests start it (``zstream_mp.cli._serve_process``), in its
+    Started as the demo and the tests start it (`zstream_mp.cli._serve_process`), in its
     own process so that it never shares the measured publisher's GIL.
     """
     from zstream_mp.cli._serve_process import start_serve
@@ -38,7 +38,7 @@ def run_child(
     env: dict[str, str] | None = None,
     timeout: float = 900,
 ) -> dict[str, float]:
-    """Run ``script --child ARGS`` in a fresh interpreter; its last stdout line is JSON."""
+    """Run `script --child ARGS` in a fresh interpreter; its last stdout line is JSON."""
     repo = Path(script).resolve().parent.parent
     out = subprocess.run(
         [python, script, "--child", *args],

@@ -1,21 +1,21 @@
-"""The step ``benchmarks/zenml_step.py`` runs: ZenML's publisher and ours, same step, same run.
+"""The step `benchmarks/zenml_step.py` runs: ZenML's publisher and ours, same step, same run.
 
 Runs in the ZenML peer venv on the local orchestrator. Usage:
-``python _zenml_step_pipeline.py OUT_JSON``. Every measurement alternates the two
-publishers (ZenML's ``zenml.streaming.publish`` and ``zstream_mp.publish``), each real:
+`python _zenml_step_pipeline.py OUT_JSON`. Every measurement alternates the two
+publishers (ZenML's `zenml.streaming.publish` and `zstream_mp.publish`), each real:
 its own context lookup, its own queue, its own sender thread, the real server.
 
-* ``call_ns``: ns per ``publish()`` in the caller's thread, calls in bursts of 2,000 with a
-  ``flush()`` between bursts (so neither queue overflows and both senders are sending);
-* ``call_ns_full``: the same with the queue full: 100,000 publishes in a tight loop, every
+* `call_ns`: ns per `publish()` in the caller's thread, calls in bursts of 2,000 with a
+  `flush()` between bursts (so neither queue overflows and both senders are sending);
+* `call_ns_full`: the same with the queue full: 100,000 publishes in a tight loop, every
   one past the first ~4,096 dropping the oldest event (both publishers drop the oldest);
-  ours is measured with each payload encoder it has here (``zstream_mp``: the stdlib's,
-  ``zstream_mp_fast``: orjson's, when the `fast` extra is importable);
-* ``events_per_s``: events delivered per second, 20,000 events in bursts of 4,000, each
+  ours is measured with each payload encoder it has here (`zstream_mp`: the stdlib's,
+  `zstream_mp_fast`: orjson's, when the `fast` extra is importable);
+* `events_per_s`: events delivered per second, 20,000 events in bursts of 4,000, each
   burst flushed (the rate counts only what was delivered; drops are reported);
-* ``latency_ms``: publish → SSE arrival at 100 events/s, read by a subscriber of the same
+* `latency_ms`: publish → SSE arrival at 100 events/s, read by a subscriber of the same
   run on ZenML's server (one kind per publisher);
-* ``ceiling``: one raw keep-alive client posting pre-encoded batches of 64 of the same event
+* `ceiling`: one raw keep-alive client posting pre-encoded batches of 64 of the same event
   (all seven fields, as both publishers send them from a step) to the same server.
 """
 

@@ -1,12 +1,12 @@
-"""What an active publisher adds to ``os.fork()``, and how fast a Pool(4) delivers.
+"""What an active publisher adds to `os.fork()`, and how fast a Pool(4) delivers.
 
 Prints, from one run:
-* the parent's ``os.fork()`` call, the whole fork round trip (fork, child ``os._exit``,
-  ``waitpid``) and the child's first ``publish()``, in a process without zstream-mp, with it
+* the parent's `os.fork()` call, the whole fork round trip (fork, child `os._exit`,
+  `waitpid`) and the child's first `publish()`, in a process without zstream-mp, with it
   imported but unused, and with an active publisher (bound, its sender thread alive), once
   waiting for work and once sending 50 events per fork (the sender then shares the GIL
   with the forking thread, which the fork call's time includes);
-* events/s delivered from ``multiprocessing.Pool(4)`` to our server (workers do not flush at
+* events/s delivered from `multiprocessing.Pool(4)` to our server (workers do not flush at
   the end: their exit hooks deliver), counted on the server, next to the server's ingest
   ceiling measured in the same run.
 

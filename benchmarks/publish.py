@@ -1,14 +1,14 @@
 """How much a publish() costs the caller, and how fast one process delivers.
 
 Prints, from one run:
-* ns per ``publish()`` of a ~100-byte payload (bound, with the sender running against our
-  server), next to the floor: compact ``json.dumps`` + ``deque.append``;
-* ``zenml.streaming.publish`` per call when zenml is installed (here or in the ZenML peer
+* ns per `publish()` of a ~100-byte payload (bound, with the sender running against our
+  server), next to the floor: compact `json.dumps` + `deque.append`;
+* `zenml.streaming.publish` per call when zenml is installed (here or in the ZenML peer
   venv), with its context lookup and sending stubbed out, so only the caller's work counts:
-  its ratio is to the floor measured alone (no sender running), like ``publish() alone``.
+  its ratio is to the floor measured alone (no sender running), like `publish() alone`.
   The like-for-like comparison, both publishers real in one ZenML step, is
-  ``benchmarks/zenml_step.py``;
-* ns per ``publish()`` per payload encoder (the stdlib's, orjson's with the `fast` extra),
+  `benchmarks/zenml_step.py`;
+* ns per `publish()` per payload encoder (the stdlib's, orjson's with the `fast` extra),
   84 bytes and 65,000 bytes, queue free and full, next to the floor of the same payload;
 * end-to-end events/s from one process to our server, next to the server's ingest ceiling
   (one keep-alive client posting pre-encoded batches of the same size).

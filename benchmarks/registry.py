@@ -1,15 +1,15 @@
 """What the registry, durable mode and the exit spill cost.
 
 Prints, from one run:
-* ns per ``publish()`` with the registry (counters in the mmap'd page) vs without
-  (``ZSTREAM_REGISTRY=0``, counters in private memory), target <= 1.1x;
+* ns per `publish()` with the registry (counters in the mmap'd page) vs without
+  (`ZSTREAM_REGISTRY=0`, counters in private memory), target <= 1.1x;
 * durable mode (every event appended to the mmap'd spool) vs the default, target <= 1.6x;
 * the time to spool 4,096 queued events when an exit path runs out of budget, target
   <= 20 ms (the spill itself, and the whole exit hook with a zero budget).
 
-``publish()`` is timed with the sender parked on a server that accepts the connection and
+`publish()` is timed with the sender parked on a server that accepts the connection and
 never answers, so only the caller's work counts. The three modes run in one interpreter,
-interleaved burst by burst (so they share the machine's state), in ``--rounds`` fresh
+interleaved burst by burst (so they share the machine's state), in `--rounds` fresh
 interpreters; the table shows medians.
 
 Usage: python benchmarks/registry.py [--rounds N]

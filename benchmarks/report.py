@@ -4,15 +4,15 @@
     .venv/bin/python benchmarks/report.py --quick    # smaller counts, one repeat
     .venv/bin/python benchmarks/report.py --no-zenml # skip the ZenML peer columns
 
-It runs ``publish.py``, ``forks.py`` and ``server_ingest.py`` as they are and keeps their
-tables, then measures four series for the plots (PNG, matplotlib from the ``bench``
+It runs `publish.py`, `forks.py` and `server_ingest.py` as they are and keeps their
+tables, then measures four series for the plots (PNG, matplotlib from the `bench`
 extra), each in fresh interpreters on loopback:
 
-1. the caller's cost of ``publish()`` against payload size, beside the floor (``json.dumps``
-   + ``deque.append``) and ``zenml.streaming.publish`` (peer venv, its sending stubbed);
-2. events/s delivered from a ``multiprocessing.Pool`` to our server, by workers and batch
+1. the caller's cost of `publish()` against payload size, beside the floor (`json.dumps`
+   + `deque.append`) and `zenml.streaming.publish` (peer venv, its sending stubbed);
+2. events/s delivered from a `multiprocessing.Pool` to our server, by workers and batch
    size, counted on the server (exit hooks deliver the tail);
-3. latency from ``publish()`` in one process to the event arriving over SSE in another;
+3. latency from `publish()` in one process to the event arriving over SSE in another;
 4. server ingest, ours (memory, Redis) beside ZenML 0.98.0 (Redis) where the peer runs.
 """
 
@@ -48,7 +48,7 @@ FANOUT_BURST = 4000
 
 
 def _payload(size: int) -> dict[str, Any]:
-    """A payload whose compact JSON is ``size`` bytes (at least the empty one's)."""
+    """A payload whose compact JSON is `size` bytes (at least the empty one's)."""
     base = len(json.dumps({"seq": 0, "text": ""}, separators=(",", ":")))
     return {"seq": 0, "text": "x" * max(0, size - base - 4)}
 
@@ -141,7 +141,7 @@ def _fanout_work(args: tuple[int, int]) -> int:
 
 
 def _child_fanout(url: str, workers: int, events: int) -> dict[str, Any]:
-    """Pool(workers) publishes ``events`` in all; events/s until the server holds them all."""
+    """Pool(workers) publishes `events` in all; events/s until the server holds them all."""
     import multiprocessing
 
     import zstream_mp

@@ -68,7 +68,7 @@ def bodies(run_id: str, step_run_id: str | None, batch: int, requests: int) -> l
 
 
 class Cell:
-    """One target's keep-alive client; ``once(batch)`` posts one cell and returns events/s."""
+    """One target's keep-alive client; `once(batch)` posts one cell and returns events/s."""
 
     def __init__(self, url: str, token: str | None, run_id: str, step_run_id: str | None):
         headers = {"Content-Type": "application/json"}

@@ -1,11 +1,11 @@
 """ZenML's publisher and ours inside the same real ZenML step, on ZenML's own server.
 
-Runs ``_zenml_step_pipeline.py`` in the ZenML peer venv (../shared/peers/zenml, started if
+Runs `_zenml_step_pipeline.py` in the ZenML peer venv (../shared/peers/zenml, started if
 needed) on the local orchestrator, with both publishers real and default settings, and prints:
 
-* ns per ``publish()`` call in the caller's thread, queue free and queue full (100,000
+* ns per `publish()` call in the caller's thread, queue free and queue full (100,000
   publishes in a tight loop), ours without the `fast` extra (target: ≤ 0.5x ZenML's) and
-  with it (orjson, installed for the step from ``FAST_EXTRA``; target: ≤ 0.25x ZenML's);
+  with it (orjson, installed for the step from `FAST_EXTRA`; target: ≤ 0.25x ZenML's);
 * events/s delivered without drops, both at batch 64 (target: ≥ ZenML's, and ≥ 95% of one raw
   keep-alive client's ceiling at the same batch size, measured in the same step);
 * publish → SSE latency p50 / p99 at 100 events/s (target: ≤ ZenML's).

@@ -1,8 +1,8 @@
-"""The server every example uses: ``ZSTREAM_SERVER`` (with ``ZSTREAM_TOKEN``), else one of
+"""The server every example uses: `ZSTREAM_SERVER` (with `ZSTREAM_TOKEN`), else one of
 its own on a free loopback port, alive while the example runs.
 
-To watch an example on the live page after it ends, start ``zstream-mp serve`` elsewhere
-and point the example at it: ``ZSTREAM_SERVER=http://127.0.0.1:8237 python examples/...``.
+To watch an example on the live page after it ends, start `zstream-mp serve` elsewhere
+and point the example at it: `ZSTREAM_SERVER=http://127.0.0.1:8237 python examples/...`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 @contextmanager
 def server() -> Iterator[tuple[str, str | None]]:
-    """Yield ``(url, token)``: the configured server, or an embedded one (server extra)."""
+    """Yield `(url, token)`: the configured server, or an embedded one (server extra)."""
     url = os.environ.get("ZSTREAM_SERVER")
     if url:
         yield url.rstrip("/"), os.environ.get("ZSTREAM_TOKEN") or None

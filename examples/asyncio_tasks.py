@@ -1,10 +1,10 @@
-"""asyncio: a run per task with ``with bind(...)``, and ``await aflush()``.
+"""asyncio: a run per task with `with bind(...)`, and `await aflush()`.
 
     python examples/asyncio_tasks.py
 
-``publish()`` never blocks, so it is safe inside ``async def``. ``with bind(...)`` binds
-the run to the task that enters it (``contextvars``): five tasks answer five questions
-at once, each into its own run. ``await zstream_mp.aflush()`` waits for delivery without
+`publish()` never blocks, so it is safe inside `async def`. `with bind(...)` binds
+the run to the task that enters it (`contextvars`): five tasks answer five questions
+at once, each into its own run. `await zstream_mp.aflush()` waits for delivery without
 blocking the event loop.
 """
 

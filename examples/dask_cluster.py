@@ -1,4 +1,4 @@
-"""Dask: a ``WorkerPlugin`` binds the run in every worker, present and future.
+"""Dask: a `WorkerPlugin` binds the run in every worker, present and future.
 
 pip install 'zstream-mp[dask]'
 python examples/dask_cluster.py

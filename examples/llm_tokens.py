@@ -2,7 +2,7 @@
 
     python examples/llm_tokens.py
 
-Each answer is a ``correlation_id``; each token carries its ``index``. Events from several
+Each answer is a `correlation_id`; each token carries its `index`. Events from several
 processes interleave on the wire, so the consumer orders each answer's tokens by index.
 """
 
@@ -22,7 +22,7 @@ PROMPTS = ("why is the sky blue", "what is a fork", "name a prime")
 
 
 def generate(prompt: str) -> int:
-    """Stands in for a model call: one ``token`` event per word, then ``answer_done``."""
+    """Stands in for a model call: one `token` event per word, then `answer_done`."""
     words = f"an answer to '{prompt}' streamed one token at a time".split()
     for i, word in enumerate(words):
         zstream_mp.publish({"text": word}, kind="token", correlation_id=prompt, index=i)

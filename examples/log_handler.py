@@ -1,4 +1,4 @@
-"""``LogHandler``: ``logging`` records from the parent and its pool workers become events.
+"""`LogHandler`: `logging` records from the parent and its pool workers become events.
 
     python examples/log_handler.py
 

@@ -1,9 +1,9 @@
-"""Fan work out over ``multiprocessing.Pool`` with every start method this platform has.
+"""Fan work out over `multiprocessing.Pool` with every start method this platform has.
 
     python examples/pool_fanout.py          # ZSTREAM_SERVER / ZSTREAM_TOKEN, else embedded
 
-Workers never call ``flush()``: their exit hooks deliver what is left, also when the pool
-terminates them. ``flush_tree()`` waits until every worker's events are on the server.
+Workers never call `flush()`: their exit hooks deliver what is left, also when the pool
+terminates them. `flush_tree()` waits until every worker's events are on the server.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``concurrent.futures.ProcessPoolExecutor``: workers publish, the parent waits for them.
+"""`concurrent.futures.ProcessPoolExecutor`: workers publish, the parent waits for them.
 
 python examples/process_pool_executor.py
 """

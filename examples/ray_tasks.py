@@ -3,8 +3,8 @@
     pip install 'zstream-mp[ray]'
     python examples/ray_tasks.py
 
-Ray's workers are started by the raylet, not by this process, so ``runtime_env()`` binds
-the run in each of them. ``zray.shutdown()`` flushes every worker, then ``ray.shutdown()``.
+Ray's workers are started by the raylet, not by this process, so `runtime_env()` binds
+the run in each of them. `zray.shutdown()` flushes every worker, then `ray.shutdown()`.
 """
 
 from __future__ import annotations

@@ -3,10 +3,10 @@
     python examples/web_service.py
 
 A Starlette app (FastAPI is built on it and works the same) whose handler binds the
-request's run with ``with bind(...)``: the binding belongs to the request's task, so
+request's run with `with bind(...)`: the binding belongs to the request's task, so
 concurrent requests never mix their events. The example calls its own app through
 httpx's ASGI transport (no port needed), three requests at once, then reads each run
-back with ``asubscribe()`` to show every run holds its own request's tokens only.
+back with `asubscribe()` to show every run holds its own request's tokens only.
 """
 
 from __future__ import annotations

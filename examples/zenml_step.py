@@ -5,8 +5,8 @@
 
 Inside the step the run, the step and the credentials come from ZenML, and the spawn
 pool's workers (fresh interpreters) get them from zstream-mp's handoff. ZenML's server is
-the destination here (``ZSTREAM_SERVER`` overrides it); follow the run with
-``zstream-mp tail RUN_ID --server ZENML_URL --token ...``.
+the destination here (`ZSTREAM_SERVER` overrides it); follow the run with
+`zstream-mp tail RUN_ID --server ZENML_URL --token ...`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""asyncio: a run per task (``with bind()``), ``aflush()``, ``asubscribe()`` across dropped
+"""asyncio: a run per task (`with bind()`), `aflush()`, `asubscribe()` across dropped
 connections, and the one warning for a publish outside any run. Real servers on loopback."""
 
 from __future__ import annotations

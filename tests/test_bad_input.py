@@ -1,8 +1,8 @@
 """Bad input fails at the call site with its typed error, and loses nothing already queued.
 
-Table-driven: every row is one ``publish()`` call that must raise exactly ``error`` (which is
-also an instance of the builtins listed), interleaved with good events tagged by ``seq``.
-At the end the recording server holds exactly the good events, and ``stats()`` counts them.
+Table-driven: every row is one `publish()` call that must raise exactly `error` (which is
+also an instance of the builtins listed), interleaved with good events tagged by `seq`.
+At the end the recording server holds exactly the good events, and `stats()` counts them.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def compact(payload: dict[str, Any]) -> bytes:
 
 
 def sized(size: int, char: str = "a", **fields: Any) -> dict[str, Any]:
-    """A payload whose compact UTF-8 JSON is exactly ``size`` bytes (filler char ``char``)."""
+    """A payload whose compact UTF-8 JSON is exactly `size` bytes (filler char `char`)."""
     base = {**fields, "x": ""}
     room = size - len(compact(base))
     width = len(char.encode("utf-8"))

@@ -1,4 +1,4 @@
-"""``benchmarks/report.py`` writes its page with at least four plots (tiny counts here)."""
+"""`benchmarks/report.py` writes its page with at least four plots (tiny counts here)."""
 
 from __future__ import annotations
 

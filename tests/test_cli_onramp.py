@@ -1,7 +1,7 @@
 """The CLI as a new user meets it: descriptions, one --json, completion, a tail that says it
 waits, a serve that explains a busy port, a demo whose page outlives it (--keep).
 
-Each behaviour runs the real ``python -m zstream_mp`` against real servers on loopback.
+Each behaviour runs the real `python -m zstream_mp` against real servers on loopback.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def test_json_means_one_object_per_line_everywhere(server: RunningServer) -> Non
 
 
 def _complete(script: str, *words: str) -> list[str]:
-    """What bash offers after ``zstream-mp WORDS`` (the last word is being typed)."""
+    """What bash offers after `zstream-mp WORDS` (the last word is being typed)."""
     line = " ".join(f"'{w}'" for w in ("zstream-mp", *words))
     probe = (
         f"{script}\nCOMP_WORDS=({line}); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1))\n"
@@ -221,7 +221,7 @@ def test_serve_on_a_port_held_by_another_serve_hints_port_0(server: RunningServe
 
 
 class _ZenMLInfo(BaseHTTPRequestHandler):
-    """Answers like a ZenML server's ``/api/v1/info`` (the fields the detection reads)."""
+    """Answers like a ZenML server's `/api/v1/info` (the fields the detection reads)."""
 
     def do_GET(self) -> None:
         if self.path == "/api/v1/info":

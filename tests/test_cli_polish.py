@@ -1,6 +1,6 @@
 """The CLI's manners: --version, help and defaults, error reports, exit codes, serve's warnings.
 
-Each behaviour runs the real ``python -m zstream_mp`` against real servers on loopback.
+Each behaviour runs the real `python -m zstream_mp` against real servers on loopback.
 Exit codes (README): 0 done / run ended, 1 refused, 2 usage, 3 auth, 4 server gone.
 """
 

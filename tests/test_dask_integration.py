@@ -1,11 +1,11 @@
-"""Dask workers publish through ``zstream_mp.integrations.dask``, counted by identity.
+"""Dask workers publish through `zstream_mp.integrations.dask`, counted by identity.
 
-A ``LocalCluster`` with 2 worker processes started *before* the client knows its run, and
-a scheduler plus 2 workers started by the ``dask scheduler`` / ``dask worker`` CLIs on
-loopback. ``StreamPlugin`` is registered (no ``bind()`` in the client); ``map`` and
-``submit`` publish 4 x 500 events each and return with their tail still queued (and a
+A `LocalCluster` with 2 worker processes started *before* the client knows its run, and
+a scheduler plus 2 workers started by the `dask scheduler` / `dask worker` CLIs on
+loopback. `StreamPlugin` is registered (no `bind()` in the client); `map` and
+`submit` publish 4 x 500 events each and return with their tail still queued (and a
 worker added after the registration publishes 500). After
-``client.close()`` and the cluster's close (or SIGTERM to the CLI workers), our server
+`client.close()` and the cluster's close (or SIGTERM to the CLI workers), our server
 must hold exactly the expected events.
 """
 

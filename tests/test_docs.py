@@ -1,25 +1,25 @@
 """The README and the docs work as pasted: every Python and bash block runs here.
 
-Each page gets a fresh working directory (with ``.venv`` pointing at this interpreter's
-environment, as the README's commands expect) and its own ``zstream-mp serve`` on a free
-loopback port, named to every block by ``ZSTREAM_SERVER``; the blocks run in page order as
+Each page gets a fresh working directory (with `.venv` pointing at this interpreter's
+environment, as the README's commands expect) and its own `zstream-mp serve` on a free
+loopback port, named to every block by `ZSTREAM_SERVER`; the blocks run in page order as
 a reader would run them, each in a new process, and must exit 0. A Python block runs as
-``python block.py``; a bash block with ``bash -e -o pipefail``. An HTML comment right above
+`python block.py`; a bash block with `bash -e -o pipefail`. An HTML comment right above
 a fence changes that:
 
-- ``<!-- docs-test: skip: REASON -->``: not run (it needs ZenML, Ray, Redis, root, or runs
+- `<!-- docs-test: skip: REASON -->`: not run (it needs ZenML, Ray, Redis, root, or runs
   forever); the reason is required.
-- ``<!-- docs-test: server -->``: the block is the page's ``zstream-mp serve`` command, to
+- `<!-- docs-test: server -->`: the block is the page's `zstream-mp serve` command, to
   leave running in its own terminal. The test starts exactly that command with
-  ``--port 0`` appended (8237 may be taken) and uses it as the page's server.
-- ``<!-- docs-test: file NAME -->``: the block is saved as NAME for a later block to run.
-- ``<!-- docs-test: needs MODULE -->``: run like any block where MODULE is installed (an
-  optional extra, e.g. ``distributed``); skipped, and said so in the report, where not.
-- ``<!-- docs-test: as-notebook -->``: run as ``python -c CODE``, so ``__main__`` has no
+  `--port 0` appended (8237 may be taken) and uses it as the page's server.
+- `<!-- docs-test: file NAME -->`: the block is saved as NAME for a later block to run.
+- `<!-- docs-test: needs MODULE -->`: run like any block where MODULE is installed (an
+  optional extra, e.g. `distributed`); skipped, and said so in the report, where not.
+- `<!-- docs-test: as-notebook -->`: run as `python -c CODE`, so `__main__` has no
   file, as in a notebook kernel.
 
-Also here: the configuration page names every environment variable and ``serve`` option,
-every page is in the nav, the README stays short, and ``mkdocs build --strict`` passes.
+Also here: the configuration page names every environment variable and `serve` option,
+every page is in the nav, the README stays short, and `mkdocs build --strict` passes.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class Block:
 
 
 def blocks(page: Path) -> list[Block]:
-    """The fenced blocks of ``page`` with their markers; a marker must precede a fence."""
+    """The fenced blocks of `page` with their markers; a marker must precede a fence."""
     found: list[Block] = []
     lines = page.read_text().splitlines()
     marker: re.Match[str] | None = None
@@ -137,7 +137,7 @@ def test_markers_are_well_formed() -> None:
 
 
 def serve_args(block: Block) -> list[str] | None:
-    """The flags of the one ``zstream-mp serve`` command in ``block``."""
+    """The flags of the one `zstream-mp serve` command in `block`."""
     for line in block.code.splitlines():
         words = shlex.split(line, comments=True)
         if len(words) >= 2 and words[0].endswith("zstream-mp") and words[1] == "serve":

@@ -1,9 +1,9 @@
-"""Every file in ``examples/`` runs as a user runs it and its events all reach the server.
+"""Every file in `examples/` runs as a user runs it and its events all reach the server.
 
-Each example is started as ``python examples/NAME.py`` with ``ZSTREAM_SERVER`` pointing at
+Each example is started as `python examples/NAME.py` with `ZSTREAM_SERVER` pointing at
 a real server on loopback; it must exit 0, print its run's live page, and end its run. The
 test then replays the ended run and counts its events. One example also runs without
-``ZSTREAM_SERVER`` (its own embedded server) and one against a server requiring a token.
+`ZSTREAM_SERVER` (its own embedded server) and one against a server requiring a token.
 """
 
 from __future__ import annotations

@@ -3,15 +3,15 @@
 Every scenario runs a publisher in its own process (tests/programs/faults/fault_client.py) against
 tests/helpers/faultserver.py, which answers with real status codes, drops or resets real
 connections, stalls, or is killed and started again on the same port. Every event carries its
-``seq``; the server records every request and every accepted event, so the test counts
+`seq`; the server records every request and every accepted event, so the test counts
 exactly and checks that each batch kept one Idempotency-Key across its retries.
 
 Policy under test (zstream_mp/_transport.py):
 * 429/502/503/504 and connection faults: retried; every event delivered exactly once.
-* 400/401/403/404/413/422: the batch is dropped and counted in ``dropped['rejected']``.
-* 501/405: the process mutes itself with ONE warning; later publishes count as ``muted``.
-* ``flush(timeout)`` never waits longer than asked; process exit never waits longer than
-  ``ZSTREAM_EXIT_TIMEOUT``.
+* 400/401/403/404/413/422: the batch is dropped and counted in `dropped['rejected']`.
+* 501/405: the process mutes itself with ONE warning; later publishes count as `muted`.
+* `flush(timeout)` never waits longer than asked; process exit never waits longer than
+  `ZSTREAM_EXIT_TIMEOUT`.
 * Log lines never carry the payload.
 """
 

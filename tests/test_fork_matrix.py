@@ -1,6 +1,6 @@
 """The executor matrix: every way of fanning out work delivers every event exactly once.
 
-Each case runs ``tests/programs/fork/driver.py`` in a fresh interpreter under a hard deadline:
+Each case runs `tests/programs/fork/driver.py` in a fresh interpreter under a hard deadline:
 the parent binds a run, publishes, fans out to 4 workers that publish 500 events each
 (tagged worker, seq) without flushing, publishes again and exits. The server then holds
 exactly the expected identities: nothing lost, nothing twice (a child re-sending its
@@ -9,10 +9,10 @@ parent's queued events shows up as a duplicate), and no run over its deadline.
 Every process keeps the library's default settings (exit budget 2 s) on every target.
 ZenML's server takes 30-90 ms per POST, more under load: what a process cannot deliver
 within its budget waits in its spool for the next publisher on the host. Against ZenML the
-test is that next publisher (``zstream-mp spool drain`` after the driver) and counts exactly
-once over both; the share the spool carried is in the summary (``drained``).
+test is that next publisher (`zstream-mp spool drain` after the driver) and counts exactly
+once over both; the share the spool carried is in the summary (`drained`).
 
-Interpreters: ``sys.executable`` plus every path in ``ZSTREAM_TEST_PYTHONS`` (comma list);
+Interpreters: `sys.executable` plus every path in `ZSTREAM_TEST_PYTHONS` (comma list);
 each needs httpx, psutil, filelock and joblib installed.
 """
 

@@ -1,7 +1,7 @@
-"""``LogHandler``: records from many processes arrive as ``log`` events, exactly once each,
+"""`LogHandler`: records from many processes arrive as `log` events, exactly once each,
 and the library's own logging (and httpx's, from the sender thread) never feeds back.
 
-Each scenario runs in a fresh interpreter (``python -c``) so the root logger, the handler
+Each scenario runs in a fresh interpreter (`python -c`) so the root logger, the handler
 and the publisher state are its own; the events are then read back over SSE and counted.
 """
 

@@ -1,10 +1,10 @@
-"""Ray tasks and actors publish through ``zstream_mp.integrations.ray``, counted by identity.
+"""Ray tasks and actors publish through `zstream_mp.integrations.ray`, counted by identity.
 
-One driver process per module (Ray's start-up costs seconds): a local ``ray.init`` on
+One driver process per module (Ray's start-up costs seconds): a local `ray.init` on
 loopback with 2 CPUs whose job runtime_env binds a run through the setup hook. Tasks and
 actors publish 4 x 500 events each and return with their tail still queued; a mid-run
-``zray.flush_workers()`` ends no actor; actors end through ``__ray_terminate__`` and
-``exit_actor()``; ``zray.shutdown()`` delivers the rest before ``ray.shutdown()``. Our
+`zray.flush_workers()` ends no actor; actors end through `__ray_terminate__` and
+`exit_actor()`; `zray.shutdown()` delivers the rest before `ray.shutdown()`. Our
 server must then hold exactly the expected events.
 """
 
@@ -85,7 +85,7 @@ def test_flush_workers_mid_run_ends_no_actor(local_run: dict[str, Any]) -> None:
 
 
 def test_graceful_actor_exit_delivers_before_shutdown(local_run: dict[str, Any]) -> None:
-    """``__ray_terminate__`` and ``exit_actor()`` run atexit: dead actors delivered all."""
+    """`__ray_terminate__` and `exit_actor()` run atexit: dead actors delivered all."""
     assert local_run["result"]["exit_gone_before_shutdown"]
     assert_exactly(local_run["got"]["exit"], expected("exit", WORKERS, EVENTS))
 
@@ -121,7 +121,7 @@ def test_importable_without_ray() -> None:
 
 @pytest.fixture(scope="module")
 def ray_cluster(ray_server: RunningServer) -> Iterator[str]:
-    """``ray start --head`` as its own process tree: its workers are no kin of the driver."""
+    """`ray start --head` as its own process tree: its workers are no kin of the driver."""
     port = free_port()
     env = driver_env()
     # its own short temp dir (Ray's socket paths must stay short): `ray start` leaves a

@@ -1,4 +1,4 @@
-"""``zstream_mp.runs`` against a real server: typed results and typed errors."""
+"""`zstream_mp.runs` against a real server: typed results and typed errors."""
 
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ def _made(answer: httpx.Response) -> str:
 
 
 def test_list_runs_follows_the_servers_pages() -> None:
-    """The server answers 1,000 runs a page; ``list_runs()`` follows ``next`` to the end."""
+    """The server answers 1,000 runs a page; `list_runs()` follows `next` to the end."""
     with start_server() as srv:
         # the runs are made over one kept-alive connection (a new one each, as `create_run`
         # opens, costs the test half a minute); `create_run` itself is `test_lifecycle`'s

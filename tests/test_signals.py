@@ -1,6 +1,6 @@
 """SIGTERM in multiprocessing children: flushed first, then what the signal did before.
 
-``Pool.terminate()``, ``with Pool()`` and joblib's multiprocessing backend end workers with
+`Pool.terminate()`, `with Pool()` and joblib's multiprocessing backend end workers with
 SIGTERM. A worker's exit hooks never run on that path unless a handler turns it into an
 orderly exit, and the handler must reach the main thread even while the sender thread is
 busy, keep a handler the program installed, and leave an ignored SIGTERM ignored.

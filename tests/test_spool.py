@@ -128,7 +128,7 @@ def test_pool_workers_spool_what_their_budget_cannot_deliver(
 def test_spool_ls_and_drain_deliver_what_an_unwatched_process_left(
     state_dir: Path, server: RunningServer, slow: SlowProxy
 ) -> None:
-    """No parent adopts (it never publishes): ``zstream-mp spool drain`` delivers, once."""
+    """No parent adopts (it never publishes): `zstream-mp spool drain` delivers, once."""
     target = ServerTarget(server)
     script = (
         "import sys, zstream_mp\n"

@@ -1,8 +1,8 @@
 """The state dir must be provably ours: attacks by a second uid are refused, with a fallback.
 
 Each case runs a fresh interpreter that binds a run with a token (which writes the token and
-context files) under a TMPDIR where another user (``nobody``, via a forked child that drops
-to that uid) has prepared the default ``zstream-mp-<uid>`` path. Needs root to act as two uids.
+context files) under a TMPDIR where another user (`nobody`, via a forked child that drops
+to that uid) has prepared the default `zstream-mp-<uid>` path. Needs root to act as two uids.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ print(json.dumps({"dir": _statedir.state_dir(), "ctx": os.environ["ZSTREAM_CONTE
 
 
 def _as_nobody(action: object) -> None:
-    """Run ``action()`` in a forked child with the uid and gid of ``nobody``."""
+    """Run `action()` in a forked child with the uid and gid of `nobody`."""
     nobody = pwd.getpwnam("nobody")
     pid = os.fork()
     if pid == 0:

@@ -1,10 +1,10 @@
 """50 concurrent subscribers on one run while 10,000 events are posted (memory and Redis).
 
-Each subscriber must receive every event exactly once and in order, then ``end``; a
+Each subscriber must receive every event exactly once and in order, then `end`; a
 subscriber resuming from a mid-stream id must get exactly the rest. Posting is paced by
-the slowest subscriber (at most ``WINDOW`` events ahead) because this is a delivery test,
+the slowest subscriber (at most `WINDOW` events ahead) because this is a delivery test,
 not an overload test: the server's 1,024-entry subscriber queue is allowed to drop with a
-``gap`` frame when a reader stalls, and that path is not what is checked here.
+`gap` frame when a reader stalls, and that path is not what is checked here.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ _SEQ = re.compile(rb'"payload":\{"seq":(\d+)\}')
 
 
 class Reader(threading.Thread):
-    """One SSE subscriber: records (id, seq) of every event frame, stops at ``end``."""
+    """One SSE subscriber: records (id, seq) of every event frame, stops at `end`."""
 
     def __init__(
         self,

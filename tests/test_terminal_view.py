@@ -1,7 +1,7 @@
-"""``tail --live`` and the demo in a real terminal: tmux, read back with ``capture-pane``.
+"""`tail --live` and the demo in a real terminal: tmux, read back with `capture-pane`.
 
 One bar per worker, and each row's counts equal what the server holds for that worker.
-A private tmux server (``-L``) per test, so nobody else's sessions are touched.
+A private tmux server (`-L`) per test, so nobody else's sessions are touched.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """flush_tree(): True only when every descendant's events are on the server; False in time
-for a hung one. ``zstream-mp stats --tree`` rows match what the server holds."""
+for a hung one. `zstream-mp stats --tree` rows match what the server holds."""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
 """The live page in a real headless Chromium: every event shown once, through server restarts.
 
-Debian's ``chromium`` driven by Playwright (never a downloaded browser). A ``Pool(4)``
-publishes 500 ``progress`` events in three phases; between them the server is killed
-(SIGKILL, the page's connection just dies) and stopped (SIGTERM: ``gap: shutdown`` then
-``end``), each time restarted on the same port and Redis. The page must resume with
-``Last-Event-ID`` and end with exactly the 500 (worker, seq) pairs, none twice, and every
-worker's bar at 100%. A screenshot lands in ``tests/_artifacts/``.
+Debian's `chromium` driven by Playwright (never a downloaded browser). A `Pool(4)`
+publishes 500 `progress` events in three phases; between them the server is killed
+(SIGKILL, the page's connection just dies) and stopped (SIGTERM: `gap: shutdown` then
+`end`), each time restarted on the same port and Redis. The page must resume with
+`Last-Event-ID` and end with exactly the 500 (worker, seq) pairs, none twice, and every
+worker's bar at 100%. A screenshot lands in `tests/_artifacts/`.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """The live page as a person sees it, in Debian's headless Chromium (never a downloaded one).
 
-A run with what a real one carries (per-worker progress with a ``loss`` from a forked
-pool, ``LogHandler`` records with an exception, token streams, statuses) is watched live;
+A run with what a real one carries (per-worker progress with a `loss` from a forked
+pool, `LogHandler` records with an exception, token streams, statuses) is watched live;
 each view is asserted in the DOM (a time on every row, a log line's level and message as
 text, the newest-first and follow controls, both charts, a rate and ETA per worker), and
 screenshots are saved at 1280 px and 390 px under the test's tmp dir and copied to
-``docs/img/`` for the page guide. A page opened after a burst must show 0 events/s a few
+`docs/img/` for the page guide. A page opened after a burst must show 0 events/s a few
 seconds later (the replay is not a rate); the index lists runs newest first with their
 start time and event count, and never has two requests in flight.
 """

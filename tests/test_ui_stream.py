@@ -1,9 +1,9 @@
 """The page's own stream carries each event's receive time; the ZenML API stream does not.
 
 Over real servers (memory and Redis brokers): the same run read through
-``/api/v1/runs/{id}/events/stream`` and ``/ui/api/runs/{id}/stream``. The API's frames are
+`/api/v1/runs/{id}/events/stream` and `/ui/api/runs/{id}/stream`. The API's frames are
 ZenML's (no time anywhere); the page's are the same events, each JSON object with one more
-key, ``received_at``, within the seconds the test published, after a ``clock`` frame.
+key, `received_at`, within the seconds the test published, after a `clock` frame.
 """
 
 from __future__ import annotations

@@ -2,16 +2,16 @@
 delivers every worker event exactly once, whether or not the step published first.
 
 The pipelines (tests/programs/zenml/fanout_steps.py) run in the ZenML peer's venv on the
-local orchestrator; ``ZSTREAM_EXIT_TIMEOUT`` and every other setting is left at its default.
+local orchestrator; `ZSTREAM_EXIT_TIMEOUT` and every other setting is left at its default.
 The test subscribes to the run's stream on ZenML's server from the run's first second (ZenML
 trims a stream to 10,000 entries, so a replay afterwards would not see everything) and counts
-every event by its identity ``(case, worker, seq)``.
+every event by its identity `(case, worker, seq)`.
 
-* ``burst`` cases: the step publishes 50 events right before it fans out, so forks land
+* `burst` cases: the step publishes 50 events right before it fans out, so forks land
   while the step's sender builds its first HTTP client and posts.
-* ``silent`` cases: the step itself never publishes; its context must still reach every
+* `silent` cases: the step itself never publishes; its context must still reach every
   child process and thread it starts.
-* ``noflush`` / ``flush``: workers end with or without an explicit ``flush()``.
+* `noflush` / `flush`: workers end with or without an explicit `flush()`.
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ def test_nothing_else_arrives(fanout: FanOut) -> None:
 def test_durable_os_exit_without_flush_in_a_step(
     peer: Peer, durable_runs: dict[str, Any], variant: str
 ) -> None:
-    """Durable mode: workers that leave through ``os._exit`` without any flush lose nothing;
+    """Durable mode: workers that leave through `os._exit` without any flush lose nothing;
     the step's end adopts their spools before ZenML ends the run."""
     record = durable_runs[f"durable_{variant}"]
     name = f"{variant}.fork_durable_os_exit.noflush"
@@ -244,7 +244,7 @@ def test_step_log_has_no_per_request_lines(peer: Peer, tmp_path: Path) -> None:
 
 def test_step_signal_handler_stays_in_the_step(peer: Peer, tmp_path: Path) -> None:
     """ZenML's step SignalHandler is the step's alone: forked children get the default
-    SIGTERM back, so ``Pool.terminate()`` ends a worker whose main thread cannot take the
+    SIGTERM back, so `Pool.terminate()` ends a worker whose main thread cannot take the
     signal (it lands on another thread) instead of waiting for it forever."""
     result = run_pipeline(peer, "signals", tmp_path, script=SCRIPT, timeout=600)
     result.check()

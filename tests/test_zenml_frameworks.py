@@ -1,12 +1,12 @@
 """Inside a real ZenML step: Dask and Ray workers publish to the step's run on ZenML's server.
 
-The step (``programs/zenml/frameworks_pipeline.py``) never publishes itself before it fans
+The step (`programs/zenml/frameworks_pipeline.py`) never publishes itself before it fans
 out, so nothing has been handed down through the environment: the Dask plugin and the Ray
 setup hook take ZenML's step context (run, step, server and token) when they are created.
 4 Dask workers and 4 Ray tasks publish 500 events each; the run's SSE stream on the ZenML
 server must hold exactly those 4,000 events, attributed to the step. ZenML's server is
 slow enough that the step flushes the Dask workers before closing the cluster
-(``zdask.flush_workers``): left to the close path alone, 1,037 of 2,000 arrived here,
+(`zdask.flush_workers`): left to the close path alone, 1,037 of 2,000 arrived here,
 the Nanny SIGKILLing workers 4 s into their exit flush.
 """
 

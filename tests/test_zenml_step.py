@@ -2,9 +2,9 @@
 
 Real ZenML 0.98.0 server (../shared/peers/zenml), real pipelines on the local orchestrator,
 run with the peer venv's Python from a temporary ZenML repository. Each step publishes one
-sequence through ``zenml.streaming.publish`` and the same sequence through
-``zstream_mp.publish`` (payload field ``via`` tells them apart); the run's SSE stream is then
-replayed up to ``end`` and both halves are compared frame by frame.
+sequence through `zenml.streaming.publish` and the same sequence through
+`zstream_mp.publish` (payload field `via` tells them apart); the run's SSE stream is then
+replayed up to `end` and both halves are compared frame by frame.
 
 Skipped, with the reason, when the peer cannot be started or zstream_mp cannot be installed
 into its venv.
@@ -202,7 +202,7 @@ def test_zstream_server_env_redirects_with_zenml_ids(
 @needs_peer
 def test_local_sql_store_with_zstream_server(peer: zenml_peer.Peer, tmp_path: Path) -> None:
     """A ZenML client on its local SQL store (no ZenML server): ids from ZenML, events
-    to ZSTREAM_SERVER. ``zenml.streaming`` mutes itself there (the SQL store refuses)."""
+    to ZSTREAM_SERVER. `zenml.streaming` mutes itself there (the SQL store refuses)."""
     token = "zsz-" + os.urandom(8).hex()
     with start_server(token=token) as server:
         result = run_pipeline(
@@ -346,7 +346,7 @@ def test_401_reauthenticates_through_zenml_store(peer: zenml_peer.Peer, tmp_path
 
 
 def test_no_zenml_import_and_no_context_without_a_step(tmp_path: Path) -> None:
-    """zstream_mp never imports ZenML; a half-present ``zenml`` yields no context, no error."""
+    """zstream_mp never imports ZenML; a half-present `zenml` yields no context, no error."""
     code = (
         "import sys, types, zstream_mp\n"
         "from zstream_mp import _zenml\n"

@@ -1,6 +1,6 @@
 """zstream-mp: live event streaming that stays correct when a pipeline fans out.
 
-A drop-in for ``zenml.streaming``'s ``publish()`` and ``flush()`` that speaks the same
+A drop-in for `zenml.streaming`'s `publish()` and `flush()` that speaks the same
 wire contract, with one queue, sender thread and HTTP client per process, and exit hooks
 that deliver from pool workers, forked children and spawned interpreters alike.
 """

@@ -1,10 +1,10 @@
-"""asyncio: ``aflush()`` and ``asubscribe()``, the awaitable forms of ``flush()`` and
-``subscribe()``.
+"""asyncio: `aflush()` and `asubscribe()`, the awaitable forms of `flush()` and
+`subscribe()`.
 
 Both run the blocking call in a worker thread, so they keep its exact semantics (the
-deadline, the reconnects with ``Last-Event-ID``, no duplicates across them, ``Gap``, the
-stop at ``end``) and never block the event loop. Binding a run per task is
-``with bind(...)`` (``contextvars``); ``publish()`` never blocks, so it needs no async form.
+deadline, the reconnects with `Last-Event-ID`, no duplicates across them, `Gap`, the
+stop at `end`) and never block the event loop. Binding a run per task is
+`with bind(...)` (`contextvars`); `publish()` never blocks, so it needs no async form.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from zstream_mp._api import flush
 from zstream_mp._sender import THREAD_PREFIX
 from zstream_mp.consumer import Event, Gap, subscribe
 
-if TYPE_CHECKING:  # asyncio is imported where it is used: ``import zstream_mp`` stays light
+if TYPE_CHECKING:  # asyncio is imported where it is used: `import zstream_mp` stays light
     import asyncio
 
 QUEUE_SIZE = 1024
@@ -27,7 +27,7 @@ QUEUE_SIZE = 1024
 
 
 async def aflush(timeout: float | None = 2.0) -> bool:
-    """``flush(timeout)`` without blocking the event loop."""
+    """`flush(timeout)` without blocking the event loop."""
     import asyncio
 
     return await asyncio.to_thread(flush, timeout)
@@ -50,9 +50,9 @@ async def asubscribe(
     retry_for: float = 60.0,
     connect_timeout: float = 10.0,
 ) -> AsyncIterator[Event | Gap]:
-    """``async for event in asubscribe(...)``: ``subscribe()``'s events, awaited.
+    """`async for event in asubscribe(...)`: `subscribe()`'s events, awaited.
 
-    Arguments and errors are ``subscribe()``'s; closing the iterator (``break``, a
+    Arguments and errors are `subscribe()`'s; closing the iterator (`break`, a
     cancelled task) stops the reading thread at its next event or heartbeat.
     """
     events = subscribe(

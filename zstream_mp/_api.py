@@ -1,4 +1,4 @@
-"""``publish()``, ``flush()``, ``flush_tree()`` and ``stats()``: the caller's side."""
+"""`publish()`, `flush()`, `flush_tree()` and `stats()`: the caller's side."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def publish(
 
     Never blocks on I/O. Bad arguments raise a typed error here, in the caller's thread,
     and leave what is already queued untouched. Outside any run context the event is
-    dropped, counted as ``no_context``, with a debug-level log line.
+    dropped, counted as `no_context`, with a debug-level log line.
     """
     # The common cases inline (a known kind, no correlation, a dict payload, the same
     # destination as before): each call saved is ~40 ns of a ~1 µs publish.
@@ -106,10 +106,10 @@ def _say_no_run(kind: str) -> None:
 def flush(timeout: float | None = 2.0) -> bool:
     """Wait until this process's queued events are delivered.
 
-    True when everything published since the previous ``flush()`` is on the server. False
-    when ``timeout`` seconds pass first (what it waited for is then kept in the process's
-    spool, so an ``os._exit`` next loses none of it), or when some of it was refused,
-    failed or set aside for later (the warnings say which). ``None`` waits as long as it
+    True when everything published since the previous `flush()` is on the server. False
+    when `timeout` seconds pass first (what it waited for is then kept in the process's
+    spool, so an `os._exit` next loses none of it), or when some of it was refused,
+    failed or set aside for later (the warnings say which). `None` waits as long as it
     takes; it never waits longer than asked, whatever the server does.
     """
     deadline = _deadline(timeout)  # a bad timeout is an error before the first publish too
@@ -140,10 +140,10 @@ def _deadline(timeout: float | None) -> float:
 def flush_tree(timeout: float | None = 10.0, *, run_id: str | None = None) -> bool:
     """Wait until this process and every registered descendant have delivered their events.
 
-    Descendants that died leave spools: this call adopts and delivers them. With ``run_id``
+    Descendants that died leave spools: this call adopts and delivers them. With `run_id`
     the scope is every process on this host that published to that run instead (workers
     of Ray or Dask are not our descendants). True once everything published in scope is on
-    the server or dropped by policy; False when ``timeout`` passes first (a hung process)
+    the server or dropped by policy; False when `timeout` passes first (a hung process)
     or when a process was killed with events that no spool kept.
     """
     return _recovery.flush_tree(
@@ -159,9 +159,9 @@ def stats(scope: Literal["process"] = "process", run_id: None = None) -> Publish
 @overload
 def stats(scope: Literal["tree", "run"], run_id: str | None = None) -> TreeStats: ...
 def stats(scope: str = "process", run_id: str | None = None) -> PublisherStats | TreeStats:
-    """Counters: of this process (``PublisherStats``, zeros before its first publish), or
-    ``TreeStats`` of this process and its descendants (``"tree"``) or of every process on
-    this host that published to ``run_id`` (``"run"``), with a row per process.
+    """Counters: of this process (`PublisherStats`, zeros before its first publish), or
+    `TreeStats` of this process and its descendants (`"tree"`) or of every process on
+    this host that published to `run_id` (`"run"`), with a row per process.
     """
     if scope == "process":
         st = _process.existing_state()

@@ -1,13 +1,13 @@
 """Which run, step and server an event belongs to: binding and the resolution order.
 
-Resolution order, per ``publish()``: an explicit ``bind()`` in this process, then ZenML's
-step context, then ZenML's dynamic-pipeline context (both only when ``zenml`` is already
-imported), then the context a parent process handed down (``_handoff``).
+Resolution order, per `publish()`: an explicit `bind()` in this process, then ZenML's
+step context, then ZenML's dynamic-pipeline context (both only when `zenml` is already
+imported), then the context a parent process handed down (`_handoff`).
 
-``ZSTREAM_SERVER`` fills in a server the context lacks, and ``ZSTREAM_TOKEN`` is the token
+`ZSTREAM_SERVER` fills in a server the context lacks, and `ZSTREAM_TOKEN` is the token
 for that server only: a token is never sent to a server it was not given for.
 
-Each context is resolved once into a ``Destination`` (server, token, the event's encoded
+Each context is resolved once into a `Destination` (server, token, the event's encoded
 prefix); the caches here hand the same object back while the context is unchanged.
 """
 
@@ -39,12 +39,12 @@ _bound: tuple[StreamContext, Destination] | None = None
 _local_bound: contextvars.ContextVar[tuple[StreamContext, Destination] | None] = (
     contextvars.ContextVar("zstream_mp_binding", default=None)
 )
-"""The run of ``with bind(...)`` in this context (a task, a thread), before ``_bound``."""
+"""The run of `with bind(...)` in this context (a task, a thread), before `_bound`."""
 _local_get = _local_bound.get
 _open_ever = False
-"""A ``with bind(...)`` block was opened in this process (``publish()`` then looks for one)."""
+"""A `with bind(...)` block was opened in this process (`publish()` then looks for one)."""
 _open: list[Binding] = []
-"""``with bind(...)`` blocks open now, oldest first."""
+"""`with bind(...)` blocks open now, oldest first."""
 _base: tuple[StreamContext | None, str | None] = (None, None)
 """What was bound, and handed down, before the oldest open block."""
 _zenml_last: tuple[StreamContext, Destination] | None = None
@@ -60,7 +60,7 @@ def _json_str(value: str | None) -> str:
 
 
 def destination(ctx: StreamContext) -> Destination:
-    """Where ``ctx``'s events go, with ``ZSTREAM_SERVER``/``ZSTREAM_TOKEN`` applied."""
+    """Where `ctx`'s events go, with `ZSTREAM_SERVER`/`ZSTREAM_TOKEN` applied."""
     from_env = env_server()
     server = ctx.server or from_env
     token = ctx.token
@@ -77,11 +77,11 @@ def destination(ctx: StreamContext) -> Destination:
 
 
 class Binding:
-    """What ``bind()`` returns: already in force, and a context manager that undoes it.
+    """What `bind()` returns: already in force, and a context manager that undoes it.
 
-    As a context manager it also binds the run to the current context (``contextvars``):
+    As a context manager it also binds the run to the current context (`contextvars`):
     an asyncio task, or a thread, and the tasks it starts. Two tasks each in their own
-    ``with bind(...)`` publish to their own runs; processes started inside the block get
+    `with bind(...)` publish to their own runs; processes started inside the block get
     the process-wide binding, the most recent one.
     """
 
@@ -143,8 +143,8 @@ def bind(
 ) -> Binding:
     """Attribute this process's events (all threads) to a run, and hand it to children.
 
-    ``durable=True`` turns on durable mode (every event spooled in ``publish()``) for this
-    process from its first publish, and for the children it starts (``ZSTREAM_DURABLE``).
+    `durable=True` turns on durable mode (every event spooled in `publish()`) for this
+    process from its first publish, and for the children it starts (`ZSTREAM_DURABLE`).
 
     Works as a plain call and as a context manager that restores what was bound before.
     """
@@ -214,7 +214,7 @@ def unbind() -> None:
 
 
 def current_context() -> StreamContext | None:
-    """The context ``publish()`` would use right now in this thread."""
+    """The context `publish()` would use right now in this thread."""
     found = _resolve()
     return found[0] if found is not None else None
 

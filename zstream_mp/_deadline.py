@@ -2,7 +2,7 @@
 
 httpx's timeouts bound each connect, read and write separately: a server that sends one
 byte a second never trips a two-second read timeout, and holds the request (and every
-event queued behind it) for as long as it likes. ``within(deadline)`` sets the deadline of
+event queued behind it) for as long as it likes. `within(deadline)` sets the deadline of
 the current thread's request; the backend clamps each operation's timeout to what is left
 of it and raises httpcore's own timeout errors (which httpx maps to its own) once it has
 passed.
@@ -27,7 +27,7 @@ _local = threading.local()
 
 @contextlib.contextmanager
 def within(deadline: float) -> Iterator[None]:
-    """Hold the socket operations of this thread to ``deadline`` (``time.monotonic()``)."""
+    """Hold the socket operations of this thread to `deadline` (`time.monotonic()`)."""
     previous = getattr(_local, "deadline", math.inf)
     _local.deadline = deadline
     try:
@@ -104,7 +104,7 @@ class DeadlineBackend(httpcore.NetworkBackend):
 
 
 def acquire_until(lock: threading.Lock, deadline: float) -> bool:
-    """Acquire ``lock`` by ``deadline`` (``time.monotonic()``; ``math.inf`` waits for ever)."""
+    """Acquire `lock` by `deadline` (`time.monotonic()`; `math.inf` waits for ever)."""
     if deadline == math.inf:
         return lock.acquire()
     return lock.acquire(timeout=max(0.0, deadline - time.monotonic()))

@@ -35,7 +35,7 @@ def use_encoder(name: str) -> None:
 known_kinds: dict[str, bytes] = {}
 """Kinds already checked, to their encoded bytes (at most 1,024: a bounded cache)."""
 NO_CORRELATION_TAIL = b'null,"index":null,"payload":'
-"""``encode_tail(None, None)``: the tail of most events, built once."""
+"""`encode_tail(None, None)`: the tail of most events, built once."""
 
 
 def check_kind(kind: Any) -> bytes:
@@ -82,7 +82,7 @@ def check_payload_size(encoded: bytes) -> bytes:
 
 
 def encode_tail(correlation_id: Any, index: Any) -> bytes:
-    """``<correlation_id>,"index":<index>,"payload":`` with both values checked."""
+    """`<correlation_id>,"index":<index>,"payload":` with both values checked."""
     if correlation_id is None and index is None:
         return NO_CORRELATION_TAIL
     if correlation_id is None:

@@ -1,28 +1,28 @@
-"""The one ``os.register_at_fork`` hook of the package, and the order its parts run in.
+"""The one `os.register_at_fork` hook of the package, and the order its parts run in.
 
 Modules join the dispatcher instead of registering hooks of their own, so the order in
 which the child resets its state is written down here rather than left to import order
-(before a fork, in the parent, the same order: only ``zenml`` has a hook there, exporting
+(before a fork, in the parent, the same order: only `zenml` has a hook there, exporting
 the forking thread's step so the child inherits it):
 
-1. ``handoff``  forgets the parent's handoff files (they are the parent's to remove);
-2. ``context``  drops the parent's binding and caches;
-3. ``zenml``    drops the parent's cached ZenML credentials;
-4. ``process``  drops the parent's queue, sender thread and HTTP clients;
-5. ``sigterm``  forgets the parent's SIGTERM watcher and its pipe;
-6. ``registry`` forgets the parent's registry entry (the child makes its own on its first
+1. `handoff`  forgets the parent's handoff files (they are the parent's to remove);
+2. `context`  drops the parent's binding and caches;
+3. `zenml`    drops the parent's cached ZenML credentials;
+4. `process`  drops the parent's queue, sender thread and HTTP clients;
+5. `sigterm`  forgets the parent's SIGTERM watcher and its pipe;
+6. `registry` forgets the parent's registry entry (the child makes its own on its first
    publish);
-7. ``import_hook`` gets a lock of its own for the post-import hook's table (a thread of the
+7. `import_hook` gets a lock of its own for the post-import hook's table (a thread of the
    parent may have held the parent's at the fork).
 
-Every child hook only swaps references: no logging, no I/O, no ``close()``, no ``join()``,
+Every child hook only swaps references: no logging, no I/O, no `close()`, no `join()`,
 no lock that another thread could hold. A failing hook is contained (the fork must not
-fail for it) and recorded in ``failures`` for tests and debugging.
+fail for it) and recorded in `failures` for tests and debugging.
 
-``fork_barrier()`` guards the few sections a fork must never land in: building an HTTP
+`fork_barrier()` guards the few sections a fork must never land in: building an HTTP
 client initialises OpenSSL, whose locks a child would inherit held (a child forked in that
 window blocks forever on its own first TLS context). The hook taken before a fork waits for
-such a section to end, bounded by ``BARRIER_WAIT`` so that a fork is never held up for long.
+such a section to end, bounded by `BARRIER_WAIT` so that a fork is never held up for long.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ _barrier_held_for_fork = False
 
 
 def before_fork(component: str, hook: Callable[[], None]) -> None:
-    """Run ``hook`` in the parent right before every fork, in ``ORDER``. It may do I/O but
+    """Run `hook` in the parent right before every fork, in `ORDER`. It may do I/O but
     must be quick and must not fork or wait on another thread."""
     if component not in ORDER:
         raise ValueError(f"unknown fork-hook component {component!r}; add it to ORDER")
@@ -55,7 +55,7 @@ def before_fork(component: str, hook: Callable[[], None]) -> None:
 
 
 def on_fork_in_child(component: str, hook: Callable[[], None]) -> None:
-    """Run ``hook`` in every forked child, in ``ORDER``. One hook per component."""
+    """Run `hook` in every forked child, in `ORDER`. One hook per component."""
     if component not in ORDER:
         raise ValueError(f"unknown fork-hook component {component!r}; add it to ORDER")
     _child_hooks[component] = hook

@@ -1,29 +1,29 @@
 """How child processes learn their context: the environment variable and its files.
 
-Format. ``ZSTREAM_CONTEXT`` holds compact JSON::
+Format. `ZSTREAM_CONTEXT` holds compact JSON:
 
     {"run_id": "<uuid>", "step_run_id": "<uuid>", "step_name": "train",
      "server": "http://127.0.0.1:8237", "token_file": "<state dir>/token-<sha256[:24]>",
      "origin": <pid of the process that exported it>}
 
-Only ``run_id`` is required. The token never travels in the variable (environments are
-shown by ``ps e``, logged by launchers and copied into Ray's dashboard): it sits in a 0600
+Only `run_id` is required. The token never travels in the variable (environments are
+shown by `ps e`, logged by launchers and copied into Ray's dashboard): it sits in a 0600
 file named by the token's hash, so every process that binds the same token agrees on it.
 
 The exporting process (the *origin*) also keeps its current context, in the same JSON, in
-``ctx-<origin>.json``. Children re-read that file at most once every ``RECHECK_SECONDS``,
-so workers that outlive a ``bind()`` in their parent (a long-lived pool, the forkserver,
+`ctx-<origin>.json`. Children re-read that file at most once every `RECHECK_SECONDS`,
+so workers that outlive a `bind()` in their parent (a long-lived pool, the forkserver,
 loky's reusable workers) follow it. When the file is gone (the origin exited or unbound),
 a child keeps what the variable itself said.
 
 Every file is written to a temporary name and renamed into place, mode 0600, inside the
-state directory (``_statedir``), and read only when it is a private file of this user in a
+state directory (`_statedir`), and read only when it is a private file of this user in a
 private directory of this user. A file lives while any process may still need it: at exit
 the origin removes its own files only when it has no live descendant left; otherwise the
-registry's sweep removes them once no live process references them (``sweep()``).
+registry's sweep removes them once no live process references them (`sweep()`).
 
 The environment variable reaches spawn, forkserver, loky, Ray and Dask workers because
-they copy ``os.environ``; a forked child has it already.
+they copy `os.environ`; a forked child has it already.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ RECHECK_SECONDS = 1.0
 
 
 def export(ctx: StreamContext) -> None:
-    """Hand ``ctx`` to the children this process starts, and to those it already has."""
+    """Hand `ctx` to the children this process starts, and to those it already has."""
     data: dict[str, Any] = {"run_id": ctx.run_id}
     if ctx.step_run_id:
         data["step_run_id"] = ctx.step_run_id
@@ -95,7 +95,7 @@ def exported() -> str | None:
 
 
 def restore(previous: str | None) -> None:
-    """Hand down ``previous`` again (a value of ``exported()``), or nothing."""
+    """Hand down `previous` again (a value of `exported()`), or nothing."""
     if previous is None:
         withdraw()
     else:
@@ -164,7 +164,7 @@ def inherited() -> StreamContext | None:
 
 def _from_ancestors() -> tuple[str, str] | None:
     """The context an ancestor exports now, for a process started before that ancestor
-    bound its run: a pool made before ``bind()``, the forkserver (started once, with the
+    bound its run: a pool made before `bind()`, the forkserver (started once, with the
     environment of that moment), loky's reusable workers. Nearest ancestor first; an
     ancestor's file counts only when its recorded start time is that ancestor's own."""
     try:
@@ -185,7 +185,7 @@ def _from_ancestors() -> tuple[str, str] | None:
 
 
 def forget_inherited() -> None:
-    """Drop the cache, so the next ``inherited()`` reads the variable afresh."""
+    """Drop the cache, so the next `inherited()` reads the variable afresh."""
     global _inherited
     _inherited = None
 
@@ -227,7 +227,7 @@ def _refuse_once(raw: str, why: str) -> None:
 
 
 def read_token_file(path: object) -> str | None:
-    """The token in ``path`` when it is one of this user's token files in the state dir, else
+    """The token in `path` when it is one of this user's token files in the state dir, else
     None. Only the state dir is trusted: a context or spool naming another file (any other
     private file of the user) never has it read and sent as a credential."""
     if not isinstance(path, str) or not _TOKEN_NAME.fullmatch(os.path.basename(path)):
@@ -270,7 +270,7 @@ _token_files: dict[str, str] = {}
 
 
 def token_file(token: str) -> str:
-    """A 0600 file holding ``token``, named by its hash so every binder agrees on it.
+    """A 0600 file holding `token`, named by its hash so every binder agrees on it.
 
     Never removed at exit: other binders of the same token, saved contexts and unsent
     spools may name it. The sweep removes it once nothing live references it."""
@@ -289,7 +289,7 @@ def token_file(token: str) -> str:
 
 
 def token_file_of(token: str) -> str | None:
-    """The existing handoff file that holds ``token``, if there is one (never creates one)."""
+    """The existing handoff file that holds `token`, if there is one (never creates one)."""
     path = _token_files.get(token) or os.path.join(
         state_dir(), "token-" + hashlib.sha256(token.encode()).hexdigest()[:24]
     )
@@ -300,7 +300,7 @@ _cleanup: set[str] = set()
 
 
 def _remove_at_exit(path: str) -> None:
-    """At exit, remove ``path`` unless a live descendant may still read it (then the sweep does)."""
+    """At exit, remove `path` unless a live descendant may still read it (then the sweep does)."""
     if path in _cleanup:
         return
     if not _cleanup:
@@ -337,7 +337,7 @@ def sweep(directory: str, referenced: set[str]) -> int:
     """Remove ctx and token files that no live process needs; returns how many were removed.
 
     A ctx file lives while its origin is alive or any live process descends from it; a token
-    file while a live ctx file, a live registry entry (``referenced``) or the environment of
+    file while a live ctx file, a live registry entry (`referenced`) or the environment of
     a live process of this user names it.
     """
     try:

@@ -2,9 +2,9 @@
 
 The transport tells this object about every failed attempt and every delivery. The first
 failure towards a server logs one warning at once, naming the server (never a token) and
-the reason; while it keeps failing, at most one line every ``REPEAT_SECONDS``; when it
+the reason; while it keeps failing, at most one line every `REPEAT_SECONDS`; when it
 recovers, one line says so. Retries are counted as they happen, not when the batch is over,
-and the last failure is kept for ``stats()`` and for the message of a ``flush()`` that
+and the last failure is kept for `stats()` and for the message of a `flush()` that
 gives up.
 """
 
@@ -37,7 +37,7 @@ class DeliveryHealth:
         self._failing: dict[str, _Failing] = {}
         self._said: dict[object, float] = {}
         self.last_failure: str | None = None
-        """``"<server>: <reason>"`` of the latest failed attempt or dropped batch."""
+        """`"<server>: <reason>"` of the latest failed attempt or dropped batch."""
 
     def attempt_failed(self, server: str, reason: str, will_retry: bool) -> None:
         now = time.monotonic()
@@ -78,7 +78,7 @@ class DeliveryHealth:
             )
 
     def dropped(self, key: object, message: str, *args: object) -> None:
-        """Log a drop once per ``key`` at WARNING, then at most every ``REPEAT_SECONDS``."""
+        """Log a drop once per `key` at WARNING, then at most every `REPEAT_SECONDS`."""
         now = time.monotonic()
         last = self._said.get(key)
         level = logging.WARNING

@@ -1,6 +1,6 @@
 """Run a callback once a given module has been imported, now or later.
 
-The ZenML integration must see a step start even when ``zstream_mp`` was imported before
+The ZenML integration must see a step start even when `zstream_mp` was imported before
 ZenML; rather than importing ZenML itself (heavy, and a plain process must never pay for
 it), it asks to be told when ZenML's module is loaded. A small meta-path finder watches for
 the names asked for, lets the normal finders find the module, and runs the callbacks right
@@ -36,7 +36,7 @@ on_fork_in_child("import_hook", _after_fork_in_child)
 
 
 def when_imported(name: str, callback: Callback) -> None:
-    """Call ``callback(module)`` when ``name`` is imported (at once if it already is)."""
+    """Call `callback(module)` when `name` is imported (at once if it already is)."""
     module = sys.modules.get(name)
     if module is not None:
         _call(callback, module)

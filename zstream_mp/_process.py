@@ -1,19 +1,19 @@
 """Per-process publisher state: created lazily per PID, dropped in every forked child.
 
-After a fork nothing inherited is trusted. The ``after_in_child`` hook only swaps
-references (no logging, no I/O, no ``close()``, no ``join()``), and every call also checks
+After a fork nothing inherited is trusted. The `after_in_child` hook only swaps
+references (no logging, no I/O, no `close()`, no `join()`), and every call also checks
 the PID, for forks that skip the hooks. The child never sends its parent's queued events.
 
 Exit hooks are registered on the first publish in each process, because multiprocessing
-wipes hooks inherited or registered at fork time: ``atexit``, ``multiprocessing.util.Finalize``
-(pool children on 3.10-3.12 leave through ``os._exit``) and, in multiprocessing and joblib
+wipes hooks inherited or registered at fork time: `atexit`, `multiprocessing.util.Finalize`
+(pool children on 3.10-3.12 leave through `os._exit`) and, in multiprocessing and joblib
 pool children, a SIGTERM handler that flushes and then lets the signal do what it did before.
-One exit budget (``ZSTREAM_EXIT_TIMEOUT``) bounds all of them together. What the budget
-cannot deliver is spilled to the process's spool (``_spill``) in milliseconds, counted and
+One exit budget (`ZSTREAM_EXIT_TIMEOUT`) bounds all of them together. What the budget
+cannot deliver is spilled to the process's spool (`_spill`) in milliseconds, counted and
 reported in one warning line, for the parent (or a later publisher) to adopt; the process
-exits on time. In durable mode every event is in the spool already (``_durable``).
+exits on time. In durable mode every event is in the spool already (`_durable`).
 
-The first publish also makes the process's registry entry (``_registry``), whose mapped
+The first publish also makes the process's registry entry (`_registry`), whose mapped
 page holds the counters, so other processes see them live.
 """
 
@@ -211,7 +211,7 @@ class ProcessState:
 
             self._install_multiprocessing_hooks()
             # A spawn or forkserver child that publishes while importing the main module
-            # does so before ``_bootstrap`` clears the finalizers; put ours back after it.
+            # does so before `_bootstrap` clears the finalizers; put ours back after it.
             multiprocessing.util.register_after_fork(self, ProcessState._after_bootstrap)
 
     def _install_multiprocessing_hooks(self) -> None:
@@ -242,7 +242,7 @@ def _make_queue(
 
 
 def own_token_for(server: str) -> str | None:
-    """The token this process itself sends to ``server`` (for adopted spools): the one of
+    """The token this process itself sends to `server` (for adopted spools): the one of
     its latest event's destination, else fresh credentials."""
     st = existing_state()
     dest = st._last_dest if st is not None else None
@@ -252,8 +252,8 @@ def own_token_for(server: str) -> str | None:
 
 
 def _refresh_token(server: str) -> str | None:
-    """Fresh credentials after a 401: ZenML's store when in use, else ``ZSTREAM_TOKEN``
-    when ``server`` is the one ``ZSTREAM_SERVER`` names."""
+    """Fresh credentials after a 401: ZenML's store when in use, else `ZSTREAM_TOKEN`
+    when `server` is the one `ZSTREAM_SERVER` names."""
     if "zenml" in sys.modules:
         token = _zenml.refresh_token(server)
         if token:
@@ -264,8 +264,8 @@ def _refresh_token(server: str) -> str | None:
 # --------------------------------------------------------------------------- per-PID state
 
 current: ProcessState | None = None
-"""The last state made, read without a call by ``publish()``; it is this PID's only if its
-``pid`` matches (``state()`` is the checked way in)."""
+"""The last state made, read without a call by `publish()`; it is this PID's only if its
+`pid` matches (`state()` is the checked way in)."""
 _state_lock = threading.Lock()
 _orphans: list[ProcessState] = []
 """States inherited across a fork: kept referenced so no destructor touches their HTTP

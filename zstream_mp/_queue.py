@@ -1,21 +1,21 @@
-"""The queue of one process: the one seam between ``publish()``, the sender and the spill.
+"""The queue of one process: the one seam between `publish()`, the sender and the spill.
 
-``Queue`` is what the rest of the publisher may do with a queue; two classes implement it:
-``EventQueue`` here (memory, 4,096 events, drop-oldest) and ``DurableQueue`` in the
+`Queue` is what the rest of the publisher may do with a queue; two classes implement it:
+`EventQueue` here (memory, 4,096 events, drop-oldest) and `DurableQueue` in the
 recovery wing (the spool itself). Nothing outside them touches their lock, their counters or
-their bookkeeping: ``publish()`` appends, the sender takes, posts and settles, the spill
-takes what is unsettled through ``spill_with``, and everyone else counts through ``count``.
+their bookkeeping: `publish()` appends, the sender takes, posts and settles, the spill
+takes what is unsettled through `spill_with`, and everyone else counts through `count`.
 
 One re-entrant lock guards the events, the batch on the wire and the counters: a SIGTERM
-handler that flushes may interrupt the main thread inside ``append()``.
+handler that flushes may interrupt the main thread inside `append()`.
 
-Waiting events are stored as ``(slot, bytes)``, the slot indexing a small table of the
+Waiting events are stored as `(slot, bytes)`, the slot indexing a small table of the
 destinations in the queue: such a tuple holds nothing the cyclic garbage collector tracks,
 so the collector untracks it at its first pass and a full queue never ages into the older
 generations (in a process with a large heap, such as a ZenML step, every promotion brings
-the next full collection closer). ``take`` hands the sender ``(destination, bytes)``.
+the next full collection closer). `take` hands the sender `(destination, bytes)`.
 
-The batch the sender holds is tracked too (``held``: groups not yet posted, ``posting``: the
+The batch the sender holds is tracked too (`held`: groups not yet posted, `posting`: the
 one on the wire and its Idempotency-Key), so that a spill can take every unsettled event,
 the one in flight with its key.
 """
@@ -35,9 +35,9 @@ from typing import Any, Protocol
 from zstream_mp._stats import DROP_REASONS, S_DROPPED, S_PUBLISHED, Counters, PublisherStats
 
 Queued = tuple[Any, bytes]
-"""``(destination, event bytes)``."""
+"""`(destination, event bytes)`."""
 Group = tuple[Any, list[bytes]]
-"""``(destination, its events)``: one POST."""
+"""`(destination, its events)`: one POST."""
 Posting = tuple[Any, list[bytes], str]
 """The group on the wire and its Idempotency-Key."""
 Settle = Callable[[bool], bool]
@@ -74,7 +74,7 @@ class Queue(Protocol):
         """The sender may stop: True (and it is stopped) when nothing is waiting."""
 
     def take(self, limit: int, idle: float, max_bytes: int | None = None) -> list[Queued] | None:
-        """Up to ``limit`` events, waiting at most ``idle`` s for one; None when idle."""
+        """Up to `limit` events, waiting at most `idle` s for one; None when idle."""
 
     def hold(self, groups: list[Group]) -> None:
         """The taken batch, grouped by destination, each group one POST to come."""
@@ -83,7 +83,7 @@ class Queue(Protocol):
         """The next held group and its Idempotency-Key; None when none is left."""
 
     def settle(self, n: int, dropped: str | None = None, batch: bool = True) -> None:
-        """The verdict on the group on the wire: sent, or dropped for ``dropped``."""
+        """The verdict on the group on the wire: sent, or dropped for `dropped`."""
 
     def retry_later(self) -> bool:
         """Keep the batch on the wire to send again, where the queue can (durable)."""
@@ -95,13 +95,13 @@ class Queue(Protocol):
         """Events waiting or in flight."""
 
     def wait_drained(self, deadline: float) -> bool:
-        """True once nothing is waiting or in flight; False when ``deadline`` passes."""
+        """True once nothing is waiting or in flight; False when `deadline` passes."""
 
     def count(self, name: str, n: int = 1) -> None:
-        """Add ``n`` to counter ``name`` (``retries``, ``adopted``, ``sent``, ``spooled``)."""
+        """Add `n` to counter `name` (`retries`, `adopted`, `sent`, `spooled`)."""
 
     def count_drop(self, reason: str, n: int = 1) -> None:
-        """Count ``n`` events dropped for ``reason``."""
+        """Count `n` events dropped for `reason`."""
 
     def set_flag(self, flag: int) -> None:
         """Set a flag of the counter page (muted, exited)."""
@@ -113,7 +113,7 @@ class Queue(Protocol):
         """Refuse everything from now on, dropping what waits (counted as muted)."""
 
     def spill_with(self, writer: SpillWriter, only_posting: bool = False) -> int:
-        """Hand ``writer`` every unsettled event (or only the batch on the wire); how
+        """Hand `writer` every unsettled event (or only the batch on the wire); how
         many it kept."""
 
     def snapshot(self, pid: int, last_failure: str | None) -> PublisherStats:
@@ -123,8 +123,8 @@ class Queue(Protocol):
 S_OVERFLOW = S_DROPPED + DROP_REASONS.index("overflow")
 """The counter page's slot of drops by overflow."""
 GIVEN_UP = ("rejected", "failed", "spool_full")
-"""Drops that make a flush say False. Not ``muted`` (the server has streaming off: ZenML's
-publisher drops silently there too) nor ``overflow`` (newer events pushed out older ones)."""
+"""Drops that make a flush say False. Not `muted` (the server has streaming off: ZenML's
+publisher drops silently there too) nor `overflow` (newer events pushed out older ones)."""
 
 
 class EventQueue:
@@ -139,7 +139,7 @@ class EventQueue:
         self._has_work = threading.Condition(self._lock)
         self._drained = threading.Condition(self._lock)
         self._items: deque[tuple[int, bytes]] = deque(maxlen=maxsize)
-        """``(slot in _dests, event bytes)``."""
+        """`(slot in _dests, event bytes)`."""
         self._dests: list[Any] = []
         self._slot_by_id: dict[int, int] = {}
         self._last_dest: Any = None
@@ -186,7 +186,7 @@ class EventQueue:
 
     def _count_overflow(self) -> None:
         """Write the events the deque pushed out since the last call to the page.
-        Caller holds ``lock``."""
+        Caller holds `lock`."""
         if self.durable:
             return
         pushed_out = (
@@ -197,8 +197,8 @@ class EventQueue:
             self._overflow_counted = pushed_out
 
     def _slot_of(self, dest: Any) -> int:
-        """The table slot of ``dest``; the table restarts whenever the queue is empty, so it
-        holds only destinations with events waiting. Caller holds ``lock``."""
+        """The table slot of `dest`; the table restarts whenever the queue is empty, so it
+        holds only destinations with events waiting. Caller holds `lock`."""
         if not self._items:
             self._dests.clear()
             self._slot_by_id.clear()
@@ -226,7 +226,7 @@ class EventQueue:
             return True
 
     def _waiting(self) -> int:
-        """Events not yet taken by the sender. Caller holds ``lock``."""
+        """Events not yet taken by the sender. Caller holds `lock`."""
         return len(self._items)
 
     def _popleft(self) -> Queued:
@@ -261,8 +261,8 @@ class EventQueue:
             return batch
 
     def _take_count(self, count: int) -> list[Queued]:
-        """The oldest ``count`` events, in bulk (a batch of 1,000 in tens of microseconds,
-        not one method call per event). Caller holds ``lock``."""
+        """The oldest `count` events, in bulk (a batch of 1,000 in tens of microseconds,
+        not one method call per event). Caller holds `lock`."""
         items = self._items
         if count == len(items):
             raw = list(items)
@@ -283,7 +283,7 @@ class EventQueue:
             self._held = groups
 
     def _batch_key(self, group: Group) -> str | None:
-        """A stable key for ``group``, where the queue can derive one (the durable log)."""
+        """A stable key for `group`, where the queue can derive one (the durable log)."""
         return None
 
     def begin_post(self) -> Posting | None:
@@ -399,7 +399,7 @@ class EventQueue:
     def _take_unsettled(self) -> tuple[Posting | None, list[Group]]:
         """Everything not yet settled: the group on the wire (with its key), then the held
         groups and the waiting events, grouped by destination in order. Afterwards the
-        queue is empty and counts nothing in flight. Caller holds ``lock``."""
+        queue is empty and counts nothing in flight. Caller holds `lock`."""
         self._count_overflow()
         posting = self._posting
         groups: list[Group] = list(self._held)

@@ -1,9 +1,9 @@
 """The sender's own HTTP requests log nothing.
 
-httpx logs every request at INFO (``HTTP Request: POST … "HTTP/1.1 200 OK"``) and httpcore
+httpx logs every request at INFO (`HTTP Request: POST … "HTTP/1.1 200 OK"`) and httpcore
 traces each step at DEBUG. ZenML captures INFO into a step's logs and ships them with the
 run, so a step that streams 5,000 events would carry a line per batch. A filter on those
-loggers drops the records emitted while this thread is inside ``requests()``; everyone
+loggers drops the records emitted while this thread is inside `requests()`; everyone
 else's requests log as before.
 """
 

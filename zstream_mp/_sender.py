@@ -1,6 +1,6 @@
 """The background sender of one process: collect a batch, group it by run, send, account.
 
-The thread starts on demand and exits after ``idle_exit`` seconds without work, so a
+The thread starts on demand and exits after `idle_exit` seconds without work, so a
 process that forks between bursts is single-threaded at the fork.
 """
 
@@ -54,11 +54,11 @@ _ASYNC_SIGNALS = frozenset(
 
 
 def start_without_signals(thread: threading.Thread) -> None:
-    """Start ``thread`` with the asynchronous signals blocked in it, from its first instruction.
+    """Start `thread` with the asynchronous signals blocked in it, from its first instruction.
 
     The kernel hands a process-directed signal to any thread that does not block it. Had it
     been this one, a main thread asleep in a system call (a pool worker waiting for its next
-    task) would never wake to run the Python handler: a SIGTERM from ``Pool.terminate()``
+    task) would never wake to run the Python handler: a SIGTERM from `Pool.terminate()`
     would be swallowed and the pool would wait for that worker forever.
     """
     if not hasattr(signal, "pthread_sigmask"):
@@ -82,14 +82,14 @@ class Keeper(Protocol):
         """The process is leaving and the server fails: keep everything unsettled."""
 
     def server_deduplicates(self, server: str, deduplicates: bool) -> None:
-        """Whether ``server`` honours the Idempotency-Key (what is kept for a server that
+        """Whether `server` honours the Idempotency-Key (what is kept for a server that
         does needs no check before it is resent)."""
 
     def resume_due(self) -> bool:
         """This process's own spool holds older events worth sending now."""
 
     def resume(self, deadline: float) -> object:
-        """Send them (oldest first), until ``deadline``."""
+        """Send them (oldest first), until `deadline`."""
 
 
 def group_by_destination(batch: list[Queued]) -> list[Group]:

@@ -98,7 +98,7 @@ def _number_env(
 
 
 def env_server() -> str | None:
-    """``ZSTREAM_SERVER`` as a base URL; a malformed value is a ``ConfigurationError``."""
+    """`ZSTREAM_SERVER` as a base URL; a malformed value is a `ConfigurationError`."""
     raw = os.environ.get(ENV_SERVER)
     if not raw:
         return None
@@ -120,7 +120,7 @@ def server_or_default(server: str | None) -> str:
 
 
 def checked_token(value: str, source: str) -> str:
-    """``value`` without surrounding whitespace, or a ``ConfigurationError`` naming ``source``.
+    """`value` without surrounding whitespace, or a `ConfigurationError` naming `source`.
 
     A token goes into an HTTP header: a control character, a space or a non-ASCII character
     would make every request fail (and the HTTP library's error would quote the header, the
@@ -141,7 +141,7 @@ def checked_token(value: str, source: str) -> str:
 
 
 def env_token(name: str = ENV_TOKEN) -> str | None:
-    """``ZSTREAM_TOKEN`` checked by ``checked_token``; None when unset or empty."""
+    """`ZSTREAM_TOKEN` checked by `checked_token`; None when unset or empty."""
     raw = os.environ.get(name)
     if not raw:
         return None
@@ -149,9 +149,9 @@ def env_token(name: str = ENV_TOKEN) -> str | None:
 
 
 def env_token_for(server: str) -> str | None:
-    """``ZSTREAM_TOKEN`` when ``server`` is the one ``ZSTREAM_SERVER`` names, else None: a
+    """`ZSTREAM_TOKEN` when `server` is the one `ZSTREAM_SERVER` names, else None: a
     token goes only to the server it was given for. A malformed variable gives None here
-    (``publish()`` reports it where the run is resolved)."""
+    (`publish()` reports it where the run is resolved)."""
     try:
         from_env = env_server()
         return env_token() if from_env is not None and from_env == server else None

@@ -1,15 +1,15 @@
-"""Flush before a SIGTERM ends a pool worker (``Pool.terminate()``, ``with Pool()``, joblib).
+"""Flush before a SIGTERM ends a pool worker (`Pool.terminate()`, `with Pool()`, joblib).
 
 A chaining handler runs the flush, then lets SIGTERM do what it did before: the program's
-own handler if it had one, else the default action. ``SIG_IGN`` stays ignored.
+own handler if it had one, else the default action. `SIG_IGN` stays ignored.
 
 Python runs signal handlers only in the main thread, between bytecodes. A worker whose main
 thread is inside a C call that does not return on the signal (a SIGTERM that lands just
-before ``sem_wait`` in ``Pool``'s queue, a long computation without the GIL) would never
+before `sem_wait` in `Pool`'s queue, a long computation without the GIL) would never
 run the handler, and the pool would wait for that worker forever, where without a handler
 the kernel would simply have ended it. So, for the default disposition, the handler is backed
 by a watcher thread on the interpreter's wakeup fd: it sees the signal arrive and, if the
-main thread has not started the handler within ``GRACE`` seconds, flushes and exits itself.
+main thread has not started the handler within `GRACE` seconds, flushes and exits itself.
 """
 
 from __future__ import annotations

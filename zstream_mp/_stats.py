@@ -1,12 +1,12 @@
 """Counters of one process's publisher, their shared page layout, and the stats values.
 
 The counters live in a page of int64 slots. For a registered process that page is the
-registry's memory-mapped counter file, so other processes (a tree flush, ``zstream-mp
-stats``) read them live and they survive SIGKILL; otherwise it is a private buffer. An
+registry's memory-mapped counter file, so other processes (a tree flush, `zstream-mp
+stats`) read them live and they survive SIGKILL; otherwise it is a private buffer. An
 update is one 8-byte store into the page: no lock file and no system call.
 
-``PublisherStats``, ``ProcessRow`` and ``TreeStats`` are plain frozen values with plain
-``dict``/``tuple`` fields, so they pickle (a pool worker can return them).
+`PublisherStats`, `ProcessRow` and `TreeStats` are plain frozen values with plain
+`dict`/`tuple` fields, so they pickle (a pool worker can return them).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ S_ADOPTED = 8
 """Events of other processes' spools that this process delivered."""
 S_FLAGS = 9
 S_DROPPED = 16
-"""First of ``len(DROP_REASONS)`` drop slots."""
+"""First of `len(DROP_REASONS)` drop slots."""
 N_SLOTS = S_DROPPED + len(DROP_REASONS)
 
 F_MUTED = 1
@@ -60,7 +60,7 @@ _DROP_SLOT = {reason: S_DROPPED + i for i, reason in enumerate(DROP_REASONS)}
 
 
 class _Drops(MutableMapping[str, int]):
-    """``counters.dropped[reason] += n`` writes straight into the page."""
+    """`counters.dropped[reason] += n` writes straight into the page."""
 
     __slots__ = ("_slots",)
 
@@ -129,10 +129,10 @@ class Counters:
 class PublisherStats:
     """What one process's publisher has done since it started (or since its fork).
 
-    ``published`` counts events accepted into the queue; every one of them ends up in
-    ``sent``, in ``queued`` (still waiting or in flight), in ``spooled`` (left in the spool
-    for an adopter to deliver) or in a ``dropped`` reason. ``no_context`` and ``oversize``
-    count events refused before the queue. ``adopted`` counts other processes' spooled
+    `published` counts events accepted into the queue; every one of them ends up in
+    `sent`, in `queued` (still waiting or in flight), in `spooled` (left in the spool
+    for an adopter to deliver) or in a `dropped` reason. `no_context` and `oversize`
+    count events refused before the queue. `adopted` counts other processes' spooled
     events this process delivered.
     """
 
@@ -149,7 +149,7 @@ class PublisherStats:
     adopted: int = 0
     durable: bool = False
     last_failure: str | None = None
-    """The latest failed delivery attempt or dropped batch, as ``"<server>: <reason>"``
+    """The latest failed delivery attempt or dropped batch, as `"<server>: <reason>"`
     (this process only: other processes' failures are not in the registry)."""
 
     @property
@@ -160,7 +160,7 @@ class PublisherStats:
 def stats_from_slots(
     pid: int, slots: list[int], *, queued: int | None = None, muted: bool | None = None
 ) -> PublisherStats:
-    """A ``PublisherStats`` from a page's slots; ``queued`` derived when not given."""
+    """A `PublisherStats` from a page's slots; `queued` derived when not given."""
     dropped = {r: int(slots[S_DROPPED + i]) for i, r in enumerate(DROP_REASONS)}
     flags = slots[S_FLAGS]
     if queued is None:
@@ -189,11 +189,11 @@ class ProcessRow:
     pid: int
     iid: str
     state: str
-    """``alive``, ``exited`` (its exit hook finished) or ``dead`` (killed, or left early)."""
+    """`alive`, `exited` (its exit hook finished) or `dead` (killed, or left early)."""
     runs: tuple[str, ...]
     stats: PublisherStats
     spool_pending: int
-    """Spooled events not yet delivered by an adopter (``spooled - spool_sent - dropped``)."""
+    """Spooled events not yet delivered by an adopter (`spooled - spool_sent - dropped`)."""
 
     @property
     def delivered(self) -> bool:

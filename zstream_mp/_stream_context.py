@@ -1,4 +1,4 @@
-"""``StreamContext``: where events go, as a frozen, picklable, validated value.
+"""`StreamContext`: where events go, as a frozen, picklable, validated value.
 
 A leaf of the package (it imports only the errors), so that binding, the handoff and the
 ZenML integration can all build contexts without importing each other.
@@ -18,7 +18,7 @@ class StreamContext:
     """Where events go: a run (and optionally its step) on a server.
 
     Frozen and picklable, so it can be handed to a worker explicitly
-    (``pool.map(work, ..., initializer=zstream_mp.bind, initargs=(ctx,))``).
+    (`pool.map(work, ..., initializer=zstream_mp.bind, initargs=(ctx,))`).
     """
 
     run_id: str
@@ -47,7 +47,7 @@ class StreamContext:
 class Destination:
     """A resolved context: the server to POST to, its token and the event prefix, encoded once.
 
-    The token is left out of ``repr()`` so that debuggers, tracebacks and error trackers
+    The token is left out of `repr()` so that debuggers, tracebacks and error trackers
     that capture locals never record it.
     """
 
@@ -55,7 +55,7 @@ class Destination:
     server: str | None
     token: str | None = field(repr=False)
     prefix: bytes = field(repr=False)
-    """``{"pipeline_run_id":…,"step_run_id":…,"step_name":…,"kind":`` as compact JSON."""
+    """`{"pipeline_run_id":…,"step_run_id":…,"step_name":…,"kind":` as compact JSON."""
 
 
 def uuid_str(value: Any, name: str) -> str:
@@ -70,7 +70,7 @@ def uuid_str(value: Any, name: str) -> str:
 
 
 def server_url(value: Any, *, source: str = "server") -> str:
-    """``value`` as a server base URL without a trailing slash, or a clear error."""
+    """`value` as a server base URL without a trailing slash, or a clear error."""
     if not isinstance(value, str) or not value.startswith(("http://", "https://")):
         raise InvalidContextError(
             f"{source} must be an http:// or https:// URL (for example "

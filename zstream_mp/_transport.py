@@ -4,8 +4,8 @@ What each status means for the batch (the caller accounts for it):
 
 * 2xx: delivered.
 * connection errors, 429, 502, 503, 504: retried with capped exponential backoff and full
-  jitter, honouring ``Retry-After``, until ``retry_deadline`` or the caller's ``give_up_at``.
-  Every retry of one batch carries the same ``Idempotency-Key``.
+  jitter, honouring `Retry-After`, until `retry_deadline` or the caller's `give_up_at`.
+  Every retry of one batch carries the same `Idempotency-Key`.
 * 401: credentials are refreshed once where they can be (ZenML's store), then rejected.
 * 501, 405: the server has no streaming; the process mutes itself.
 * 400, 403, 404, 413, 422 and other 4xx: rejected, one warning naming the reason.
@@ -13,20 +13,20 @@ What each status means for the batch (the caller accounts for it):
 
 Deadlines hold whatever the server sends. httpx's timeouts apply to each socket operation,
 so a server that trickles a byte a second would hold a request for ever; here every connect,
-read and write of an attempt is clamped to the attempt's deadline (``_deadline``), which is
+read and write of an attempt is clamped to the attempt's deadline (`_deadline`), which is
 itself within the batch's.
 
-Plain-HTTP servers without a proxy are reached over ``_http11``, a lean keep-alive client
+Plain-HTTP servers without a proxy are reached over `_http11`, a lean keep-alive client
 (a POST through httpx costs the sending thread, which shares the GIL with the caller, about
 ten times the CPU); TLS, proxies and a transport given for tests go through httpx. Both
-answer the same way (``_http11.Answer``, ``AttemptFailed``), so the policy above is one.
+answer the same way (`_http11.Answer`, `AttemptFailed`), so the policy above is one.
 
 The httpx client is built in the sender thread, once per process, inside the fork barrier
-(``_forksafe.fork_barrier``): building a TLS context initialises OpenSSL, and a child forked
+(`_forksafe.fork_barrier`): building a TLS context initialises OpenSSL, and a child forked
 while another thread holds OpenSSL's locks would block on its own first TLS context for
 ever. Plain-HTTP servers get a client that needs no TLS context at all.
 
-Nothing here logs per request: httpx's ``HTTP Request: …`` line (INFO) and httpcore's trace
+Nothing here logs per request: httpx's `HTTP Request: …` line (INFO) and httpcore's trace
 lines (DEBUG) are filtered out for the sender's own requests, so a ZenML step's captured log
 holds the lines that matter (failures, muting) and none per batch.
 """
@@ -77,7 +77,7 @@ RETRY_AFTER_CAP = 30.0
 MIN_RETRY_WAIT = 0.05
 CONNECT_TIMEOUT_CAP = 3.0
 SPILL_GRACE = 1.0
-"""Seconds an attempt may outlive its process's exit deadline (see ``post``)."""
+"""Seconds an attempt may outlive its process's exit deadline (see `post`)."""
 _CONTENT_ENCODING = "content-encoding"
 _REPLAYED = IDEMPOTENT_REPLAYED.lower()
 _RETRY_AFTER = RETRY_AFTER.lower()
@@ -111,7 +111,7 @@ class Result:
     """Some attempt may have reached the server without an answer (a read timeout, a dropped
     connection, a 5xx): a batch that is not delivered may still be stored there."""
     deduplicates: bool = False
-    """The server said it honours the Idempotency-Key (``IDEMPOTENT_REPLAYED``)."""
+    """The server said it honours the Idempotency-Key (`IDEMPOTENT_REPLAYED`)."""
 
 
 class Observer(Protocol):
@@ -144,7 +144,7 @@ def build_client(
     headers: dict[str, str] | None = None,
     http_transport: httpx.BaseTransport | None = None,
 ) -> httpx.Client:
-    """An HTTP client for ``server``'s scheme, built where no fork can land, with no TLS
+    """An HTTP client for `server`'s scheme, built where no fork can land, with no TLS
     context for plain HTTP. Every client the publisher's threads use is built here."""
     secure = server.startswith("https://")
     with fork_barrier():
@@ -177,7 +177,7 @@ class Transport:
         self._refresh_token = refresh_token
         self._observer = observer
         self._http_transport = http_transport
-        """Used instead of the sender's own (tests: ``httpx.MockTransport``)."""
+        """Used instead of the sender's own (tests: `httpx.MockTransport`)."""
         self._clients: dict[bool, httpx.Client] = {}
         self._lean: _http11.Client | None = None
         self._lean_usable: dict[str, bool] = {}
@@ -192,7 +192,7 @@ class Transport:
         return self._http_transport
 
     def _http(self, server: str) -> httpx.Client:
-        """The client for ``server``'s scheme, created on first use in this process."""
+        """The client for `server`'s scheme, created on first use in this process."""
         secure = server.startswith("https://")
         client = self._clients.get(secure)
         if client is None:
@@ -215,12 +215,12 @@ class Transport:
         idempotency_key: str | None = None,
         grace: float = SPILL_GRACE,
     ) -> Result:
-        """Send ``body`` until it is delivered, refused, or the time is up.
+        """Send `body` until it is delivered, refused, or the time is up.
 
-        ``idempotency_key`` is the caller's stable key for this batch (a spooled batch keeps
+        `idempotency_key` is the caller's stable key for this batch (a spooled batch keeps
         its key across processes); without one, a fresh key is used for all its retries.
-        ``grace``: seconds an attempt may outlive ``give_up_at()``. The sender's attempts do
-        (``SPILL_GRACE``), so the exit spill finds its batch still unsettled; a deliverer of a
+        `grace`: seconds an attempt may outlive `give_up_at()`. The sender's attempts do
+        (`SPILL_GRACE`), so the exit spill finds its batch still unsettled; a deliverer of a
         spool passes 0: nobody spills for it, and its caller's budget is the deadline.
         """
         url = events_url(server, run_id)
@@ -286,8 +286,8 @@ class Transport:
     def _attempt(
         self, server: str, url: str, body: bytes, headers: dict[str, str], deadline: float
     ) -> _http11.Answer:
-        """One POST, held to ``deadline``: over the lean client where it serves ``server``,
-        else over httpx. Raises ``AttemptFailed`` or ``UnsendableHeader``."""
+        """One POST, held to `deadline`: over the lean client where it serves `server`,
+        else over httpx. Raises `AttemptFailed` or `UnsendableHeader`."""
         lean = self._lean_for(server)
         if lean is not None:
             return lean.post(url, headers, body, deadline, RESPONSE_BODY_MAX)
@@ -309,7 +309,7 @@ class Transport:
         return _http11.Answer(response.status_code, response.headers, head)
 
     def _lean_for(self, server: str) -> _http11.Client | None:
-        """The lean client, where it carries requests to ``server`` as httpx would."""
+        """The lean client, where it carries requests to `server` as httpx would."""
         usable = self._lean_usable.get(server)
         if usable is None:
             usable = self._http_transport is None and _http11.usable_for(server)
@@ -334,7 +334,7 @@ class Transport:
 
 
 def _read_at_most(response: httpx.Response, limit: int) -> bytes:
-    """Up to ``limit`` raw bytes of the body; more than that is left unread."""
+    """Up to `limit` raw bytes of the body; more than that is left unread."""
     if response.is_stream_consumed:  # a body read already (an in-memory transport)
         return response.content[:limit]
     chunks: list[bytes] = []

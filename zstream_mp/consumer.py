@@ -74,7 +74,7 @@ _RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
 ERROR_BODY_MAX = 64 * 1024
-"""Bytes of an error answer read for its ``detail`` (a broken server costs no more)."""
+"""Bytes of an error answer read for its `detail` (a broken server costs no more)."""
 
 
 def _detail_of(response: httpx.Response) -> Any:
@@ -100,8 +100,8 @@ _EOL = re.compile(rb"\r\n|\r|\n")
 def _lines(chunks: Iterable[bytes]) -> Iterator[str]:
     """SSE lines from raw bytes: only CRLF, LF and CR end a line.
 
-    Not ``str.splitlines`` (nor httpx's ``iter_lines``, which uses it): the JSON in a
-    ``data:`` line may hold U+2028, U+0085 or \x1c-\x1e raw, and those are not line ends.
+    Not `str.splitlines` (nor httpx's `iter_lines`, which uses it): the JSON in a
+    `data:` line may hold U+2028, U+0085 or \x1c-\x1e raw, and those are not line ends.
     Linear in the input: each chunk is scanned once and the unfinished line is kept as a
     list of pieces, joined only when its end arrives (a 32 MiB line costs one join, not a
     copy per chunk).

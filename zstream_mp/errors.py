@@ -1,7 +1,5 @@
 """The errors zstream-mp raises, in one hierarchy.
 
-::
-
     ZStreamError
      ├── InvalidEventError        (ValueError, TypeError)  publish(): an argument cannot be sent
      ├── ReservedKindError        (ValueError)             publish(): kind is a control frame's
@@ -20,7 +18,7 @@
 The package's own errors never reach a caller of the public API: each is caught inside the
 package (the server answers ZenML's status for a broker's failure, `publish()` counts a
 re-entered first publish as a drop). They live here, beside the public ones, so that no
-module catches a class private to another::
+module catches a class private to another:
 
     ZStreamError
      ├── Reentered                (RuntimeError)           publish() re-entered while its
@@ -35,8 +33,8 @@ module catches a class private to another::
      └── BrokerConnectionError                             the server's broker failed for now:
           └── BrokerFullError                              503, or `gap: outage`; full: 503
 
-Every error raised at a call site subclasses the builtin that ``zenml.streaming`` raises for
-the same mistake (``ValueError``, and ``TypeError`` where the mistake is a wrong type), so code
+Every error raised at a call site subclasses the builtin that `zenml.streaming` raises for
+the same mistake (`ValueError`, and `TypeError` where the mistake is a wrong type), so code
 written against ZenML's publisher keeps catching what it caught before.
 """
 
@@ -78,16 +76,16 @@ class ZStreamError(Exception):
 
 
 class InvalidEventError(ZStreamError, ValueError, TypeError):
-    """An argument of ``publish()`` cannot become a wire event.
+    """An argument of `publish()` cannot become a wire event.
 
     A non-dict payload, a non-str top-level key, a value JSON cannot represent (NaN,
-    infinity, sets, bytes, circular references, lone surrogates), a non-int ``index``, a
-    non-str ``correlation_id`` or a ``kind`` that is not a one-line string.
+    infinity, sets, bytes, circular references, lone surrogates), a non-int `index`, a
+    non-str `correlation_id` or a `kind` that is not a one-line string.
     """
 
 
 class ReservedKindError(ZStreamError, ValueError):
-    """The ``kind`` is one of the names the server reserves for its control frames."""
+    """The `kind` is one of the names the server reserves for its control frames."""
 
 
 class PayloadTooLargeError(ZStreamError, ValueError):
@@ -99,16 +97,16 @@ class ConfigurationError(ZStreamError, ValueError):
 
 
 class InvalidContextError(ZStreamError, ValueError):
-    """``bind()`` was given a run id, step run id or server that cannot be used."""
+    """`bind()` was given a run id, step run id or server that cannot be used."""
 
 
 class MissingExtraError(ZStreamError, ImportError):
     """An integration was used without its framework installed: the message names the extra
-    to install (``pip install 'zstream-mp[ray]'``)."""
+    to install (`pip install 'zstream-mp[ray]'`)."""
 
 
 class SubscribeError(ZStreamError):
-    """The server refused a request; ``status`` and ``detail`` are its answer."""
+    """The server refused a request; `status` and `detail` are its answer."""
 
     def __init__(self, message: str, status: int | None = None, detail: Any = None) -> None:
         super().__init__(message)
@@ -129,7 +127,7 @@ class RunNotFoundError(SubscribeError):
 
 
 class InvalidRequestError(SubscribeError, ValueError):
-    """400/422: malformed run id, cursor (``since``) or filter."""
+    """400/422: malformed run id, cursor (`since`) or filter."""
 
 
 class StreamingDisabledError(SubscribeError):
@@ -137,7 +135,7 @@ class StreamingDisabledError(SubscribeError):
 
 
 class ServerUnavailableError(SubscribeError):
-    """The server could not be reached (or kept answering 5xx) for ``retry_for`` seconds."""
+    """The server could not be reached (or kept answering 5xx) for `retry_for` seconds."""
 
 
 class Reentered(ZStreamError, RuntimeError):

@@ -1,17 +1,17 @@
-"""``LogHandler``: a ``logging.Handler`` that puts records on the stream as ``log`` events.
+"""`LogHandler`: a `logging.Handler` that puts records on the stream as `log` events.
 
-Attach it like any handler (``logging.getLogger().addHandler(zstream_mp.LogHandler())``);
+Attach it like any handler (`logging.getLogger().addHandler(zstream_mp.LogHandler())`);
 each record becomes one event in whatever run the emitting thread is bound to (a ZenML
-step, ``bind()``, or the context inherited from a parent), through ``publish()``, so it
+step, `bind()`, or the context inherited from a parent), through `publish()`, so it
 never blocks on I/O and is fork-safe: a handler attached before a fork publishes from the
 child into the child's own queue.
 
 It can never feed itself. Records are skipped when they come from
 
-- the library itself (loggers ``zstream_mp`` and below: its drop and retry warnings),
-- the library's own threads (names starting with ``_sender.THREAD_PREFIX``: the sender
-  and friends, where ``httpx`` and ``httpcore`` log every request the sender makes),
-- a ``publish()`` this handler is already making in the same thread (re-entrancy guard),
+- the library itself (loggers `zstream_mp` and below: its drop and retry warnings),
+- the library's own threads (names starting with `_sender.THREAD_PREFIX`: the sender
+  and friends, where `httpx` and `httpcore` log every request the sender makes),
+- a `publish()` this handler is already making in the same thread (re-entrancy guard),
 
 so a warning about a failed send does not become an event whose send fails again.
 """
@@ -43,12 +43,12 @@ def _cut(text: str, limit: int = MESSAGE_CHARS_MAX) -> str:
 
 
 class LogHandler(logging.Handler):
-    """Publishes every record it handles as an event of ``kind`` (default ``log``).
+    """Publishes every record it handles as an event of `kind` (default `log`).
 
-    The payload holds ``level``, ``logger``, ``message`` (formatted with this handler's
-    formatter, if any), ``time`` (epoch seconds), ``pid``, ``thread``, ``where``
-    (``file:line``) and, when the record has one, ``exception`` (the traceback text).
-    ``correlation_id`` is passed on to every event (for example the task a worker runs).
+    The payload holds `level`, `logger`, `message` (formatted with this handler's
+    formatter, if any), `time` (epoch seconds), `pid`, `thread`, `where`
+    (`file:line`) and, when the record has one, `exception` (the traceback text).
+    `correlation_id` is passed on to every event (for example the task a worker runs).
     """
 
     def __init__(

@@ -1,9 +1,9 @@
 """Runs on zstream-mp's own server: create, end, inspect and list them from Python.
 
-A ZenML server learns about runs from its database; ``zstream-mp serve`` has none, so these
-helpers (and ``zstream-mp runs``) manage them. Each call is one short HTTP request; a
-refusal raises the ``SubscribeError`` subclass of its status (``RunNotFoundError`` for an
-unknown run), an unreachable server ``ServerUnavailableError``.
+A ZenML server learns about runs from its database; `zstream-mp serve` has none, so these
+helpers (and `zstream-mp runs`) manage them. Each call is one short HTTP request; a
+refusal raises the `SubscribeError` subclass of its status (`RunNotFoundError` for an
+unknown run), an unreachable server `ServerUnavailableError`.
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ DEFAULT_TIMEOUT = 30.0
 class RunInfo:
     """What the server knows about one run.
 
-    ``last_event_id`` is the newest retained broker id (None for an empty stream);
-    ``subscribers`` counts the SSE connections open on the run right now.
+    `last_event_id` is the newest retained broker id (None for an empty stream);
+    `subscribers` counts the SSE connections open on the run right now.
     """
 
     id: str
@@ -102,10 +102,10 @@ def create_run(
     token: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> str:
-    """Register a run (a random UUID unless ``run_id`` is given); returns its id.
+    """Register a run (a random UUID unless `run_id` is given); returns its id.
 
-    Creating a run that exists already is not an error. ``server`` and ``token`` default to
-    ``ZSTREAM_SERVER`` / ``ZSTREAM_TOKEN``, the server to ``http://127.0.0.1:8237``.
+    Creating a run that exists already is not an error. `server` and `token` default to
+    `ZSTREAM_SERVER` / `ZSTREAM_TOKEN`, the server to `http://127.0.0.1:8237`.
     """
     body = {"id": _run_id(run_id)} if run_id is not None else {}
     data = _request("POST", runs_url(server_or_default(server)), token, timeout, body)
@@ -119,7 +119,7 @@ def end_run(
     token: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> RunInfo:
-    """End a run's stream: subscribers get ``end`` and disconnect. Ending twice is fine."""
+    """End a run's stream: subscribers get `end` and disconnect. Ending twice is fine."""
     data = _request("POST", run_end_url(server_or_default(server), _run_id(run_id)), token, timeout)
     return RunInfo.from_json(data)
 
@@ -131,7 +131,7 @@ def run_status(
     token: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
 ) -> RunInfo:
-    """A run's state; ``RunNotFoundError`` when the server has never seen the run."""
+    """A run's state; `RunNotFoundError` when the server has never seen the run."""
     data = _request("GET", run_url(server_or_default(server), _run_id(run_id)), token, timeout)
     return RunInfo.from_json(data)
 
@@ -140,7 +140,7 @@ def list_runs(
     server: str | None = None, *, token: str | None = None, timeout: float = DEFAULT_TIMEOUT
 ) -> list[RunInfo]:
     """Every run the server knows (created, published to or ended), oldest first: the
-    server answers a page at a time, and this follows its ``next`` cursor to the end."""
+    server answers a page at a time, and this follows its `next` cursor to the end."""
     base = runs_url(server_or_default(server))
     found: list[RunInfo] = []
     cursor: str | None = None

@@ -1,6 +1,6 @@
 """Fixtures of the contract suite; the targets themselves live in `helpers.contract_targets`.
 
-Every case runs against every target through the ``target_name``/``target`` fixtures. A
+Every case runs against every target through the `target_name`/`target` fixtures. A
 target that cannot run is skipped with its reason, repeated in the terminal summary.
 """
 

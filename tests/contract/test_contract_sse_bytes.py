@@ -1,10 +1,10 @@
 """Same inputs, same SSE bytes: ours against ZenML 0.98.0 (or golden bytes recorded from it).
 
-The script in ``helpers.contract_scenarios`` runs once per target on a fresh run. Captures are
-normalised (``id:`` values by order of appearance, run and step run ids masked, pings
+The script in `helpers.contract_scenarios` runs once per target on a fresh run. Captures are
+normalised (`id:` values by order of appearance, run and step run ids masked, pings
 dropped) and must be byte-identical to ZenML's. When the ZenML peer is not available the
-golden files in ``golden/`` (recorded from the real server) stand in for it; set
-``ZSTREAM_UPDATE_GOLDEN=1`` with the peer running to record them again.
+golden files in `golden/` (recorded from the real server) stand in for it; set
+`ZSTREAM_UPDATE_GOLDEN=1` with the peer running to record them again.
 """
 
 from __future__ import annotations

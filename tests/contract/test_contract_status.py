@@ -473,7 +473,7 @@ def test_error_body_shape(registry: Registry, target_name: str, case: Case) -> N
 
 
 def next_event(t: Target, cursor: str) -> dict[str, str]:
-    """The first non-gap frame after ``cursor`` (a gap can follow a broker restart)."""
+    """The first non-gap frame after `cursor` (a gap can follow a broker restart)."""
     for n in (1, 2, 3, 4):
         cap = capture(t.url, t.stream_path() + f"?since={cursor}", t.auth(), frames=n)
         frames = [frame_fields(f) for f in cap.frames()]

@@ -1,6 +1,6 @@
 """The broker envelope whose size the server limits (69,632 bytes), computed like the spec.
 
-The server encodes ``{"type":"event","event":{<all 7 StreamEvent fields>}}`` as compact JSON
+The server encodes `{"type":"event","event":{<all 7 StreamEvent fields>}}` as compact JSON
 with raw UTF-8 and compares its length in bytes to 64 KiB + 4 KiB.
 """
 
@@ -32,7 +32,7 @@ def envelope_bytes(event: dict[str, Any]) -> bytes:
 def event_with_envelope(
     run_id: str, size: int, *, kind: str = "big", multibyte: bool = False
 ) -> dict[str, Any]:
-    """An event whose envelope is exactly ``size`` bytes (payload ``{"blob": ...}``)."""
+    """An event whose envelope is exactly `size` bytes (payload `{"blob": ...}`)."""
     base = {"pipeline_run_id": run_id, "kind": kind, "payload": {"blob": ""}}
     room = size - len(envelope_bytes(base))
     if room < 0:

@@ -1,8 +1,8 @@
 """One scripted session of posts and subscriptions, replayed identically on every target.
 
-Bodies are templates: ``@RUN@`` and ``@STEP_RUN@`` become the target's run and step run
-ids. Some are written by hand because ``json.dumps`` cannot produce them (``1e20``,
-``NaN``, duplicate keys). Every subscription starts from a cursor taken during the script,
+Bodies are templates: `@RUN@` and `@STEP_RUN@` become the target's run and step run
+ids. Some are written by hand because `json.dumps` cannot produce them (`1e20`,
+`NaN`, duplicate keys). Every subscription starts from a cursor taken during the script,
 so the captured bytes do not depend on what else the run holds.
 """
 

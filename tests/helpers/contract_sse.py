@@ -1,6 +1,6 @@
 """Raw SSE capture and normalisation for byte-level comparison between servers.
 
-Bytes are read with ``http.client`` (no SSE library in between), so what is compared is
+Bytes are read with `http.client` (no SSE library in between), so what is compared is
 exactly what the server wrote after HTTP chunk decoding.
 """
 
@@ -59,9 +59,9 @@ def capture(
     until: bytes | None = None,
     timeout: float = 15.0,
 ) -> Capture:
-    """GET ``path`` and read until ``frames`` non-comment frames, EOF, or ``timeout``.
+    """GET `path` and read until `frames` non-comment frames, EOF, or `timeout`.
 
-    With ``frames`` given the body is cut right after the last wanted frame, so a later
+    With `frames` given the body is cut right after the last wanted frame, so a later
     frame arriving in the same chunk does not leak into the comparison.
     """
     parts = urlsplit(url)
@@ -111,7 +111,7 @@ def capture(
 
 
 def _cut_after(buf: bytes, wanted: int) -> int | None:
-    """Offset just past the ``wanted``-th non-comment frame, if it is complete."""
+    """Offset just past the `wanted`-th non-comment frame, if it is complete."""
     if wanted == 0:
         return 0
     pos = 0
@@ -131,7 +131,7 @@ def _cut_after(buf: bytes, wanted: int) -> int | None:
 def normalise(body: bytes, replacements: dict[str, str]) -> bytes:
     """Replace id values by their order of appearance, drop comment frames, mask run ids.
 
-    ``replacements`` maps literal strings (a run id, a step run id) to placeholders.
+    `replacements` maps literal strings (a run id, a step run id) to placeholders.
     """
     ids: dict[bytes, int] = {}
     out: list[bytes] = []
@@ -155,5 +155,5 @@ def normalise(body: bytes, replacements: dict[str, str]) -> bytes:
 
 
 def id_key(value: str) -> tuple[int, ...]:
-    """Sort key of a broker id: ``<ms>-<seq>`` (Redis) or a decimal integer (memory)."""
+    """Sort key of a broker id: `<ms>-<seq>` (Redis) or a decimal integer (memory)."""
     return tuple(int(p) for p in value.split("-"))

@@ -1,7 +1,7 @@
 """Targets of the contract suite: ZenML 0.98.0 (the reference) and our server on both brokers.
 
-Instances are created lazily by ``Registry``, shared for the session and stopped at its
-end. A target that cannot run here is skipped with its reason, and ``note`` keeps the reason
+Instances are created lazily by `Registry`, shared for the session and stopped at its
+end. A target that cannot run here is skipped with its reason, and `note` keeps the reason
 for the terminal summary (see conftest.py).
 """
 
@@ -134,7 +134,7 @@ class Registry:
         )
 
     def main(self, name: str) -> Target:
-        """The shared instance of ``name`` with a run that accepts events."""
+        """The shared instance of `name` with a run that accepts events."""
         return self._get(
             name, "main", lambda: self._zenml() if name == "zenml" else self._ours(name)
         )

@@ -125,7 +125,7 @@ class FaultProcess:
         return out
 
     def accepted(self) -> list[dict[str, Any]]:
-        """Every accepted event: ``{"key", "run", "headers", "event"}``."""
+        """Every accepted event: `{"key", "run", "headers", "event"}`."""
         return self._lines("events.jsonl")
 
     def requests(self) -> list[dict[str, Any]]:

@@ -1,8 +1,8 @@
 """Helpers for the Ray and Dask tests: driver subprocesses and counting by identity.
 
-Each framework runs in a driver script under ``programs/frameworks/`` (its own process, so a
+Each framework runs in a driver script under `programs/frameworks/` (its own process, so a
 crash or a hung shutdown cannot take pytest down); the driver's last stdout line is
-``RESULT <json>``. Events carry ``{"case", "worker", "seq"}`` payloads, and the tests
+`RESULT <json>`. Events carry `{"case", "worker", "seq"}` payloads, and the tests
 compare the exact multiset the server holds with the expected one.
 """
 
@@ -76,7 +76,7 @@ def run_driver(
 
 
 def identities(url: str, run_id: str, token: str | None = None) -> list[tuple[str, int, int]]:
-    """End ``run_id`` on our server and return every event's (case, worker, seq)."""
+    """End `run_id` on our server and return every event's (case, worker, seq)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     r = httpx.post(f"{url}/api/v1/zstream/runs/{run_id}/end", headers=headers, timeout=30)
     assert r.status_code == 200, r.text
@@ -98,7 +98,7 @@ def expected(case: str, workers: int, events: int) -> collections.Counter[tuple[
 def assert_exactly(
     got: list[tuple[str, int, int]], want: collections.Counter[tuple[str, int, int]]
 ) -> None:
-    """The server holds exactly ``want``: nothing lost, nothing duplicated, nothing extra."""
+    """The server holds exactly `want`: nothing lost, nothing duplicated, nothing extra."""
     have = collections.Counter(got)
     missing = want - have
     extra = have - want

@@ -1,4 +1,4 @@
-"""A private ``redis-server`` for tests: a free loopback port, no persistence.
+"""A private `redis-server` for tests: a free loopback port, no persistence.
 
     with start_redis() as r:                   # RunningRedis
         start_server(broker=r.url)
@@ -67,7 +67,7 @@ def redis_binary() -> str | None:
 
 
 def start_redis(port: int = 0, timeout: float = 10.0) -> RunningRedis:
-    """Start redis-server and return once it answers PING; ``port=0`` picks a free one."""
+    """Start redis-server and return once it answers PING; `port=0` picks a free one."""
     binary = redis_binary()
     if binary is None:
         raise NotRunnable("redis-server is not installed")

@@ -1,14 +1,14 @@
-"""Our server for tests: ``zstream-mp serve`` in a subprocess on a free loopback port.
+"""Our server for tests: `zstream-mp serve` in a subprocess on a free loopback port.
 
     with start_server(token="t") as srv:       # RunningServer
         srv.url, srv.token, srv.proc, srv.headers
         run_id = srv.create_run(); srv.end_run(run_id)
 
-``start_server(**opts)`` maps keyword options to ``zstream-mp serve`` flags: tokens_file,
+`start_server(**opts)` maps keyword options to `zstream-mp serve` flags: tokens_file,
 broker, disabled, strict_runs, heartbeat, max_stream_length, stream_ttl, max_subscribers,
 deployment_id, max_request_body (True for a flag without a value). The server is started
-and its banner read by ``zstream_mp.cli._serve_process``, the one starter the demo and the
-benchmarks use too; a server that cannot start raises ``NotRunnable`` with its stderr.
+and its banner read by `zstream_mp.cli._serve_process`, the one starter the demo and the
+benchmarks use too; a server that cannot start raises `NotRunnable` with its stderr.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def free_port() -> int:
 
 @dataclass
 class RunningServer:
-    """A running ``zstream-mp serve``; ``stop()`` sends SIGTERM (graceful), then kills."""
+    """A running `zstream-mp serve`; `stop()` sends SIGTERM (graceful), then kills."""
 
     url: str
     token: str | None
@@ -102,7 +102,7 @@ class RunningServer:
 
 
 def serve_args(token: str | None = None, port: int = 0, **opts: Any) -> list[str]:
-    """``zstream-mp serve`` flags for ``start_server``'s keyword options."""
+    """`zstream-mp serve` flags for `start_server`'s keyword options."""
     args = ["--host", "127.0.0.1", "--port", str(port)]
     if token:
         args += ["--token", token]
@@ -117,7 +117,7 @@ def serve_args(token: str | None = None, port: int = 0, **opts: Any) -> list[str
 def start_server(
     *, token: str | None = None, port: int = 0, timeout: float = 30.0, **opts: Any
 ) -> RunningServer:
-    """Start ``python -m zstream_mp serve`` from this checkout; return once it answers."""
+    """Start `python -m zstream_mp serve` from this checkout; return once it answers."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     env.pop(ENV_SERVE_TOKEN, None)

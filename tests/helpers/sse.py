@@ -14,7 +14,7 @@ def sse_body(
     params: Any = None,
     timeout: float = 10.0,
 ) -> tuple[int, dict[str, str], bytes]:
-    """GET an SSE stream and read until the server closes it (fails on ``timeout``)."""
+    """GET an SSE stream and read until the server closes it (fails on `timeout`)."""
     with httpx.stream(
         "GET", url, headers=headers, params=params, timeout=httpx.Timeout(timeout)
     ) as resp:

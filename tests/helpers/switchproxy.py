@@ -3,11 +3,11 @@
     with SwitchProxy(replica_a.url, replica_b.url) as proxy:   # proxy.url
         ...                                                   # publish to proxy.url
 
-The first ``POST`` is forwarded to ``primary`` and fully answered there, then the proxy
+The first `POST` is forwarded to `primary` and fully answered there, then the proxy
 closes the client's connection without relaying that answer (a response lost on the way
 back, as when a load balancer's backend dies after committing) and switches every later
-request, the publisher's retry included, to ``secondary``. Each forwarded request is
-recorded (upstream, path, ``Idempotency-Key``, status, body, relayed or not) so a test
+request, the publisher's retry included, to `secondary`. Each forwarded request is
+recorded (upstream, path, `Idempotency-Key`, status, body, relayed or not) so a test
 can check the retry reused the key and got the stored answer. Standard library only.
 """
 

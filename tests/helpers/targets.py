@@ -1,14 +1,14 @@
 """Where the fork tests publish to, and how they count what arrived.
 
-A target owns one run on one server. ``collect()`` returns every payload the server holds for
+A target owns one run on one server. `collect()` returns every payload the server holds for
 the run, in arrival order, so a test can assert the exact multiset of identities.
 
-- ``FaultTarget``: tests/helpers/faultserver.py in pass-through mode with a slow start (the first
+- `FaultTarget`: tests/helpers/faultserver.py in pass-through mode with a slow start (the first
   requests are answered late, so the parent's queue is certainly not empty when it forks);
   counts from its JSONL record, which also shows the Idempotency-Key of every copy.
-- ``ServerTarget``: our server (memory broker); counts by ending the run and replaying it
-  with ``subscribe()``.
-- ``ZenmlTarget``: the real ZenML 0.98.0 peer through tests/helpers/zenml_peer.py ``held_run()``.
+- `ServerTarget`: our server (memory broker); counts by ending the run and replaying it
+  with `subscribe()`.
+- `ZenmlTarget`: the real ZenML 0.98.0 peer through tests/helpers/zenml_peer.py `held_run()`.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def count_identities(payloads: list[dict[str, Any]]) -> Counter[tuple[str, int]]
 
 
 def check_exactly_once(payloads: list[dict[str, Any]], expected: dict[str, int]) -> list[str]:
-    """Problems with the multiset of (worker, seq) against ``expected`` (worker -> count)."""
+    """Problems with the multiset of (worker, seq) against `expected` (worker -> count)."""
     got = count_identities(payloads)
     want = {(w, s) for w, n in expected.items() for s in range(n)}
     problems = []
@@ -182,7 +182,7 @@ class CaseResult:
 
 
 def run_bounded(cmd: list[str], *, env: dict[str, str], deadline: float) -> CaseResult:
-    """Run ``cmd`` in its own process group; wait for it AND every descendant left behind.
+    """Run `cmd` in its own process group; wait for it AND every descendant left behind.
 
     Everything still alive at the deadline is killed and reported, so a deadlock fails the
     case instead of hanging the test session.
@@ -270,13 +270,13 @@ def sse_read(
     deadline: float = 120.0,
     enough: Callable[[list[dict[str, Any]]], bool] | None = None,
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """Read a run's SSE stream from ``since`` until ``end`` or ``quiet`` seconds of silence.
+    """Read a run's SSE stream from `since` until `end` or `quiet` seconds of silence.
 
     Returns the payloads of the event frames and the last id seen (a cursor for the next
-    read). With ``enough``, silence ends the read only once ``enough(payloads)`` is true
+    read). With `enough`, silence ends the read only once `enough(payloads)` is true
     (else it reconnects from the cursor until the deadline). Independent of the library's
-    ``subscribe()`` on purpose: the ZenML runs the matrix shares stay open, so the read
-    ends on silence, not on ``end``.
+    `subscribe()` on purpose: the ZenML runs the matrix shares stay open, so the read
+    ends on silence, not on `end`.
     """
     import json
 
@@ -314,7 +314,7 @@ def sse_read(
                         out.append(json.loads(frame["data"])["payload"])
                     frame = {}
         except httpx.ReadTimeout:
-            # Silence ends the read only once ``enough`` holds: a loaded server may pause.
+            # Silence ends the read only once `enough` holds: a loaded server may pause.
             if enough is None or enough(out):
                 return out, last
     if enough is not None:

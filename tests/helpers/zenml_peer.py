@@ -1,22 +1,22 @@
 """The real ZenML 0.98.0 server as a test peer: start it, authenticate, hold a run open.
 
 ZenML only accepts events for runs it knows, so tests that target it need a real pipeline
-run in progress. This module wraps ``<repo>/../shared/peers/zenml/start.sh`` and a tiny
+run in progress. This module wraps `<repo>/../shared/peers/zenml/start.sh` and a tiny
 pipeline whose step waits on a release file, so every ZenML-target test can share one
 server and one held run per session.
 
 Stable interface (other test modules import it):
 
-* ``peer_available() -> str | None``: ``None`` when the peer can be tried, else the reason
-  it cannot (no start.sh, no Python 3.12+, disabled by ``ZSTREAM_ZENML_PEER=0``).
-* ``ensure_peer(broker="redis") -> Peer``: start (or reuse) a peer and return its URL and
-  credentials. ``broker`` is ``redis`` (the shared instance on port 8237), ``memory`` or
-  ``off`` (each a second instance with its own state dir and free port, reusing the venv).
-  Raises ``PeerUnavailable`` with a reason; callers turn that into a loud skip.
-* ``held_run(peer) -> ContextManager[HeldRun]``: a pipeline run kept in progress until the
-  context exits; on exit the step returns, the run ends and ZenML publishes ``end``.
-* ``stop_started_peers()``: stop only the instances this process started.
-* ``skip_reasons()``: every reason recorded so far, for the terminal summary.
+* `peer_available() -> str | None`: `None` when the peer can be tried, else the reason
+  it cannot (no start.sh, no Python 3.12+, disabled by `ZSTREAM_ZENML_PEER=0`).
+* `ensure_peer(broker="redis") -> Peer`: start (or reuse) a peer and return its URL and
+  credentials. `broker` is `redis` (the shared instance on port 8237), `memory` or
+  `off` (each a second instance with its own state dir and free port, reusing the venv).
+  Raises `PeerUnavailable` with a reason; callers turn that into a loud skip.
+* `held_run(peer) -> ContextManager[HeldRun]`: a pipeline run kept in progress until the
+  context exits; on exit the step returns, the run ends and ZenML publishes `end`.
+* `stop_started_peers()`: stop only the instances this process started.
+* `skip_reasons()`: every reason recorded so far, for the terminal summary.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class Peer:
 
 @dataclasses.dataclass(frozen=True)
 class HeldRun:
-    """A pipeline run that stays in progress while its ``held_run`` context is open."""
+    """A pipeline run that stays in progress while its `held_run` context is open."""
 
     run_id: str
     step_run_id: str
@@ -91,7 +91,7 @@ def _note(reason: str) -> str:
 
 
 def skip_reasons() -> list[str]:
-    """Reasons recorded by ``peer_available``/``ensure_peer``/``held_run`` in this process."""
+    """Reasons recorded by `peer_available`/`ensure_peer`/`held_run` in this process."""
     return list(_reasons)
 
 
@@ -126,7 +126,7 @@ def _find_python() -> str | None:
 
 
 def peer_available() -> str | None:
-    """Return ``None`` if the peer can be tried, else a human-readable reason."""
+    """Return `None` if the peer can be tried, else a human-readable reason."""
     if os.environ.get("ZSTREAM_ZENML_PEER", "1").lower() in ("0", "off", "no", "false"):
         return _note("ZenML peer disabled by ZSTREAM_ZENML_PEER=0")
     if not (PEER_DIR / "start.sh").exists():
@@ -148,7 +148,7 @@ def _free_port() -> int:
 
 
 def _layout(broker: str) -> tuple[Path, int, int | None]:
-    """State dir, HTTP port and redis port of the instance serving ``broker``."""
+    """State dir, HTTP port and redis port of the instance serving `broker`."""
     if broker == "redis":
         return DEFAULT_STATE, DEFAULT_PORT, DEFAULT_REDIS_PORT
     state = Path(f"{DEFAULT_STATE}-{broker}")
@@ -240,7 +240,7 @@ def _api_key(url: str, token: str, state: Path) -> str:
 
 
 def ensure_peer(broker: str = "redis") -> Peer:
-    """Start (or reuse) the peer serving ``broker`` and return it; raise PeerUnavailable."""
+    """Start (or reuse) the peer serving `broker` and return it; raise PeerUnavailable."""
     with _lock:
         if broker in _peers:
             return _peers[broker]
@@ -360,7 +360,7 @@ _HELD_PIPELINE = textwrap.dedent(
 
 
 def client_env(peer: Peer, workdir: Path) -> dict[str, str]:
-    """Environment for a ZenML client process (own config dir) talking to ``peer``."""
+    """Environment for a ZenML client process (own config dir) talking to `peer`."""
     return {
         "PATH": f"{VENV}/bin:/usr/local/bin:/usr/bin:/bin",
         # This checkout first: the peer venv is shared by every checkout on the machine,
@@ -382,9 +382,9 @@ def client_env(peer: Peer, workdir: Path) -> dict[str, str]:
 def held_run(
     peer: Peer, *, start_timeout: float = 180.0, hold_max: float = 900.0, end_timeout: float = 60.0
 ) -> Iterator[HeldRun]:
-    """Run a one-step pipeline on ``peer`` and keep it in progress while the block runs.
+    """Run a one-step pipeline on `peer` and keep it in progress while the block runs.
 
-    On exit the step is released and the run finishes, so ZenML publishes ``end`` on its
+    On exit the step is released and the run finishes, so ZenML publishes `end` on its
     stream (about 1 s later, and only if the stream holds at least one event).
     """
     work = Path(tempfile.mkdtemp(prefix="zstream-held-"))

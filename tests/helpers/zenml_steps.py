@@ -1,12 +1,12 @@
 """Run real ZenML pipelines (peer venv, local orchestrator) that publish through zstream_mp.
 
-* ``ensure_zstream_in_peer(python)``: make ``import zstream_mp`` in the ZenML peer venv
+* `ensure_zstream_in_peer(python)`: make `import zstream_mp` in the ZenML peer venv
   resolve to this checkout (an editable install in compat mode, i.e. a path entry, so
   modules added later are picked up). Idempotent; guarded by a file lock.
-* ``run_pipeline(peer, mode, workdir, env=...)``: run ``programs/zenml/streaming_pipeline.py``
-  in a fresh ZenML repository under ``workdir`` and return what each step recorded.
-* ``read_stream(url, run_id, token)``: replay a run's SSE stream up to ``end`` as raw frames.
-* ``start_zstream_server()``: our server, through ``helpers.servers``.
+* `run_pipeline(peer, mode, workdir, env=...)`: run `programs/zenml/streaming_pipeline.py`
+  in a fresh ZenML repository under `workdir` and return what each step recorded.
+* `read_stream(url, run_id, token)`: replay a run's SSE stream up to `end` as raw frames.
+* `start_zstream_server()`: our server, through `helpers.servers`.
 """
 
 from __future__ import annotations
@@ -50,13 +50,13 @@ def _installed_here(python: str) -> bool:
         cwd="/",
         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
     )
-    # Any checkout will do: the pipelines run with PYTHONPATH=REPO_ROOT (``client_env``), so
+    # Any checkout will do: the pipelines run with PYTHONPATH=REPO_ROOT (`client_env`), so
     # the venv only has to provide zstream_mp's dependencies.
     return out.returncode == 0
 
 
 def ensure_peer_packages(python: str, *packages: str) -> None:
-    """``pip install`` what a pipeline imports (joblib, distributed) into the peer venv."""
+    """`pip install` what a pipeline imports (joblib, distributed) into the peer venv."""
     missing = [
         p
         for p in packages
@@ -78,7 +78,7 @@ def ensure_peer_packages(python: str, *packages: str) -> None:
 
 
 def ensure_zstream_in_peer(python: str) -> None:
-    """``pip install -e`` this checkout into the peer venv unless it already resolves here."""
+    """`pip install -e` this checkout into the peer venv unless it already resolves here."""
     if _installed_here(python):
         return
     venv = Path(python).parent.parent
@@ -160,9 +160,9 @@ def run_pipeline(
     script: Path = PIPELINE_SCRIPT,
     args: tuple[str, ...] = (),
 ) -> PipelineResult:
-    """Run one pipeline of ``script`` (``streaming_pipeline.py``) in a new ZenML repo.
+    """Run one pipeline of `script` (`streaming_pipeline.py`) in a new ZenML repo.
 
-    ``local_store``: the client uses its own local SQLite store instead of the peer server
+    `local_store`: the client uses its own local SQLite store instead of the peer server
     (only the peer's venv is used).
     """
     repo, out, full_env = _prepare(peer, script, workdir, env, local_store)
@@ -182,7 +182,7 @@ def run_pipeline(
 
 @dataclasses.dataclass(frozen=True)
 class Frame:
-    """One SSE frame as sent: ``id`` and ``event`` lines, ``data`` as the raw string."""
+    """One SSE frame as sent: `id` and `event` lines, `data` as the raw string."""
 
     id: str | None
     event: str
@@ -193,7 +193,7 @@ class Frame:
 
 
 def read_stream(url: str, run_id: str, token: str | None, *, timeout: float = 90.0) -> list[Frame]:
-    """Replay ``run_id``'s stream from the start; stop at ``end`` (fail if it never comes)."""
+    """Replay `run_id`'s stream from the start; stop at `end` (fail if it never comes)."""
     headers = {"Accept": "text/event-stream"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
@@ -256,7 +256,7 @@ def events_by(frames: list[Frame], field: str = "via") -> dict[str, list[Frame]]
 
 @dataclasses.dataclass
 class OurServer:
-    """Our server, reachable at ``url``; ``token`` is None when it runs open."""
+    """Our server, reachable at `url`; `token` is None when it runs open."""
 
     url: str
     token: str | None

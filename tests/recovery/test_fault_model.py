@@ -1,26 +1,26 @@
 """The fault model, one test per row: nothing lost on the way out, exactly once, with a token.
 
-Every event is ``{"w": <producer>, "seq": <n>}``. Each test reads the server's stored
+Every event is `{"w": <producer>, "seq": <n>}`. Each test reads the server's stored
 history and checks it by identity: every expected event present, exactly once, in
 per-producer order, nothing unexpected (a parent's events re-sent by a child would be).
 
 Every row runs against two servers that both require a token:
 
-* ``ours``: our server (``zstream-mp serve --token``, which deduplicates on the
-  Idempotency-Key), behind a fault front (tests/helpers/faultserver.py ``--upstream``) that plays
+* `ours`: our server (`zstream-mp serve --token`, which deduplicates on the
+  Idempotency-Key), behind a fault front (tests/helpers/faultserver.py `--upstream`) that plays
   the row's fault (refused: the front is stopped; hung, slow, 5xx: its script) and relays
   everything else, the stream included. The history is our server's, replayed after the
   run is ended.
-* ``store_all``: tests/helpers/faultserver.py itself, which stores every POST it accepts (no
+* `store_all`: tests/helpers/faultserver.py itself, which stores every POST it accepts (no
   deduplication, like ZenML's server) and replays them as ZenML's SSE stream, the one the
   adopter reads to see whether a batch in flight at a sender's death landed.
 
 The publisher always has a token; the exit budget is the default (2 s). The adopter is
-the one the row names: a later process (``zstream-mp spool drain``), ``flush_tree()`` of a
+the one the row names: a later process (`zstream-mp spool drain`), `flush_tree()` of a
 live parent, or the binding parent's exit. Pool rows also run with forkserver as the
 default start method (Python 3.14's default on Linux).
 
-Run: ``pytest -m recovery tests/recovery``.
+Run: `pytest -m recovery tests/recovery`.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def ours_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSer
 
 
 class Backend:
-    """One server of the row, as the publishers see it (``url``) and as the test reads it."""
+    """One server of the row, as the publishers see it (`url`) and as the test reads it."""
 
     def __init__(self, name: str, front: FaultProcess, upstream: RunningServer | None) -> None:
         self.name = name
@@ -126,7 +126,7 @@ class Backend:
             time.sleep(0.05)
 
     def history(self, run: str) -> list[dict[str, Any]]:
-        """Every payload the server stored for ``run``, in arrival order (read once)."""
+        """Every payload the server stored for `run`, in arrival order (read once)."""
         if run in self._ended:
             return self._ended[run]
         self.wait_settled()
@@ -281,7 +281,7 @@ def faultcase(
 
 
 def drain(procs: Procs, *args: str, deadline: float = 60.0) -> Result:
-    """``zstream-mp spool drain``: a later process on this host, without ZSTREAM_TOKEN."""
+    """`zstream-mp spool drain`: a later process on this host, without ZSTREAM_TOKEN."""
     cmd = [sys.executable, "-m", "zstream_mp", "spool", "drain", "--timeout", "30", *args]
     return procs.run(cmd, deadline)
 
@@ -289,7 +289,7 @@ def drain(procs: Procs, *args: str, deadline: float = 60.0) -> Result:
 def after_the_exit(backend: Backend, procs: Procs) -> str:
     """The fault model's deliverers after a binding parent's exit. The exit delivers what
     its 2 s budget allows (on a quiet machine and our server, everything); what is left
-    waits for the next deliverer, here ``zstream-mp spool drain``, which must complete it,
+    waits for the next deliverer, here `zstream-mp spool drain`, which must complete it,
     still exactly once. On a server that stores every POST (ZenML's, store_all) a batch in
     flight at a child's death is believed missing only 5 s after it was sent, so the exit
     always leaves such a spool to the next deliverer."""
@@ -323,10 +323,10 @@ def problems_of(
     maybe: dict[str, set[int]] | None = None,
     subset: bool = False,
 ) -> list[str]:
-    """What is wrong with a history against ``want`` (producer -> events 0..n-1).
+    """What is wrong with a history against `want` (producer -> events 0..n-1).
 
-    ``maybe``: identities that may or may not be there (the event being published when a
-    SIGKILL landed). ``subset``: missing events are allowed (a documented loss)."""
+    `maybe`: identities that may or may not be there (the event being published when a
+    SIGKILL landed). `subset`: missing events are allowed (a documented loss)."""
     maybe = maybe or {}
     got = Counter((str(p.get("w")), int(p.get("seq", -1))) for p in payloads)
     wanted = {(w, s) for w, n in want.items() for s in range(n)}
@@ -389,7 +389,7 @@ def assert_history(
 
 
 def spools_left() -> str:
-    """``zstream-mp spool ls`` of the test's state dir: what is still waiting, and why."""
+    """`zstream-mp spool ls` of the test's state dir: what is still waiting, and why."""
     out = subprocess.run(
         [sys.executable, "-m", "zstream_mp", "spool", "ls"],
         env=child_env(sys.executable),
@@ -677,7 +677,7 @@ def test_row09_sigkill_mid_burst_default_mode_is_not_claimed(
 
 
 def _squat_pid(pid: int, attempts: int = 200) -> subprocess.Popen[bytes] | None:
-    """Start an unrelated process that gets ``pid`` (a real PID reuse, through the kernel's
+    """Start an unrelated process that gets `pid` (a real PID reuse, through the kernel's
     ns_last_pid); None when another process on the machine keeps taking it first."""
     for _ in range(attempts):
         try:
@@ -898,7 +898,7 @@ def test_row16_binding_parent_adopts_at_exit(
     """Row 16, a parent that binds and never publishes: durable, 4 workers SIGKILLed
     mid-burst, the parent exits normally: after its exit every event publish() returned
     for is on the server (the binding parent adopts at its exit; on a server that stores
-    every POST, with ``spool drain`` after it, as the fault model says)."""
+    every POST, with `spool drain` after it, as the fault model says)."""
     run = backend.new_run()
     cmd = faultcase("kill", backend, run, turns, mode="durable", method=method)
     res = procs.run([*cmd, "--cap", "2000", "--kill-at", "2000", "--adopter", "exit"])

@@ -1,7 +1,7 @@
 """The package's shape, checked from its source: no import circle, one at-fork hook, the
 wire contract spelled out once, and a public surface that says what it exports.
 
-Everything here reads files with ``ast``; nothing is imported except for the
+Everything here reads files with `ast`; nothing is imported except for the
 exported-members checks, which import the public modules the way a user would.
 """
 
@@ -55,7 +55,7 @@ def _is_type_checking(node: ast.If) -> bool:
 
 
 def _runtime_nodes(tree: ast.AST) -> Iterator[ast.AST]:
-    """Every node that can run, including function bodies; ``if TYPE_CHECKING:`` skipped."""
+    """Every node that can run, including function bodies; `if TYPE_CHECKING:` skipped."""
     stack: list[ast.AST] = [tree]
     while stack:
         node = stack.pop()
@@ -76,7 +76,7 @@ def _resolve_from(module: str, node: ast.ImportFrom) -> str | None:
 
 
 def imports_of(module: str) -> set[str]:
-    """The package modules ``module`` imports, at top level or inside functions."""
+    """The package modules `module` imports, at top level or inside functions."""
     found: set[str] = set()
     for node in _runtime_nodes(_tree(module)):
         if isinstance(node, ast.Import):
@@ -87,8 +87,8 @@ def imports_of(module: str) -> set[str]:
                 continue
             for alias in node.names:
                 sub = f"{target}.{alias.name}"
-                # ``from pkg import sub`` imports the submodule; ``from pkg import name``
-                # runs the package's ``__init__``.
+                # `from pkg import sub` imports the submodule; `from pkg import name`
+                # runs the package's `__init__`.
                 found.add(sub if sub in MODULES else target)
     return {name for name in found if name in MODULES and name != module}
 
@@ -133,7 +133,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def _circle(graph: dict[str, set[str]], component: set[str]) -> list[str]:
-    """One concrete circle through the component, as ``a -> b -> ... -> a``."""
+    """One concrete circle through the component, as `a -> b -> ... -> a`."""
     start = min(component)
     paths = {start: [start]}
     frontier = [start]
@@ -190,7 +190,7 @@ def test_exactly_one_register_at_fork_call() -> None:
 
 
 def test_no_other_fork_hook_mechanism() -> None:
-    """Nor ``os.register_at_fork`` under another name (an alias, ``getattr(os, "...")``)."""
+    """Nor `os.register_at_fork` under another name (an alias, `getattr(os, "...")`)."""
     offenders = []
     for name in MODULES:
         if name == "zstream_mp._forksafe":
@@ -228,7 +228,7 @@ class Spelling:
     path: str
     line: int
     what: str
-    """What the literal spells (``env ZSTREAM_SERVER``, ``path /api/v1/``, ...)."""
+    """What the literal spells (`env ZSTREAM_SERVER`, `path /api/v1/`, ...)."""
 
 
 def _doc_nodes(tree: ast.Module) -> set[int]:
@@ -243,7 +243,7 @@ def _doc_nodes(tree: ast.Module) -> set[int]:
 
 
 def _int_value(node: ast.AST) -> int | None:
-    """An int literal, or a product of two (``64 * 1024``)."""
+    """An int literal, or a product of two (`64 * 1024`)."""
     if isinstance(node, ast.Constant) and type(node.value) is int:
         return node.value
     if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Mult, ast.Add)):
@@ -254,7 +254,7 @@ def _int_value(node: ast.AST) -> int | None:
 
 
 def spellings(name: str) -> list[Spelling]:
-    """Contract literals written out in ``name``'s code (docstrings do not count)."""
+    """Contract literals written out in `name`'s code (docstrings do not count)."""
     return _spellings(_tree(name), _rel(name))
 
 
@@ -272,7 +272,7 @@ def _spellings(tree: ast.Module, path: str) -> list[Spelling]:
                 out.append(Spelling(path, node.lineno, f"path {text}"))
             elif "/api/v1/" in text:
                 out.append(Spelling(path, node.lineno, "path /api/v1/ in a longer string"))
-            # A header name used as one (a key, or ``Name: value``); prose may mention it.
+            # A header name used as one (a key, or `Name: value`); prose may mention it.
             lowered = text.lower()
             out += [
                 Spelling(path, node.lineno, f"header {h}")
@@ -308,7 +308,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("zstream_mp/server/ui_session.py", "limit 4096"): "the page's login body cap",
 }
 """(module or package prefix, what): why it may stay. Keep it short; remove entries as the
-modules they name import from ``_wire``."""
+modules they name import from `_wire`."""
 
 
 def _allowed(spelling: Spelling) -> bool:
@@ -388,7 +388,7 @@ def test_all_exports_exist_and_are_public() -> None:
 
 
 def test_public_members_are_exported() -> None:
-    """Every public name of the package root is in ``__all__`` (modules aside)."""
+    """Every public name of the package root is in `__all__` (modules aside)."""
     exported = set(zstream_mp.__all__)
     public = {
         name
@@ -425,7 +425,7 @@ def test_every_public_error_lives_in_errors() -> None:
 
 
 def test_the_error_hierarchy_is_drawn_whole() -> None:
-    """Every error class is exported by ``errors`` and drawn in its docstring."""
+    """Every error class is exported by `errors` and drawn in its docstring."""
     from zstream_mp import errors
 
     defined = {
@@ -467,7 +467,7 @@ _QUEUE_NAMES = {"queue", "_queue", "q"}
 
 
 def _queue_reaches(tree: ast.AST, label: str) -> Iterator[str]:
-    """``<a queue>._private`` anywhere in ``tree``: a reach past the queue's seam."""
+    """`<a queue>._private` anywhere in `tree`: a reach past the queue's seam."""
     for node in _runtime_nodes(tree):
         if not (isinstance(node, ast.Attribute) and node.attr.startswith("_")):
             continue
@@ -726,3 +726,39 @@ def test_the_test_tree_has_one_place_for_each_kind_of_file() -> None:
         and path.name not in ("conftest.py", "__init__.py")
     ]
     assert not stray, "move these to tests/helpers/ or tests/programs/:\n" + "\n".join(stray)
+
+
+# --------------------------------------------------------------------------- docstrings
+
+
+def rst_literals(source: str) -> list[int]:
+    """Lines of docstrings that use RST's double backticks (the docs site renders Markdown)."""
+    found: list[int] = []
+    for node in ast.walk(ast.parse(source)):
+        if (
+            isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+            and (doc := ast.get_docstring(node, clean=False))
+            and "``" in doc
+        ):
+            found.append(node.body[0].lineno)
+    return found
+
+
+def test_docstrings_use_one_convention() -> None:
+    """Markdown single backticks everywhere: mkdocstrings renders the docstrings as Markdown."""
+    files = [
+        *PACKAGE.rglob("*.py"),
+        *(ROOT / "tests").rglob("*.py"),
+        *(ROOT / "benchmarks").rglob("*.py"),
+    ]
+    offenders = [
+        f"{path.relative_to(ROOT)}:{line}"
+        for path in files
+        for line in rst_literals(path.read_text())
+    ]
+    assert not offenders, f"write `x`, not ``x``, in: {offenders}"
+
+
+def test_the_docstring_check_finds_double_backticks() -> None:
+    assert rst_literals('def f():\n    """Call ``g``."""\n') == [2]
+    assert rst_literals('def f():\n    """Call `g`."""\n') == []

@@ -1,4 +1,4 @@
-"""``_event``: the one encoding, byte for byte ZenML's ``StreamEvent.model_dump_json()``,
+"""`_event`: the one encoding, byte for byte ZenML's `StreamEvent.model_dump_json()`,
 and the limits at their edges (65,536 bytes of payload, 69,632 of envelope)."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def encode(
     index: int | None = None,
     ctx: StreamContext | None = None,
 ) -> bytes:
-    """What ``publish()`` queues, built from the same four pieces in the same order."""
+    """What `publish()` queues, built from the same four pieces in the same order."""
     dest = destination(ctx or StreamContext(RUN, STEP, "train"))
     return _event.assemble(
         dest.prefix,
@@ -40,7 +40,7 @@ def encode(
 
 
 def zenml(**fields: Any) -> bytes:
-    """ZenML's encoding of the same event: ``StreamEvent(...).model_dump_json()``."""
+    """ZenML's encoding of the same event: `StreamEvent(...).model_dump_json()`."""
     return models.StreamEvent(**fields).model_dump_json().encode()
 
 
@@ -168,6 +168,6 @@ def test_a_payload_that_refers_to_itself_is_invalid_event_error() -> None:
     ],
 )
 def test_the_encoder_writes_what_the_stdlib_encoder_writes(payload: dict[str, Any]) -> None:
-    """The once-built C encoder and ``json.dumps`` with the contract's options agree."""
+    """The once-built C encoder and `json.dumps` with the contract's options agree."""
     expected = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     assert _event.encode_payload(payload) == expected.encode()

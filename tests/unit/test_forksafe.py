@@ -1,4 +1,4 @@
-"""``_forksafe``: the hooks run in ORDER, a failing hook is contained, the fork barrier."""
+"""`_forksafe`: the hooks run in ORDER, a failing hook is contained, the fork barrier."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``_handoff``: the environment variable, the token and origin files, following the origin."""
+"""`_handoff`: the environment variable, the token and origin files, following the origin."""
 
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ def test_withdraw_removes_the_variable_and_the_origin_file(state: Path) -> None:
 
 
 def _as_child_of(state: Path, origin: int, ctx: dict[str, object]) -> Path:
-    """Set the variable a parent with pid ``origin`` would have left; return its file."""
+    """Set the variable a parent with pid `origin` would have left; return its file."""
     os.environ[ENV_CONTEXT] = json.dumps({**ctx, "origin": origin})
     state.mkdir(mode=0o700, exist_ok=True)
     return state / f"ctx-{origin}.json"

@@ -1,4 +1,4 @@
-"""``_queue.EventQueue`` through its seam (``Queue``): drop-oldest accounting, the sender's
+"""`_queue.EventQueue` through its seam (`Queue`): drop-oldest accounting, the sender's
 claim, verdicts, spills, drain deadlines. Nothing here touches the queue's internals."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The recovery wing's pieces alone: the spill, delivering a spool, the in-flight check, the
-token files, finding a run through an ancestor. Temp state dirs and ``httpx.MockTransport``;
+token files, finding a run through an ancestor. Temp state dirs and `httpx.MockTransport`;
 the same paths with real processes and servers are in tests/recovery/ and tests/test_spool.py.
 """
 
@@ -68,7 +68,7 @@ def _transport(server: Server) -> Transport:
 
 
 def _spill(queue: EventQueue, n: int, maybe_landed: bool = False) -> Spill:
-    """A spill of ``n`` events, the first 10 of them on the wire."""
+    """A spill of `n` events, the first 10 of them on the wire."""
     for i in range(n):
         queue.append(_dest(), _event(i))
     batch = queue.take(10, idle=0.0)

@@ -1,4 +1,4 @@
-"""``server.runs.RunRegistry``: seen runs listed in first-seen order, all three sets bounded."""
+"""`server.runs.RunRegistry`: seen runs listed in first-seen order, all three sets bounded."""
 
 from __future__ import annotations
 

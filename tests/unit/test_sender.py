@@ -1,5 +1,5 @@
 """The sender's path to the wire: the lean HTTP/1.1 client against a loopback socket server,
-and the sender's verdicts (sent, kept for 401/5xx, kept at exit) over ``httpx.MockTransport``.
+and the sender's verdicts (sent, kept for 401/5xx, kept at exit) over `httpx.MockTransport`.
 
 The loopback server is a thread that reads each request whole and answers from a script,
 so the bytes on the wire (request line, headers, body) are checked as the server sees them.

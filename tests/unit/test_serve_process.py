@@ -1,4 +1,4 @@
-"""``cli._serve_process``: the banner ``zstream-mp serve`` prints is the banner it reads."""
+"""`cli._serve_process`: the banner `zstream-mp serve` prints is the banner it reads."""
 
 from __future__ import annotations
 

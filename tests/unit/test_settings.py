@@ -1,4 +1,4 @@
-"""``_settings.Settings.from_env``: defaults, ranges, and the error each bad value gets."""
+"""`_settings.Settings.from_env`: defaults, ranges, and the error each bad value gets."""
 
 from __future__ import annotations
 

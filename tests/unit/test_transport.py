@@ -1,11 +1,11 @@
-"""``_transport.Transport``'s status policy against ``httpx.MockTransport``.
+"""`_transport.Transport`'s status policy against `httpx.MockTransport`.
 
 What each status class means for a batch, Retry-After, one Idempotency-Key across the
 retries of a batch, and the one credentials refresh after a 401. The real-network side
 (fault servers that drop, reset and stall) is in tests/test_faults.py.
 
-The mock is handed to the transport through its ``http_transport`` argument (passed on to
-``httpx.Client(transport=...)``, so the client keeps its own headers and timeouts); these
+The mock is handed to the transport through its `http_transport` argument (passed on to
+`httpx.Client(transport=...)`, so the client keeps its own headers and timeouts); these
 tests skip until the transport has that seam.
 """
 

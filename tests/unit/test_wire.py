@@ -1,4 +1,4 @@
-"""``_wire``: the Retry-After reader, ZenML's error detail, the URL builders."""
+"""`_wire`: the Retry-After reader, ZenML's error detail, the URL builders."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 other handler is the program's and stays.
 
 ZenML is not installed here, so a class that lives in ZenML's module name stands in for its
-step ``SignalHandler`` (the real one is covered in tests/test_zenml_fanout.py)."""
+step `SignalHandler` (the real one is covered in tests/test_zenml_fanout.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import zstream_mp  # noqa: F401  (registers the fork hooks)
 
 
 class SignalHandler:
-    """Shaped like ``zenml.orchestrators.signal_handler.SignalHandler``."""
+    """Shaped like `zenml.orchestrators.signal_handler.SignalHandler`."""
 
     def __init__(self, previous: dict[int, Any]) -> None:
         self._previous = previous

@@ -2,41 +2,41 @@
 
 The modules, in the order an event that could not be delivered meets them:
 
-* ``statedir``: the private per-user directory everything below lives in;
-* ``liveness``: process identity that survives PID reuse (pid, start time, boot id);
-* ``registry``: one entry per publishing process, with its live counters;
-* ``spool``: the on-disk format of kept events and their state page;
-* ``spill``: a process moves what it cannot deliver now into its own spool;
-* ``durable``: durable mode's queue, which *is* the spool;
-* ``landed``: was a batch in flight when its sender stopped stored after all?
-* ``adopt``: resuming a spool, by its owner or, once the owner is gone, by anyone;
-* ``tree``: a parent's wait for its descendants, adopting what the dead ones left.
+* `statedir`: the private per-user directory everything below lives in;
+* `liveness`: process identity that survives PID reuse (pid, start time, boot id);
+* `registry`: one entry per publishing process, with its live counters;
+* `spool`: the on-disk format of kept events and their state page;
+* `spill`: a process moves what it cannot deliver now into its own spool;
+* `durable`: durable mode's queue, which *is* the spool;
+* `landed`: was a batch in flight when its sender stopped stored after all?
+* `adopt`: resuming a spool, by its owner or, once the owner is gone, by anyone;
+* `tree`: a parent's wait for its descendants, adopting what the dead ones left.
 
 Who writes, reads and removes each file (under the state dir; 0600 files, 0700 dirs):
 
-* ``procs/p<pid>-<iid>.json`` and ``.ctr`` (identity; live counters, mmap): written by the
-  process at its first publish or bind; read by tree flushes, ``stats``, adopters and the
+* `procs/p<pid>-<iid>.json` and `.ctr` (identity; live counters, mmap): written by the
+  process at its first publish or bind; read by tree flushes, `stats`, adopters and the
   sweep; removed by the sweep once the process is dead (one that exited cleanly after
-  ``SWEEP_GRACE``).
-* ``spool/p<pid>-<iid>/`` (kept events and their state page): written by the spill or the
+  `SWEEP_GRACE`).
+* `spool/p<pid>-<iid>/` (kept events and their state page): written by the spill or the
   durable queue; read by its owner while it lives, then by one deliverer at a time;
   removed by the deliverer that settles it, by the sweep (settled, or undelivered for
-  48 h) and by ``spool discard``.
-* ``ctx-<pid>.json`` (the context a process hands down): written by ``bind()`` or a
+  48 h) and by `spool discard`.
+* `ctx-<pid>.json` (the context a process hands down): written by `bind()` or a
   step's export; read by children, also those started before the bind; removed by its
   origin at exit when no descendant lives, else by the sweep.
-* ``servers/dedup-<sha256>`` (a server said it honours the Idempotency-Key): written
+* `servers/dedup-<sha256>` (a server said it honours the Idempotency-Key): written
   and removed by senders once per server per process; read by deliverers; ignored after
   a day.
-* ``token-<sha256>`` (a credential, never in an environment or a spool): written by
-  ``bind(token=)`` and by a spill or durable queue whose events carry a token; read by
-  children, deliverers and ``spool drain``, only from this directory; removed by the
+* `token-<sha256>` (a credential, never in an environment or a spool): written by
+  `bind(token=)` and by a spill or durable queue whose events carry a token; read by
+  children, deliverers and `spool drain`, only from this directory; removed by the
   sweep once no live process, live ctx file, environment or unsettled spool names it.
 
-The rest of the package uses this façade (``flush_tree``, ``adopt_descendants``,
-``maintain_soon``, ``sweep``, ``drain``, ``spools``, ``discard``, the rows for ``stats``);
-a process's state is built from ``registry``, ``spill`` and ``durable`` directly, and the
-context wing reads ``statedir`` and ``liveness``: nothing else reaches inside.
+The rest of the package uses this façade (`flush_tree`, `adopt_descendants`,
+`maintain_soon`, `sweep`, `drain`, `spools`, `discard`, the rows for `stats`);
+a process's state is built from `registry`, `spill` and `durable` directly, and the
+context wing reads `statedir` and `liveness`: nothing else reaches inside.
 """
 
 from __future__ import annotations
@@ -95,9 +95,9 @@ class DrainReport:
 
 
 def drain(deadline: float, *, token: str | None = None, server: str | None = None) -> DrainReport:
-    """Deliver every spool whose owner is gone (``server``'s only, when given), then sweep.
+    """Deliver every spool whose owner is gone (`server`'s only, when given), then sweep.
 
-    ``token`` replaces the credentials the spools name.
+    `token` replaces the credentials the spools name.
     """
     report = DrainReport()
     wanted = server.rstrip("/") if server else None
@@ -121,7 +121,7 @@ def drain(deadline: float, *, token: str | None = None, server: str | None = Non
 
 @dataclass
 class SpoolRow:
-    """One spool on this host, as ``spool ls`` shows it."""
+    """One spool on this host, as `spool ls` shows it."""
 
     path: str
     owner: int
@@ -165,7 +165,7 @@ def spools() -> list[SpoolRow]:
 
 
 def discard(row: SpoolRow) -> bool:
-    """Remove the spool of ``row`` if its owner is gone and nobody delivers it."""
+    """Remove the spool of `row` if its owner is gone and nobody delivers it."""
     for spool in _spool.list_spools():
         if spool.path == row.path and _adopt.adoptable(spool):
             claimed = _spool.claim(spool)

@@ -1,14 +1,14 @@
 """Delivering a spool: claim it, resume it from its state page, deliver it exactly once.
 
-Who delivers: the owner itself while it lives (``Spill.resume``), then, once it is dead, the
-binding parent at its ``flush_tree`` and exit, any later publisher of the same user
-(``maintain``: a scan at most every ``SCAN_EVERY`` seconds per host, in a thread of its
-own), and ``zstream-mp spool drain``. Claiming is an atomic rename, so one process at a time
-resumes a spool, and one thread within it (``_delivering``); a claim whose claimer died is
+Who delivers: the owner itself while it lives (`Spill.resume`), then, once it is dead, the
+binding parent at its `flush_tree` and exit, any later publisher of the same user
+(`maintain`: a scan at most every `SCAN_EVERY` seconds per host, in a thread of its
+own), and `zstream-mp spool drain`. Claiming is an atomic rename, so one process at a time
+resumes a spool, and one thread within it (`_delivering`); a claim whose claimer died is
 taken over the same way, and a claimer that could not finish gives its claim back.
 
 Resuming follows the spool's state page: the batch recorded in flight is settled first
-(only what the run's stream lacks is sent again: ``landed``), then the rest goes in order,
+(only what the run's stream lacks is sent again: `landed`), then the rest goes in order,
 in batches whose range and key are recorded before each POST, so a deliverer that dies
 mid-way is itself resumed exactly. Credentials come from the token file the spool names
 (a token file in the state dir, for that server only) or from the deliverer's own
@@ -47,7 +47,7 @@ MAINTAIN_BUDGET = 1.0
 """Seconds a later publisher's scan may spend delivering others' spools: it is a courtesy,
 kept short so that the thread is gone before the process next forks between bursts."""
 LAST_ATTEMPT = "last-attempt"
-"""File in a spool directory: why the last delivery attempt stopped (``spool ls``)."""
+"""File in a spool directory: why the last delivery attempt stopped (`spool ls`)."""
 
 TokenFor = Callable[[str], "str | None"]
 
@@ -92,7 +92,7 @@ def adopt(
     history: _landed.History | None = None,
     token: str | None = None,
 ) -> Adopted:
-    """Claim ``spool`` and deliver what is unsettled in it, until ``deadline``; ``token``
+    """Claim `spool` and deliver what is unsettled in it, until `deadline`; `token`
     replaces the credentials the spool names."""
     if not acquire_until(_delivering, deadline):
         return Adopted(complete=False)
@@ -142,7 +142,7 @@ def deliver(
     history: _landed.History | None = None,
     token: str | None = None,
 ) -> Adopted:
-    """Deliver the unsettled events of the spool at ``path`` in order, until ``deadline``."""
+    """Deliver the unsettled events of the spool at `path` in order, until `deadline`."""
     override = token
     settings = settings or Settings.from_env()
     history = history or _landed.History(transport.http_transport)
@@ -262,7 +262,7 @@ def _deduplicates(dest: dict[str, object], server: str) -> bool:
 
 
 def _token(dest: dict[str, object], server: str, token_for: TokenFor | None) -> str | None:
-    """The spool's own credential for ``server``, else the deliverer's own for that server:
+    """The spool's own credential for `server`, else the deliverer's own for that server:
     a token goes only to the server it was given for."""
     token = _handoff.read_token_file(dest.get("token_file"))
     if token:
@@ -276,7 +276,7 @@ def _note_attempt(path: str, why: str) -> None:
 
 
 def last_attempt(path: str) -> str | None:
-    """Why the last delivery attempt of the spool at ``path`` stopped, if one did."""
+    """Why the last delivery attempt of the spool at `path` stopped, if one did."""
     try:
         with open(os.path.join(path, LAST_ATTEMPT), encoding="utf-8") as fh:
             return fh.read().partition(" ")[2] or None
@@ -296,7 +296,7 @@ def _account(entry_name: str, result: Adopted) -> None:
             _registry.add_to_slot(entry_name, S_SPOOL_DROPPED, result.dropped)
         if result.complete:
             # everything is settled; events of an in-flight batch that had landed may
-            # already be in the owner's ``sent``, so the books close by difference
+            # already be in the owner's `sent`, so the books close by difference
             slots = _registry.read_slots(os.path.join(_registry.procs_dir(), entry_name + ".ctr"))
             if slots is not None:
                 settled = slots[S_SPOOLED] - slots[S_SPOOL_DROPPED]
@@ -313,7 +313,7 @@ def adopt_all(
     on_result: Callable[[Adopted], None] | None = None,
     token: str | None = None,
 ) -> bool:
-    """Adopt every adoptable spool (``only`` those it accepts); True when none is left.
+    """Adopt every adoptable spool (`only` those it accepts); True when none is left.
 
     One pass shares one replay of each run's stream among the spools it checks.
     """
@@ -346,7 +346,7 @@ _scan_started: int | None = None
 
 
 def maintain_soon(token_for: TokenFor, on_result: Callable[[Adopted], None]) -> None:
-    """Once per process, and at most every ``SCAN_EVERY`` s per host: adopt and sweep."""
+    """Once per process, and at most every `SCAN_EVERY` s per host: adopt and sweep."""
     global _scan_started
     pid = os.getpid()
     if _scan_started == pid:

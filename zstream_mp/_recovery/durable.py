@@ -1,17 +1,17 @@
 """Durable mode: the queue is the spool, so a process killed at any instant loses nothing.
 
-``publish()`` appends each event to an mmap'd segment of the process's spool (``_spool``
+`publish()` appends each event to an mmap'd segment of the process's spool (`_spool`
 layout) and commits it by advancing the segment's end, a few stores into the page cache:
-no ``fsync`` (that would be per-event milliseconds), so SIGKILL, ``os._exit`` and the OOM
-killer lose nothing ``publish()`` returned from; a power loss or kernel crash may. The
+no `fsync` (that would be per-event milliseconds), so SIGKILL, `os._exit` and the OOM
+killer lose nothing `publish()` returned from; a power loss or kernel crash may. The
 sender reads batches back from the mapped segments, records each one's range and
 Idempotency-Key in the state page before its POST, and settles it after; fully settled
 segments are unlinked. When the process dies, its parent or a later publisher adopts the
-rest (``_adopt``).
+rest (`_adopt`).
 
 Memory holds no events, so the 4,096-event queue limit does not apply; the spool's own cap
-(``ZSTREAM_SPOOL_MAX_BYTES``, 64 MiB by default) does, and an event past it is dropped and
-counted as ``spool_full``.
+(`ZSTREAM_SPOOL_MAX_BYTES`, 64 MiB by default) does, and an event past it is dropped and
+counted as `spool_full`.
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ class DurableQueue(EventQueue):
         return None
 
     def server_deduplicates(self, server: str) -> None:
-        """Mark ``server``'s events in the spool as resendable without a check."""
+        """Mark `server`'s events in the spool as resendable without a check."""
         with self._lock:
             self.deduplicating.add(server)
             with contextlib.suppress(OSError):
@@ -203,7 +203,7 @@ class DurableQueue(EventQueue):
             return batch
 
     def retry_later(self) -> bool:
-        """Nothing durable is given up: the batch is read again by the next ``take``."""
+        """Nothing durable is given up: the batch is read again by the next `take`."""
         with self._lock:
             if self._taken is None or self._left:
                 return False
@@ -287,5 +287,5 @@ class DurableQueue(EventQueue):
                 _spool.remove(self.directory)
 
     def spill_with(self, writer: SpillWriter, only_posting: bool = False) -> int:
-        """Nothing to move: every event is in the spool from ``publish()`` on."""
+        """Nothing to move: every event is in the spool from `publish()` on."""
         return 0

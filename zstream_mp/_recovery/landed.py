@@ -7,14 +7,14 @@ batch that are not there. An event is recognised by its kind, correlation id, in
 payload. When the stream cannot be read (no read permission, no server), the answer is
 "unknown" and the batch is resent under its key.
 
-Budget. The replay of one run is read once per pass (``History``) and shared by every
-spool of that run the pass checks; it ends at the first ``QUIET`` seconds of silence. A
-batch sent less than ``SETTLE`` seconds ago may still be on its way into the server: the
+Budget. The replay of one run is read once per pass (`History`) and shared by every
+spool of that run the pass checks; it ends at the first `QUIET` seconds of silence. A
+batch sent less than `SETTLE` seconds ago may still be on its way into the server: the
 check waits for that moment when the deliverer's deadline allows, and otherwise answers
-``NOT_YET`` so the deliverer leaves the spool for a later attempt instead of guessing.
+`NOT_YET` so the deliverer leaves the spool for a later attempt instead of guessing.
 
 The deliverer runs in a background thread of a process that may fork at any moment, so its
-client is built like the sender's (``_transport.build_client``) and logs nothing per request.
+client is built like the sender's (`_transport.build_client`) and logs nothing per request.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class History:
         sent_at: float,
         deadline: float,
     ) -> list[bytes] | _NotYet | None:
-        """The events of ``events`` the run's stream lacks; None when it cannot tell."""
+        """The events of `events` the run's stream lacks; None when it cannot tell."""
         wait = sent_at + SETTLE - time.time()
         if wait > 0:
             if time.monotonic() + wait + QUIET >= deadline:
@@ -115,7 +115,7 @@ def replay(
     http_transport: httpx.BaseTransport | None = None,
 ) -> set[str] | _NotYet | None:
     """Signatures of every event the run's stream replays; None when it cannot be read,
-    ``NOT_YET`` when the budget ended before the replay did."""
+    `NOT_YET` when the budget ended before the replay did."""
     headers = {"Accept": "text/event-stream"}
     if token:
         headers[AUTHORIZATION] = bearer(token)

@@ -1,9 +1,9 @@
 """Process identity that survives PID reuse, and a fail-closed liveness test.
 
-An identity is (pid, start, boot): ``start`` is the kernel's start time of the process in
-clock ticks since boot (``/proc/<pid>/stat`` field 22), ``boot`` the kernel's boot id. A PID
+An identity is (pid, start, boot): `start` is the kernel's start time of the process in
+clock ticks since boot (`/proc/<pid>/stat` field 22), `boot` the kernel's boot id. A PID
 that is alive with another start time is a recycled PID, so its old owner is dead. Where
-procfs is missing, ``start`` falls back to psutil's ``create_time()`` in milliseconds, and
+procfs is missing, `start` falls back to psutil's `create_time()` in milliseconds, and
 two values within a second are taken as the same process.
 
 Fail-closed: a process is declared dead only on proof (no such PID, a different start, a
@@ -34,7 +34,7 @@ def boot_id() -> str:
 
 
 def start_of(pid: int) -> int | None:
-    """The start time token of ``pid``, or None when there is no such process."""
+    """The start time token of `pid`, or None when there is no such process."""
     if HAS_PROCFS:
         try:
             with open(f"/proc/{pid}/stat", "rb") as fh:
@@ -68,7 +68,7 @@ def forget_identity() -> None:
 
 
 def is_alive(pid: int, start: int | None, boot: str | None = None) -> bool:
-    """True unless ``(pid, start)`` is provably gone on this boot."""
+    """True unless `(pid, start)` is provably gone on this boot."""
     if boot is not None and boot != boot_id():
         return True
     actual = start_of(pid)
@@ -87,7 +87,7 @@ def is_alive(pid: int, start: int | None, boot: str | None = None) -> bool:
 
 
 def ancestors(limit: int = 16) -> list[tuple[int, int]]:
-    """(pid, start) of this process's parents, nearest first, up to ``limit``."""
+    """(pid, start) of this process's parents, nearest first, up to `limit`."""
     out: list[tuple[int, int]] = []
     pid = os.getppid()
     while pid > 1 and len(out) < limit:

@@ -1,16 +1,16 @@
 """The per-PID registry: who publishes on this host, and their live counters.
 
-``<state dir>/procs/`` holds, per publishing process, ``p<pid>-<iid>.json`` (its identity:
+`<state dir>/procs/` holds, per publishing process, `p<pid>-<iid>.json` (its identity:
 pid, start time and boot id, which survive PID reuse; its ancestors; its runs; the handoff
-token files it relies on) and ``p<pid>-<iid>.ctr``, the page of counters (``_stats``) the
-process updates in place through ``mmap``: other processes read them live, and they survive
+token files it relies on) and `p<pid>-<iid>.ctr`, the page of counters (`_stats`) the
+process updates in place through `mmap`: other processes read them live, and they survive
 SIGKILL. The entry is made on the process's first publish (so a tree flush cannot miss an
 event published a moment earlier), never inherited by a forked child (whose first publish
-makes its own, with a new ``iid``), and after that ``publish()`` touches only the mapped
+makes its own, with a new `iid`), and after that `publish()` touches only the mapped
 page: no lock file, no system call.
 
-The sweep (``sweep()``) removes the entries and files of dead processes. It runs under a
-non-blocking ``filelock``: when another process is sweeping, it skips.
+The sweep (`sweep()`) removes the entries and files of dead processes. It runs under a
+non-blocking `filelock`: when another process is sweeping, it skips.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ logger = logging.getLogger("zstream_mp")
 
 VERSION = 1
 SWEEP_GRACE = 60.0
-"""Seconds an entry of a process that exited cleanly stays visible (for ``stats``)."""
+"""Seconds an entry of a process that exited cleanly stays visible (for `stats`)."""
 SPOOL_RETENTION = 48 * 3600.0
 """Seconds an undeliverable spool of a dead process is kept (its server may be gone)."""
 
@@ -257,7 +257,7 @@ def _identity_from_name(base: str) -> dict[str, Any] | None:
 
 
 def add_to_slot(name: str, slot: int, n: int, *, absolute: bool = False) -> None:
-    """Add ``n`` to (or set) a slot of another (dead) process's page: an adopter's books."""
+    """Add `n` to (or set) a slot of another (dead) process's page: an adopter's books."""
     path = os.path.join(procs_dir(), name + ".ctr")
     with contextlib.suppress(OSError, ValueError):
         fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
@@ -277,7 +277,7 @@ def sweep(grace: float = SWEEP_GRACE) -> int | None:
     """Remove entries, spools and handoff files of dead processes; None when busy elsewhere.
 
     An entry with an unsettled spool is kept for its adopter. Files of processes that
-    exited cleanly stay ``grace`` seconds, so ``stats`` still shows them.
+    exited cleanly stay `grace` seconds, so `stats` still shows them.
     """
     lock = FileLock(os.path.join(state_dir(), "registry.lock"), timeout=0, is_singleton=False)
     try:
@@ -359,8 +359,8 @@ def _sweep_orphan_spools() -> int:
 
 def _after_fork_in_child() -> None:
     """The parent's entry stays the parent's: the child drops the cached identity (its
-    process state, which holds the entry and its mapped page, is dropped by ``process``)
-    and makes its own entry, with a new ``iid``, on its first publish."""
+    process state, which holds the entry and its mapped page, is dropped by `process`)
+    and makes its own entry, with a new `iid`, on its first publish."""
     _liveness.forget_identity()
 
 

@@ -2,19 +2,19 @@
 
 Three moments spill, each under the queue's lock:
 
-* an exit path runs out of budget (``spill_unsettled``): the batch on the wire first, with
+* an exit path runs out of budget (`spill_unsettled`): the batch on the wire first, with
   its Idempotency-Key recorded as the spool's in-flight batch, then the held and waiting
   events in order;
-* a ``flush(timeout)`` gives up (``spill_unsettled`` too): what it waited for is on disk
-  before it returns, so an ``os._exit`` next loses nothing;
-* the server answers 401 or 403 (``spill_posting``): the batch is kept for a later attempt
+* a `flush(timeout)` gives up (`spill_unsettled` too): what it waited for is on disk
+  before it returns, so an `os._exit` next loses nothing;
+* the server answers 401 or 403 (`spill_posting`): the batch is kept for a later attempt
   with valid credentials instead of being thrown away.
 
-Each spill is one segment written with one ``write`` and counted as ``spooled``. If the batch
+Each spill is one segment written with one `write` and counted as `spooled`. If the batch
 on the wire is answered before the process is gone, it is settled in the spool
-(``resolved_below`` moves past it) and counted as sent, so no adopter resends it. While the
-process lives, its sender delivers its own spool before anything newer (``resume``), so the
-order per producer holds; when it is gone, an adopter does (``adopt``).
+(`resolved_below` moves past it) and counted as sent, so no adopter resends it. While the
+process lives, its sender delivers its own spool before anything newer (`resume`), so the
+order per producer holds; when it is gone, an adopter does (`adopt`).
 """
 
 from __future__ import annotations
@@ -67,10 +67,10 @@ class Spill:
     def spill_unsettled(
         self, queue: Queue, why: str, maybe_landed: bool = True, final: bool = False
     ) -> int:
-        """Move every unsettled event of ``queue`` to the spool; how many were moved.
+        """Move every unsettled event of `queue` to the spool; how many were moved.
 
-        ``maybe_landed``: whether the batch on the wire may reach the server (it is then
-        recorded in flight, for the deliverer to check before resending it). ``final``:
+        `maybe_landed`: whether the batch on the wire may reach the server (it is then
+        recorded in flight, for the deliverer to check before resending it). `final`:
         the process is leaving, so the warning (with the totals) is always logged.
         """
         return queue.spill_with(
@@ -79,7 +79,7 @@ class Spill:
 
     def spill_posting(self, queue: Queue, why: str, maybe_landed: bool = False) -> int:
         """Move only the batch on the wire (refused, or failed with a 5xx that may have
-        stored it: ``maybe_landed``) to the spool."""
+        stored it: `maybe_landed`) to the spool."""
         return queue.spill_with(
             lambda posting, groups: self._write(posting, groups, why, maybe_landed, False),
             only_posting=True,
@@ -93,7 +93,7 @@ class Spill:
         maybe_landed: bool,
         final: bool,
     ) -> Spilled:
-        """Write one segment (under the queue's lock, handed by ``spill_with``)."""
+        """Write one segment (under the queue's lock, handed by `spill_with`)."""
         records: list[tuple[int, bytes]] = []
         inflight: tuple[int, int, str] | None = None
         first_seq = self.next_seq
@@ -147,7 +147,7 @@ class Spill:
         return Spilled(kept=len(records), settle=settle)
 
     def server_deduplicates(self, server: str) -> None:
-        """Mark ``server``'s events in the spool as resendable without a check."""
+        """Mark `server`'s events in the spool as resendable without a check."""
         self.deduplicating.add(server)
         if self.directory is not None:
             with contextlib.suppress(OSError):
@@ -198,7 +198,7 @@ class Spill:
     def resume(
         self, transport: Transport, deadline: float, token_for: Callable[[str], str | None]
     ) -> _adopt.Adopted:
-        """Deliver this process's own spool, oldest first, until ``deadline``."""
+        """Deliver this process's own spool, oldest first, until `deadline`."""
         if self.directory is None or self.page is None:
             return _adopt.Adopted()
         if not acquire_until(self._resuming, deadline):

@@ -1,23 +1,23 @@
 """The on-disk spool of one process: events it could not deliver itself, in seq order.
 
-Layout, ``<state dir>/spool/p<pid>-<iid>/``::
+Layout, `<state dir>/spool/p<pid>-<iid>/`:
 
     dests.json        [{"run_id", "server", "token_file"}, ...]  (index = dest number; no token)
     state             one page of int64 slots: magic, resolved_below, in-flight range and key
     seg-<first seq>   segments: a 32-byte header (magic, committed end, first seq) and records
 
-A record is ``u32 length | u16 dest | u16 reserved | u64 seq`` and the event's bytes exactly
+A record is `u32 length | u16 dest | u16 reserved | u64 seq` and the event's bytes exactly
 as queued. A segment's committed end is written last, so a writer killed half-way through a
-record leaves a tail that readers ignore. ``resolved_below`` says every seq below it is
-settled (delivered or refused); ``inflight`` is the seq range of the one batch being POSTed
+record leaves a tail that readers ignore. `resolved_below` says every seq below it is
+settled (delivered or refused); `inflight` is the seq range of the one batch being POSTed
 and the Idempotency-Key it carries, recorded before the POST, so whoever resumes the spool
 resends exactly that batch with exactly that key (our server answers it from its memory
 instead of appending it again).
 
-Two writers: the exit spill (one segment written with one ``write``, when an exit path runs
-out of budget) and the durable log (``_durable``), which appends in ``publish()`` through
+Two writers: the exit spill (one segment written with one `write`, when an exit path runs
+out of budget) and the durable log (`_durable`), which appends in `publish()` through
 mmap'd segments. Exactly one process resumes a spool, after claiming it by an atomic rename
-(``claim``).
+(`claim`).
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def write_dests(
     """Record where the spool's events go. A token is kept in its own 0600 handoff file in
     the state dir (never in the spool), so whoever delivers the spool later has the
     credentials it was given for that server, and only for that server. A server known to
-    honour the Idempotency-Key (``deduplicating``) is marked: a batch whose fate is
+    honour the Idempotency-Key (`deduplicating`) is marked: a batch whose fate is
     unknown is resent there without reading the stream first."""
     records = []
     for d in dests:
@@ -103,7 +103,7 @@ def _server_mark(server: str) -> str:
 
 
 def note_deduplicating(server: str, deduplicates: bool) -> None:
-    """Remember, for every deliverer on this host, whether ``server`` honours the
+    """Remember, for every deliverer on this host, whether `server` honours the
     Idempotency-Key (it said so on an answer, or answered a keyed POST without saying so)."""
     with contextlib.suppress(OSError):
         path = _server_mark(server)
@@ -114,7 +114,7 @@ def note_deduplicating(server: str, deduplicates: bool) -> None:
 
 
 def deduplicates(server: str) -> bool:
-    """``server`` said it honours the Idempotency-Key within the last ``DEDUP_MEMORY`` s."""
+    """`server` said it honours the Idempotency-Key within the last `DEDUP_MEMORY` s."""
     try:
         return time.time() - os.stat(_server_mark(server)).st_mtime < DEDUP_MEMORY
     except OSError:
@@ -125,8 +125,8 @@ def deduplicates(server: str) -> bool:
 
 
 def allocate(fd: int, size: int) -> None:
-    """Give the file ``size`` bytes of real blocks before it is mapped: a sparse file written
-    through ``mmap`` on a full disk kills the process with SIGBUS; this raises ENOSPC here."""
+    """Give the file `size` bytes of real blocks before it is mapped: a sparse file written
+    through `mmap` on a full disk kills the process with SIGBUS; this raises ENOSPC here."""
     try:
         os.posix_fallocate(fd, 0, size)
     except OSError as exc:
@@ -183,7 +183,7 @@ class StatePage:
         self.slots[T_INFLIGHT_FIRST] = -1
 
     def resolve(self, below: int) -> None:
-        """Everything below ``below`` is settled; no batch is in flight."""
+        """Everything below `below` is settled; no batch is in flight."""
         self.slots[T_RESOLVED] = below
         self.slots[T_INFLIGHT_FIRST] = -1
 
@@ -202,7 +202,7 @@ def ensure_dir(path: str) -> None:
 
 
 def encode_segment(first_seq: int, records: list[tuple[int, bytes]]) -> bytes:
-    """A whole segment holding ``records`` as (dest, event bytes), seqs from ``first_seq``."""
+    """A whole segment holding `records` as (dest, event bytes), seqs from `first_seq`."""
     parts = [b""]
     seq = first_seq
     pack = RECORD.pack
@@ -220,7 +220,7 @@ def segment_name(first_seq: int) -> str:
 
 
 def write_segment(directory: str, first_seq: int, records: list[tuple[int, bytes]]) -> None:
-    """Write one complete segment with a single ``write`` (the exit spill)."""
+    """Write one complete segment with a single `write` (the exit spill)."""
     path = os.path.join(directory, segment_name(first_seq))
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
@@ -340,7 +340,7 @@ def list_spools() -> list[SpoolDir]:
 
 
 def claim(spool: SpoolDir) -> str | None:
-    """Claim ``spool`` for this process by an atomic rename; the new path, or None if lost."""
+    """Claim `spool` for this process by an atomic rename; the new path, or None if lost."""
     me = _liveness.own_identity()
     if spool.claimer == me:
         return spool.path

@@ -1,14 +1,14 @@
 """The per-user state directory, and reading and writing the private files inside it.
 
 Everything the package keeps on disk (handoff context and token files, the registry, the
-spool) lives here, so the directory must be provably ours: a real directory (``lstat``, no
+spool) lives here, so the directory must be provably ours: a real directory (`lstat`, no
 symlink followed), owned by this uid, with no group or other permission bits. Anything else
 (pre-created by another user, a symlink, a wrong mode) is refused with one warning, and the
-process uses a private directory from ``mkdtemp`` instead. The fallback is exported in
-``ZSTREAM_STATE_DIR``, so the children share it instead of each warning and falling back.
+process uses a private directory from `mkdtemp` instead. The fallback is exported in
+`ZSTREAM_STATE_DIR`, so the children share it instead of each warning and falling back.
 
 Files follow the same rules: written to a temporary name and renamed into place, 0600;
-read with ``O_NOFOLLOW`` and accepted only when they are regular files owned by this uid
+read with `O_NOFOLLOW` and accepted only when they are regular files owned by this uid
 with no group or other bits.
 """
 
@@ -39,7 +39,7 @@ def default_dir() -> str:
 
 
 def problem_with_dir(path: str) -> str | None:
-    """Why ``path`` is not a directory we can trust, or None when it is ours and private."""
+    """Why `path` is not a directory we can trust, or None when it is ours and private."""
     try:
         st = os.lstat(path)
     except OSError as exc:
@@ -56,7 +56,7 @@ def problem_with_dir(path: str) -> str | None:
 
 
 def state_dir() -> str:
-    """``$ZSTREAM_STATE_DIR``, else ``<tmp>/zstream-mp-<uid>``: created 0700 and verified."""
+    """`$ZSTREAM_STATE_DIR`, else `<tmp>/zstream-mp-<uid>`: created 0700 and verified."""
     global _cache
     chosen = os.environ.get(ENV_STATE_DIR) or None
     cached = _cache
@@ -81,7 +81,7 @@ def state_dir() -> str:
 
 
 def subdir(name: str) -> str:
-    """``<state dir>/<name>``, created 0700 and verified like the state dir itself."""
+    """`<state dir>/<name>`, created 0700 and verified like the state dir itself."""
     path = os.path.join(state_dir(), name)
     with contextlib.suppress(FileExistsError):
         os.mkdir(path, 0o700)
@@ -92,7 +92,7 @@ def subdir(name: str) -> str:
 
 
 def write_private(path: str, data: str | bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file + rename), mode 0600."""
+    """Write `data` to `path` atomically (temp file + rename), mode 0600."""
     tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     try:
@@ -118,7 +118,7 @@ def write_all(fd: int, data: bytes) -> None:
 
 
 def read_private(path: str) -> bytes:
-    """The bytes of ``path`` if it is a regular 0600-or-stricter file of ours, else raise."""
+    """The bytes of `path` if it is a regular 0600-or-stricter file of ours, else raise."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
     try:
         st = os.fstat(fd)

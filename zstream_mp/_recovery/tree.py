@@ -2,7 +2,7 @@
 
 A process's descendants are the registry entries whose recorded ancestors include this
 process's identity (pid and start time): recorded when each one registered, so a grandchild
-is still found after its parent died. With ``run_id`` the scope is every entry on this
+is still found after its parent died. With `run_id` the scope is every entry on this
 host that published to that run (Ray and Dask workers are not our descendants).
 
 The parent only observes: each live process drains on its own (its sender runs while it
@@ -56,7 +56,7 @@ def _spool_in_scope(root: tuple[int, int | None] | None, run_id: str | None) -> 
 
 
 class OwnProcess(Protocol):
-    """What a tree flush needs of the calling process's publisher (``_process``)."""
+    """What a tree flush needs of the calling process's publisher (`_process`)."""
 
     def flush_until(self, deadline: float) -> bool: ...
 

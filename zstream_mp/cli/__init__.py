@@ -1,9 +1,9 @@
-"""The ``zstream-mp`` command line: one module per subcommand, heavy imports deferred.
+"""The `zstream-mp` command line: one module per subcommand, heavy imports deferred.
 
-Each subcommand module exposes ``register(subparsers)``; it adds its parser and sets
-``func`` to a callable taking the parsed namespace and returning an exit code. Importing a
+Each subcommand module exposes `register(subparsers)`; it adds its parser and sets
+`func` to a callable taking the parsed namespace and returning an exit code. Importing a
 subcommand module must stay cheap (no server, Redis or ZenML imports at module level), so
-``zstream-mp --help`` works with only the publisher installed.
+`zstream-mp --help` works with only the publisher installed.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """What the subcommands share: exit codes, --server/--token, and one way to report errors.
 
-Exit codes (README, "Exit codes"): 0 done (for ``tail``: the run ended), 1 the server
+Exit codes (README, "Exit codes"): 0 done (for `tail`: the run ended), 1 the server
 refused (unknown run, bad request, streaming disabled), 2 usage (bad flags), 3 auth (401
 or 403), 4 the server is gone (unreachable, or went away before the run ended), 130
-interrupted. An error is one line on stderr, ``zstream-mp: <what>`` and, where there is
-one, ``  hint: <what to try>``: never a traceback, raw JSON or a server's source path.
+interrupted. An error is one line on stderr, `zstream-mp: <what>` and, where there is
+one, `  hint: <what to try>`: never a traceback, raw JSON or a server's source path.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ _PYDANTIC_ERROR = re.compile(r"'loc': \(([^)]*)\), 'msg': '([^']*)'")
 
 
 class Formatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows every option's default in ``--help`` (options without one say nothing)."""
+    """Shows every option's default in `--help` (options without one say nothing)."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
@@ -81,7 +81,7 @@ def fail(message: str, code: int = EXIT_REFUSED, hint: str | None = None) -> int
 
 
 def _clean(detail: object) -> str:
-    """A server's ``detail`` as one short line: validation messages, no paths, no JSON."""
+    """A server's `detail` as one short line: validation messages, no paths, no JSON."""
     if isinstance(detail, list) and len(detail) == 2 and all(isinstance(d, str) for d in detail):
         found = _PYDANTIC_ERROR.findall(detail[1])
         if found:
@@ -101,7 +101,7 @@ def _clean(detail: object) -> str:
 
 
 def report(exc: SubscribeError, server: str, run_id: str | None = None) -> int:
-    """Print ``exc`` the one way the CLI reports a server error; returns its exit code."""
+    """Print `exc` the one way the CLI reports a server error; returns its exit code."""
     status = f"{exc.status} " if exc.status else ""
     reason = _clean(exc.detail) if exc.detail is not None else str(exc)
     if isinstance(exc, AuthenticationError):

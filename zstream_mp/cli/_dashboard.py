@@ -1,10 +1,10 @@
-"""A per-worker view of a run's stream for a terminal: ``tail --live`` and the demo.
+"""A per-worker view of a run's stream for a terminal: `tail --live` and the demo.
 
 Everything shown comes from the events the server streamed, never from local state: one
-row per worker (``payload["worker"]``, else the correlation id) with
-its last ``progress`` (``done``/``total``), events seen, events per second and drops (a
-worker's ``dropped`` count when its events report one), plus the run's totals and gaps.
-On a terminal it draws with ``rich`` (the ``tui`` extra, imported only here and only
+row per worker (`payload["worker"]`, else the correlation id) with
+its last `progress` (`done`/`total`), events seen, events per second and drops (a
+worker's `dropped` count when its events report one), plus the run's totals and gaps.
+On a terminal it draws with `rich` (the `tui` extra, imported only here and only
 then); elsewhere it prints a plain summary line at most once a second.
 """
 
@@ -47,10 +47,10 @@ class WorkerRow:
 
 
 def worker_of(event: Event) -> str | None:
-    """``payload["worker"]``, else the correlation id; None counts in the totals only.
+    """`payload["worker"]`, else the correlation id; None counts in the totals only.
 
-    The name is the publisher's: control characters are escaped (``printable``) and it is
-    cut to ``_NAME_MAX`` characters; rich draws it as plain text, never as markup.
+    The name is the publisher's: control characters are escaped (`printable`) and it is
+    cut to `_NAME_MAX` characters; rich draws it as plain text, never as markup.
     """
     worker = event.payload.get("worker")
     if isinstance(worker, str | int) and not isinstance(worker, bool):

@@ -1,7 +1,7 @@
 """The demo: a step-like workload that fans out, watched live through the SSE stream.
 
-It starts ``zstream-mp serve`` on a free loopback port (through ``_serve_process``), binds
-a new run, fans work out over a ``multiprocessing.Pool`` and joblib, and draws one progress
+It starts `zstream-mp serve` on a free loopback port (through `_serve_process`), binds
+a new run, fans work out over a `multiprocessing.Pool` and joblib, and draws one progress
 bar per worker from what the server streams back (not from local state). It ends with a
 tally per process: what each one published, what the server delivered, and what was
 dropped and why.
@@ -97,8 +97,8 @@ def run(
 ) -> int:
     """Run the demo; returns 0 when every published event was delivered exactly once.
 
-    ``plain`` forces summary lines (True) or bars (False); None draws bars on a terminal.
-    ``keep`` leaves the server (and so the run's page) up after the tally until Ctrl-C.
+    `plain` forces summary lines (True) or bars (False); None draws bars on a terminal.
+    `keep` leaves the server (and so the run's page) up after the tally until Ctrl-C.
     """
     with start_serve(["--heartbeat", "1"]) as served:
         server = served.url
@@ -148,7 +148,7 @@ def run(
 
 
 def _keep_serving(server: str, run_id: str, out: TextIO) -> None:
-    """``--keep``: the page link printed at the start stays alive until Ctrl-C or SIGTERM."""
+    """`--keep`: the page link printed at the start stays alive until Ctrl-C or SIGTERM."""
     out.write(
         f"\n  the server stays up (Ctrl-C to stop it):\n"
         f"    live page: {server}/runs/{run_id}\n"

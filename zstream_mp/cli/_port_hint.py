@@ -1,8 +1,8 @@
-"""Why ``zstream-mp serve`` could not listen, said in a way a user can act on.
+"""Why `zstream-mp serve` could not listen, said in a way a user can act on.
 
 Port 8237 is ZenML's default as well as ours, so "Address already in use" most often means
-a ZenML server (whose ``/api/v1/info`` answers with its version) or another
-``zstream-mp serve`` (whose run API answers). Either way the way out is another port. For
+a ZenML server (whose `/api/v1/info` answers with its version) or another
+`zstream-mp serve` (whose run API answers). Either way the way out is another port. For
 the same reason a client's 401 may come from a ZenML server, which wants a ZenML token.
 """
 
@@ -24,7 +24,7 @@ def _base(host: str, port: int) -> str:
 
 
 def zenml_version(base: str) -> str | None:
-    """The version of the ZenML server at ``base`` (its ``/api/v1/info``), else None."""
+    """The version of the ZenML server at `base` (its `/api/v1/info`), else None."""
     import httpx
 
     try:

@@ -24,5 +24,5 @@ def _escape(match: re.Match[str]) -> str:
 
 
 def printable(text: str) -> str:
-    """``text`` with every control, line-breaking and bidi character escaped."""
+    """`text` with every control, line-breaking and bidi character escaped."""
     return _UNSAFE.sub(_escape, text)

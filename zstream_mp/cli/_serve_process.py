@@ -1,9 +1,9 @@
-"""``zstream-mp serve`` as a child process: the one place that writes and reads its banner.
+"""`zstream-mp serve` as a child process: the one place that writes and reads its banner.
 
-The first line ``zstream-mp serve`` prints is ``zstream-mp serving on <url>``, once its
-socket listens (``--port 0`` reports the port it got). The demo, the benchmarks and the
-test helpers start a server through ``start_serve()``, which waits for that line and for
-``GET /health``, and stops it with SIGTERM (the graceful path), then SIGKILL.
+The first line `zstream-mp serve` prints is `zstream-mp serving on <url>`, once its
+socket listens (`--port 0` reports the port it got). The demo, the benchmarks and the
+test helpers start a server through `start_serve()`, which waits for that line and for
+`GET /health`, and stops it with SIGTERM (the graceful path), then SIGKILL.
 
 A separate process rather than a thread in the caller: the server must not share the
 caller's GIL (the benchmarks measure the publisher) nor be copied into forked workers.
@@ -28,12 +28,12 @@ BANNER_PREFIX = "zstream-mp serving on "
 
 
 def banner(url: str) -> str:
-    """The first line ``zstream-mp serve`` prints."""
+    """The first line `zstream-mp serve` prints."""
     return BANNER_PREFIX + url
 
 
 def url_from_banner(line: str) -> str | None:
-    """The URL in a banner line, or None when ``line`` is not one."""
+    """The URL in a banner line, or None when `line` is not one."""
     if not line.startswith(BANNER_PREFIX):
         return None
     return line[len(BANNER_PREFIX) :].strip() or None
@@ -41,22 +41,22 @@ def url_from_banner(line: str) -> str | None:
 
 @dataclass
 class ServeProcess:
-    """A running ``zstream-mp serve``; a context manager that stops it."""
+    """A running `zstream-mp serve`; a context manager that stops it."""
 
     url: str
     proc: subprocess.Popen[str]
     banner: list[str] = field(default_factory=list)
-    """The lines read so far (the first one; ``read_banner(3)`` for auth and broker)."""
+    """The lines read so far (the first one; `read_banner(3)` for auth and broker)."""
 
     def read_banner(self, lines: int) -> list[str]:
-        """Read the banner up to ``lines`` lines (serve prints URL, auth, broker)."""
+        """Read the banner up to `lines` lines (serve prints URL, auth, broker)."""
         assert self.proc.stdout is not None
         while len(self.banner) < lines:
             self.banner.append(self.proc.stdout.readline().rstrip("\n"))
         return self.banner
 
     def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM, up to ``timeout`` s for a graceful exit, then SIGKILL; its exit status."""
+        """SIGTERM, up to `timeout` s for a graceful exit, then SIGKILL; its exit status."""
         _terminate(self.proc, timeout)
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
@@ -81,10 +81,10 @@ def start_serve(
     stderr: int | IO[Any] | None = subprocess.DEVNULL,
     timeout: float = 20.0,
 ) -> ServeProcess:
-    """Start ``python -m zstream_mp serve ARGS`` and return once it answers ``/health``.
+    """Start `python -m zstream_mp serve ARGS` and return once it answers `/health`.
 
-    ``args`` are ``serve`` flags; without ``--port`` a free port is picked. ``stderr`` is
-    where the server's log goes (``subprocess.PIPE`` puts its tail into the error when it
+    `args` are `serve` flags; without `--port` a free port is picked. `stderr` is
+    where the server's log goes (`subprocess.PIPE` puts its tail into the error when it
     does not start; keep the server quiet then, a full pipe blocks it).
     """
     args = list(args)
@@ -114,7 +114,7 @@ def start_serve(
 
 
 def _first_line(proc: subprocess.Popen[str], timeout: float) -> str:
-    """The first stdout line, or "" when none comes within ``timeout`` (then it is killed)."""
+    """The first stdout line, or "" when none comes within `timeout` (then it is killed)."""
     got: list[str] = []
     assert proc.stdout is not None
     stdout = proc.stdout

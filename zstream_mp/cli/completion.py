@@ -1,6 +1,6 @@
 """`zstream-mp completion bash|zsh`: a shell completion script, generated from the parser.
 
-The script is written from the same ``argparse`` tree as ``--help`` (commands, actions,
+The script is written from the same `argparse` tree as `--help` (commands, actions,
 options and their fixed choices), so it cannot drift from the CLI, and it needs nothing at
 completion time: no Python start per keystroke, no extra dependency. An option that takes
 a free value (a URL, a file) falls back to the shell's file completion.

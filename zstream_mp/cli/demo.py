@@ -1,4 +1,4 @@
-"""``zstream-mp demo``: fan a step-like workload out and watch it live over SSE."""
+"""`zstream-mp demo`: fan a step-like workload out and watch it live over SSE."""
 
 from __future__ import annotations
 

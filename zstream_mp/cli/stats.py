@@ -56,7 +56,7 @@ def collect(tree: int | None, run: str | None) -> list[Any]:
 
 
 def _as_json(rows: list[Any]) -> str:
-    """JSON lines, like every ``--json`` of the CLI: one object per process."""
+    """JSON lines, like every `--json` of the CLI: one object per process."""
     out = []
     for row in sorted(rows, key=lambda r: r.pid):
         data = asdict(row)

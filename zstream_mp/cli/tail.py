@@ -1,8 +1,8 @@
 """`zstream-mp tail RUN_ID`: print a run's events live until the run ends.
 
-Exit status 0 means the run ended. A server that shuts down first sends ``gap: shutdown``
-then ``end``; that is not the run's end, so ``tail`` exits 4 (server gone), as it does when
-the connection is lost and cannot be re-established within ``--retry-for`` seconds.
+Exit status 0 means the run ended. A server that shuts down first sends `gap: shutdown`
+then `end`; that is not the run's end, so `tail` exits 4 (server gone), as it does when
+the connection is lost and cannot be re-established within `--retry-for` seconds.
 """
 
 from __future__ import annotations
@@ -161,15 +161,15 @@ def _live(stream: Any, run_id: str) -> bool:
 
 
 WAITING_AFTER = 0.8
-"""Seconds without a first event before ``tail`` says it is waiting (a run's history, when
+"""Seconds without a first event before `tail` says it is waiting (a run's history, when
 it has one, arrives well within this)."""
 
 
 def _say_when_waiting(stream: Iterator[Any], run_id: str, server: str) -> Iterator[Any]:
-    """Pass ``stream`` through; if nothing has come after ``WAITING_AFTER`` s, say so once.
+    """Pass `stream` through; if nothing has come after `WAITING_AFTER` s, say so once.
 
     A server accepts a subscription to a run nobody has published to yet and then stays
-    silent; without this line, ``tail`` on a mistyped run id would look hung. Said only
+    silent; without this line, `tail` on a mistyped run id would look hung. Said only
     when the server answers its health check: an unreachable one gets its own error.
     """
     first = threading.Event()

@@ -1,6 +1,6 @@
-"""The ``distributed`` WorkerPlugin itself; imported only once ``distributed`` is in use.
+"""The `distributed` WorkerPlugin itself; imported only once `distributed` is in use.
 
-Kept apart from ``dask.py`` because it subclasses ``WorkerPlugin`` at import. Workers
+Kept apart from `dask.py` because it subclasses `WorkerPlugin` at import. Workers
 unpickle the plugin by this module's name.
 """
 
@@ -19,7 +19,7 @@ class StreamPlugin(WorkerPlugin):
     """Binds a run in every worker (present and future); flushes when the worker closes.
 
     The Nanny gives a closing worker about 4 s (80 % of its 5 s) before SIGKILL. The
-    teardown flush takes at most ``flush_timeout``; tasks that publish after it are
+    teardown flush takes at most `flush_timeout`; tasks that publish after it are
     delivered by the worker's exit hooks within what remains.
     """
 

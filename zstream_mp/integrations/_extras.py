@@ -9,7 +9,7 @@ from zstream_mp.errors import MissingExtraError
 
 
 def require(module: str, extra: str) -> ModuleType:
-    """Import ``module``, or raise ``MissingExtraError`` telling how to install it."""
+    """Import `module`, or raise `MissingExtraError` telling how to install it."""
     try:
         return importlib.import_module(module)
     except ImportError as exc:

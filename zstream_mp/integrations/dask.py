@@ -1,12 +1,12 @@
-"""Dask ``distributed``: bind a run in every worker with a WorkerPlugin, flush at close.
+"""Dask `distributed`: bind a run in every worker with a WorkerPlugin, flush at close.
 
-Workers of a ``LocalCluster`` are spawned interpreters, and workers started by the
-``dask worker`` CLI are no relatives of the client at all, so neither learns the client's
-context from the environment. ``register(client, ctx)`` registers ``StreamPlugin``: the
+Workers of a `LocalCluster` are spawned interpreters, and workers started by the
+`dask worker` CLI are no relatives of the client at all, so neither learns the client's
+context from the environment. `register(client, ctx)` registers `StreamPlugin`: the
 scheduler keeps it (token included, so use TLS to a remote scheduler) and runs its
-``setup`` in every current and future worker, which binds the run; its ``teardown``
+`setup` in every current and future worker, which binds the run; its `teardown`
 flushes within the Nanny's ~4 s before SIGKILL when the worker closes.
-``flush_workers(client)`` delivers what the current workers queued without closing them.
+`flush_workers(client)` delivers what the current workers queued without closing them.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def __getattr__(name: str) -> Any:
 def plugin(
     ctx: StreamContext | None = None, *, flush_timeout: float = DEFAULT_TEARDOWN_FLUSH
 ) -> StreamPlugin:
-    """A ``StreamPlugin`` for ``ctx`` (default: this process's current context)."""
+    """A `StreamPlugin` for `ctx` (default: this process's current context)."""
     if flush_timeout < 0 or math.isnan(flush_timeout):
         raise ValueError(f"flush_timeout must be >= 0, got {flush_timeout!r}")
     if ctx is None:
@@ -67,7 +67,7 @@ def register(
     *,
     flush_timeout: float = DEFAULT_TEARDOWN_FLUSH,
 ) -> StreamPlugin:
-    """Register a ``StreamPlugin`` on ``client``'s cluster: every worker publishes to ``ctx``."""
+    """Register a `StreamPlugin` on `client`'s cluster: every worker publishes to `ctx`."""
     found = plugin(ctx, flush_timeout=flush_timeout)
     client.register_plugin(found)
     return found

@@ -1,20 +1,20 @@
-"""Ray: bind a run in every worker of a job, and deliver their tail before ``ray.shutdown()``.
+"""Ray: bind a run in every worker of a job, and deliver their tail before `ray.shutdown()`.
 
 Ray workers are started by the raylet, not by the driver, so no environment handoff
 reaches them on another node (or on this one, when the cluster was started before the
-``bind()``). And ``runtime_env`` ``env_vars`` are shown on the dashboard and logged, so a
-token must not travel there. ``runtime_env(ctx)`` instead puts a
-``worker_process_setup_hook`` into the job's runtime_env: Ray cloudpickles the callable
+`bind()`). And `runtime_env` `env_vars` are shown on the dashboard and logged, so a
+token must not travel there. `runtime_env(ctx)` instead puts a
+`worker_process_setup_hook` into the job's runtime_env: Ray cloudpickles the callable
 (context and token included) into the GCS and runs it in each worker before its first task;
-``env_vars`` only ever hold Ray's key to it.
+`env_vars` only ever hold Ray's key to it.
 
-``ray.shutdown()`` ends a local cluster's workers without running their exit hooks, so
-events still queued in them are lost. ``shutdown(timeout)`` (or ``flush_workers(timeout)``
-before your own ``ray.shutdown()``) delivers them first: on every node, a flush waits
+`ray.shutdown()` ends a local cluster's workers without running their exit hooks, so
+events still queued in them are lost. `shutdown(timeout)` (or `flush_workers(timeout)`
+before your own `ray.shutdown()`) delivers them first: on every node, a flush waits
 through the host's registry until each worker of the run has delivered what it published.
 
-Actors: ``ray.actor.exit_actor()`` and ``actor.__ray_terminate__.remote()`` run the
-actor's exit hooks, so its events are delivered. ``ray.kill(actor)`` and the OOM killer
+Actors: `ray.actor.exit_actor()` and `actor.__ray_terminate__.remote()` run the
+actor's exit hooks, so its events are delivered. `ray.kill(actor)` and the OOM killer
 run none: only durable mode survives them.
 """
 
@@ -41,10 +41,10 @@ SETUP_HOOK_KEY = "worker_process_setup_hook"
 """The runtime_env field Ray runs in every worker process before its first task."""
 
 DEFAULT_FLUSH_TIMEOUT = 10.0
-"""Seconds ``flush_workers()`` waits at most; it returns once every worker has answered."""
+"""Seconds `flush_workers()` waits at most; it returns once every worker has answered."""
 
 Hook: TypeAlias = Callable[[], object] | str
-"""A setup hook as Ray accepts it: a callable, or a ``"module.function"`` name."""
+"""A setup hook as Ray accepts it: a callable, or a `"module.function"` name."""
 
 
 def _ray() -> Any:
@@ -73,7 +73,7 @@ class _BindHook:
     """Runs in a Ray worker: binds the context and registers the worker for the flush.
 
     Pickled by reference to this module (workers import zstream_mp), with the context as
-    its only state. Ray keeps ``__name__`` in the runtime_env for display.
+    its only state. Ray keeps `__name__` in the runtime_env for display.
     """
 
     def __init__(self, ctx: StreamContext) -> None:
@@ -114,9 +114,9 @@ def _load_hook(hook: Hook) -> Callable[[], object]:
 
 
 def setup_hook(ctx: StreamContext | None = None) -> Callable[[], None]:
-    """A picklable ``worker_process_setup_hook`` that binds ``ctx`` in each Ray worker.
+    """A picklable `worker_process_setup_hook` that binds `ctx` in each Ray worker.
 
-    ``ctx`` defaults to this process's current context (its ``bind()``, or the ZenML step).
+    `ctx` defaults to this process's current context (its `bind()`, or the ZenML step).
     """
     context = _context(ctx)
     _runs_handed_out.add(context.run_id)
@@ -124,11 +124,11 @@ def setup_hook(ctx: StreamContext | None = None) -> Callable[[], None]:
 
 
 _runs_handed_out: set[str] = set()
-"""Runs this driver bound workers to: ``shutdown()`` adopts what dead workers of them left."""
+"""Runs this driver bound workers to: `shutdown()` adopts what dead workers of them left."""
 
 
 def chain_hooks(*hooks: Hook | None) -> Callable[[], None]:
-    """One setup hook that runs ``hooks`` in order (callables or ``"module.function"``)."""
+    """One setup hook that runs `hooks` in order (callables or `"module.function"`)."""
     kept = tuple(h for h in hooks if h is not None)
     for hook in kept:
         if not (isinstance(hook, str) or callable(hook)):
@@ -141,14 +141,14 @@ def chain_hooks(*hooks: Hook | None) -> Callable[[], None]:
 def runtime_env(
     ctx: StreamContext | None = None, *, base: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
-    """A runtime_env whose workers publish to ``ctx`` (default: the current context).
+    """A runtime_env whose workers publish to `ctx` (default: the current context).
 
-    Before ``ray.init()``, pass it to ``ray.init(runtime_env=...)``: every task and actor
-    of the job. Once Ray is initialized, pass it to ``.options(runtime_env=...)``: the
-    hook is exported to the GCS now, as Ray does for a job's hook at ``ray.init()``.
-    ``base`` is your own runtime_env: its fields are kept, and its
-    ``worker_process_setup_hook`` runs after the binding one. The token travels inside
-    the pickled hook; ``env_vars`` gain only Ray's key to it.
+    Before `ray.init()`, pass it to `ray.init(runtime_env=...)`: every task and actor
+    of the job. Once Ray is initialized, pass it to `.options(runtime_env=...)`: the
+    hook is exported to the GCS now, as Ray does for a job's hook at `ray.init()`.
+    `base` is your own runtime_env: its fields are kept, and its
+    `worker_process_setup_hook` runs after the binding one. The token travels inside
+    the pickled hook; `env_vars` gain only Ray's key to it.
     """
     hook = setup_hook(ctx)
     env = dict(base or {})
@@ -181,13 +181,13 @@ def _export_hook(env: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- one node
 #
 # Every worker that publishes registers itself in the host's registry, like any publisher
-# (``zstream_mp._recovery``): a flush on a node is ``flush_tree(run_id=...)`` there, which
+# (`zstream_mp._recovery`): a flush on a node is `flush_tree(run_id=...)` there, which
 # waits until every process of the run on that host has delivered (or left spools, which
 # it adopts). Nothing is ended, so actors and warm task workers survive a flush.
 
 
 def _flush_node(runs: list[str], timeout: float) -> bool:
-    """Deliver what the workers on this node published to ``runs``; runs on that node."""
+    """Deliver what the workers on this node published to `runs`; runs on that node."""
     deadline = time.monotonic() + timeout
     ok = True
     for run_id in runs:
@@ -201,9 +201,9 @@ def _flush_node(runs: list[str], timeout: float) -> bool:
 def flush_workers(timeout: float = DEFAULT_FLUSH_TIMEOUT, *, run_id: str | None = None) -> bool:
     """Deliver everything this job's workers published, on every node; call it when done.
 
-    Call it after your last ``ray.get()`` and before ``ray.shutdown()``, which would
+    Call it after your last `ray.get()` and before `ray.shutdown()`, which would
     otherwise end the workers with their queues. Each worker of the job (task workers
-    and actors) flushes its own queue; none is ended. Returns False when ``timeout``
+    and actors) flushes its own queue; none is ended. Returns False when `timeout`
     passed first.
     """
     if timeout < 0 or math.isnan(timeout):
@@ -246,8 +246,8 @@ def _runs(run_id: str | None) -> list[str]:
 
 
 def shutdown(timeout: float = DEFAULT_FLUSH_TIMEOUT) -> bool:
-    """``flush_workers(timeout)`` (which also adopts what dead workers of this driver's
-    runs spooled on each host, in durable mode), then ``ray.shutdown()``; False if it
+    """`flush_workers(timeout)` (which also adopts what dead workers of this driver's
+    runs spooled on each host, in durable mode), then `ray.shutdown()`; False if it
     timed out."""
     ray = _ray()
     try:

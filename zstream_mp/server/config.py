@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from zstream_mp._wire import BATCH_BODY_MAX, DEFAULT_PORT
 
 MAX_CONNECTIONS = 4096
-"""Open connections one server process keeps by default (``serve --max-connections``)."""
+"""Open connections one server process keeps by default (`serve --max-connections`)."""
 
 
 def redact_url(url: str) -> str:

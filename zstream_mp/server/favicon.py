@@ -1,7 +1,7 @@
 """The page's icon, kept in code so every install has it (the wheel ships static text files).
 
 Three bars of a live stream in the page's accent colour; an SVG, so one file serves every
-size, at ``/favicon.svg`` and at ``/favicon.ico`` (where browsers ask without a link).
+size, at `/favicon.svg` and at `/favicon.ico` (where browsers ask without a link).
 """
 
 from __future__ import annotations

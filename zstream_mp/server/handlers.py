@@ -85,7 +85,7 @@ def _zenml_route(method: str, path: str) -> str:
 
 
 def _replayed(response: Response, replayed: bool) -> Response:
-    """Say on a stored batch's answer that the key was honoured (``IDEMPOTENT_REPLAYED``)."""
+    """Say on a stored batch's answer that the key was honoured (`IDEMPOTENT_REPLAYED`)."""
     if response.status_code == 200:
         response.headers[IDEMPOTENT_REPLAYED] = "true" if replayed else "false"
     return response

@@ -123,7 +123,7 @@ class _FirstSeenIndex:
 class RunRegistry:
     """Runs created, published to or ended through this server, in the order first seen.
 
-    With ``strict`` only created runs are known (others get 404); without it any run id is
+    With `strict` only created runs are known (others get 404); without it any run id is
     accepted, and the registry still remembers which ones it has seen so they can be listed.
     """
 

@@ -1,15 +1,15 @@
-"""The page's own SSE stream: the API's frames, renamed for ``EventSource`` and timed.
+"""The page's own SSE stream: the API's frames, renamed for `EventSource` and timed.
 
 ZenML's wire carries no time, and its stream must stay byte-identical, so only this stream
-adds one: each event's JSON gains ``"received_at"`` (epoch seconds the server appended it,
+adds one: each event's JSON gains `"received_at"` (epoch seconds the server appended it,
 from the broker: the Redis id's milliseconds, or the memory broker's batch stamp), and a
-``clock`` frame (``{"now": ...}``) opens the stream and stands in for each heartbeat, so
+`clock` frame (`{"now": ...}`) opens the stream and stands in for each heartbeat, so
 the page can tell events that arrived while it watched from the replay of older ones, and
 show elapsed time on the server's clock.
 
-Every event arrives as an SSE ``message`` (its kind is in the JSON), because an
-``EventSource`` only delivers the event names it has listeners for and kinds are open
-ended; ``gap``, ``end`` and ``cursor`` keep their names.
+Every event arrives as an SSE `message` (its kind is in the JSON), because an
+`EventSource` only delivers the event names it has listeners for and kinds are open
+ended; `gap`, `end` and `cursor` keep their names.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def clock_frame(now: float | None = None) -> bytes:
 
 
 def _timed(frame: bytes, stamp: Stamp) -> bytes:
-    """Add ``"received_at"`` as the last key of an event frame's JSON object."""
+    """Add `"received_at"` as the last key of an event frame's JSON object."""
     if not frame.startswith(b"id: ") or not frame.endswith(b"}\n\n"):
         return frame
     entry_id = frame[4 : frame.index(b"\n")].decode("ascii", "replace")
@@ -45,8 +45,8 @@ def _timed(frame: bytes, stamp: Stamp) -> bytes:
 
 
 def as_page_frame(frame: bytes, stamp: Stamp) -> bytes:
-    """Rename an event frame's ``event:`` line to ``message`` and time it; control frames
-    keep their names; a heartbeat becomes a ``clock`` frame."""
+    """Rename an event frame's `event:` line to `message` and time it; control frames
+    keep their names; a heartbeat becomes a `clock` frame."""
     if frame == _PING:
         return clock_frame()
     head, sep, rest = frame.partition(b"event: ")

@@ -3,7 +3,7 @@
     python fault_client.py URL RUN_ID '[{"publish": 100}, {"flush": 0.5}, ...]' [--token T]
                            [--durable] [--worker W]
 
-``--durable`` binds with ``durable=True``; ``--worker W`` adds ``"w": W`` to every payload
+`--durable` binds with `durable=True`; `--worker W` adds `"w": W` to every payload
 (the producer's identity, for tests that count several producers on one run).
 
 Steps, in order:
@@ -17,11 +17,11 @@ Steps, in order:
     {"stats": "label"}          record stats() under a label
     {"exit": "os._exit"}        leave at once, without exit hooks (default: return normally)
 
-The report's ``warned_at`` lists, in seconds since the client started, when each WARNING
+The report's `warned_at` lists, in seconds since the client started, when each WARNING
 record was logged.
 
-Every log record at WARNING or above, and every ``warnings.warn``, is printed to stderr as
-one line ``ZSLOG|LEVEL|logger|message`` so the test can count them. The last stdout line is a
+Every log record at WARNING or above, and every `warnings.warn`, is printed to stderr as
+one line `ZSLOG|LEVEL|logger|message` so the test can count them. The last stdout line is a
 JSON report: published seqs, flush results, stats snapshots.
 """
 

@@ -1,6 +1,6 @@
 """Worker bodies of the fault-model programs, importable by fork, spawn and forkserver children.
 
-Every event is ``{"w": <producer>, "seq": <n>}``: the suite counts the server's history by
+Every event is `{"w": <producer>, "seq": <n>}`: the suite counts the server's history by
 that identity. Workers never bind: the run reaches them from the process that bound it.
 """
 
@@ -22,7 +22,7 @@ def burst(worker: str, n: int) -> None:
 
 
 def burst_task(args: tuple[str, int]) -> int:
-    """A pool task: publish ``n`` events as ``worker``; return this process id."""
+    """A pool task: publish `n` events as `worker`; return this process id."""
     worker, n = args
     burst(worker, n)
     return os.getpid()
@@ -35,7 +35,7 @@ def init_progress(progress: Any) -> None:
 
 
 def capped_task(args: tuple[int, str, int]) -> None:
-    """A pool task: publish up to ``cap`` events, recording progress, then wait to be ended."""
+    """A pool task: publish up to `cap` events, recording progress, then wait to be ended."""
     slot, worker, cap = args
     for seq in range(cap):
         zstream_mp.publish({"w": worker, "seq": seq})
@@ -45,7 +45,7 @@ def capped_task(args: tuple[int, str, int]) -> None:
 
 
 def capped_process(worker: str, progress: Any, cap: int) -> None:
-    """A Process target: like ``capped_task`` with its own shared value."""
+    """A Process target: like `capped_task` with its own shared value."""
     for seq in range(cap):
         zstream_mp.publish({"w": worker, "seq": seq})
         progress.value = seq

@@ -2,28 +2,28 @@
 
     python faultcase.py CASE --server URL --run RUN --token T --dir DIR [options]
 
-The program binds the run (``--durable``: ``durable=True``), makes its children fail the way
-the CASE says, then lets the adopter named by ``--adopter`` deliver what they left:
-``flush_tree`` (``flush_tree()`` with its default timeout, or ``--tree-timeout``; its result
-and duration in the report), ``exit`` (the program returns normally: its exit hooks are the
-adopter) or ``none``. ``DIR`` holds the files the test and the program use to take turns
-(``children-done``, ``go``, ...).
+The program binds the run (`--durable`: `durable=True`), makes its children fail the way
+the CASE says, then lets the adopter named by `--adopter` deliver what they left:
+`flush_tree` (`flush_tree()` with its default timeout, or `--tree-timeout`; its result
+and duration in the report), `exit` (the program returns normally: its exit hooks are the
+adopter) or `none`. `DIR` holds the files the test and the program use to take turns
+(`children-done`, `go`, ...).
 
 CASEs:
-  forks          the parent publishes ``--parent-before`` events (producer ``parent``), then
-                 ``--children`` os.fork children publish ``--events`` each; a child then
-                 calls ``flush(--child-flush)`` if given, and leaves by ``--child-exit``
-                 (``normal``: its exit hooks run; ``os_exit``: they do not)
-  kill           ``--workers`` multiprocessing Processes publish up to ``--cap`` events each;
-                 once they published ``--kill-at`` in all, each is SIGKILLed
-  terminate      a ``Pool(--workers)`` publishes like ``kill``; ``Pool.terminate()`` (SIGTERM)
-  before_bind    ``Pool(4)`` is created, then the run is bound, then ``map()`` publishes
-  orphans        ``--children`` children (``--how fork|exec``) wait until the parent is gone,
+  forks          the parent publishes `--parent-before` events (producer `parent`), then
+                 `--children` os.fork children publish `--events` each; a child then
+                 calls `flush(--child-flush)` if given, and leaves by `--child-exit`
+                 (`normal`: its exit hooks run; `os_exit`: they do not)
+  kill           `--workers` multiprocessing Processes publish up to `--cap` events each;
+                 once they published `--kill-at` in all, each is SIGKILLed
+  terminate      a `Pool(--workers)` publishes like `kill`; `Pool.terminate()` (SIGTERM)
+  before_bind    `Pool(4)` is created, then the run is bound, then `map()` publishes
+  orphans        `--children` children (`--how fork|exec`) wait until the parent is gone,
                  then publish and exit; the parent exits at once
   orphan_child   (internal) the body of an exec'd orphan: no bind, the context is inherited
-  late_children  binds, publishes, waits for ``DIR/first-gone``, then a ``Pool(2)`` publishes
+  late_children  binds, publishes, waits for `DIR/first-gone`, then a `Pool(2)` publishes
 
-``--method`` sets ``multiprocessing.set_start_method(METHOD, force=True)`` first (forkserver is
+`--method` sets `multiprocessing.set_start_method(METHOD, force=True)` first (forkserver is
 Python 3.14's default on Linux). The last stdout line is a JSON report.
 """
 

@@ -3,7 +3,7 @@
     python driver.py CASE --server URL --run RUN_ID [--token TOKEN]
                      [--workers 4] [--parent-events 1000]
 
-The parent binds the run, publishes ``parent-events`` events tagged worker='parent' right
+The parent binds the run, publishes `parent-events` events tagged worker='parent' right
 before fanning out (so its queue is not empty at fork time), runs the executor, publishes
 as many again and exits without flushing: the library's exit hooks must deliver. The last
 line on stdout is a JSON summary. Exit status 0 means every worker reported success; the

@@ -2,13 +2,13 @@
 
     python durable_driver.py CASE --server URL --run RUN [--token T] --tag TAG
 
-CASE ``sigkill``: 4 forked workers publish at full rate (at most 4 x ``--events`` each) and
+CASE `sigkill`: 4 forked workers publish at full rate (at most 4 x `--events` each) and
 are SIGKILLed mid-burst;
-``os_exit``: 4 forked workers publish 2,000 events each and leave through ``os._exit(0)``;
-``pool_spill`` (default mode, a slow server): a fork ``Pool(4)`` publishes 2,000 events per
+`os_exit`: 4 forked workers publish 2,000 events each and leave through `os._exit(0)`;
+`pool_spill` (default mode, a slow server): a fork `Pool(4)` publishes 2,000 events per
 worker, so its workers' exit budget runs out and they spool the rest.
-The driver (their parent) then calls ``flush_tree()``. Last stdout line, JSON:
-``{"returned": {worker: last seq publish() returned for}, "flushed": bool, "stats": ...}``.
+The driver (their parent) then calls `flush_tree()`. Last stdout line, JSON:
+`{"returned": {worker: last seq publish() returned for}, "flushed": bool, "stats": ...}`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from zstream_mp._recovery import registry as _registry
 
 
 def forever(worker: str, tag: str, progress: object, cap: int) -> None:
-    """Publish at full rate until killed; past ``cap`` events, wait to be killed (a parent
+    """Publish at full rate until killed; past `cap` events, wait to be killed (a parent
     slow to kill on a loaded machine must not push a run past ZenML's ~10,000 retained
     events, or the count would miss what the server trimmed)."""
     seq = 0

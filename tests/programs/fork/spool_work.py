@@ -38,7 +38,7 @@ def publish_burst(args: tuple[str, int]) -> zstream_mp.PublisherStats:
 
 
 def publish_forever(worker: str, progress: Any) -> None:
-    """Publish as fast as possible; ``progress.value`` is the last seq publish() returned for."""
+    """Publish as fast as possible; `progress.value` is the last seq publish() returned for."""
     seq = 0
     while True:
         zstream_mp.publish({"worker": worker, "seq": seq})

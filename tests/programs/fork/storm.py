@@ -5,8 +5,8 @@
 
 Every child arms a watchdog (SIGALRM, default action: die) right after the fork, publishes
 one event tagged (worker='child', seq=i) and exits: even children through the normal
-interpreter exit (the library's exit hooks deliver), odd ones through ``flush()`` then
-``os._exit``. The parent reaps every child and records how it ended and how long it lived.
+interpreter exit (the library's exit hooks deliver), odd ones through `flush()` then
+`os._exit`. The parent reaps every child and records how it ended and how long it lived.
 The last stdout line is a JSON report.
 """
 

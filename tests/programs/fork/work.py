@@ -46,7 +46,7 @@ def _debug(tag: str, pid: int) -> None:
 
 
 def work(worker: object, count: int | None = None) -> int:
-    """Publish ``count`` events tagged (worker, seq); return this process id."""
+    """Publish `count` events tagged (worker, seq); return this process id."""
     tag = str(worker)
     pid = os.getpid()
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # stacks on a deadline

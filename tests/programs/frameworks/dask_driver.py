@@ -1,10 +1,10 @@
-"""A Dask client in its own process: ``map`` and ``submit`` publish, then everything closes.
+"""A Dask client in its own process: `map` and `submit` publish, then everything closes.
 
-Usage: ``python dask_driver.py CONFIG_JSON``. CONFIG holds ``server``, ``token``, ``run``
-and ``scheduler``: ``"local"`` starts a ``LocalCluster`` (processes) *before* the run is
-known, an address joins a scheduler started by the ``dask scheduler`` CLI. The plugin is
-registered without any ``bind()`` in this process. Payloads are ``{"case", "worker",
-"seq"}``; the last stdout line is ``RESULT <json>``.
+Usage: `python dask_driver.py CONFIG_JSON`. CONFIG holds `server`, `token`, `run`
+and `scheduler`: `"local"` starts a `LocalCluster` (processes) *before* the run is
+known, an address joins a scheduler started by the `dask scheduler` CLI. The plugin is
+registered without any `bind()` in this process. Payloads are `{"case", "worker",
+"seq"}`; the last stdout line is `RESULT <json>`.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """A Ray driver in its own process: publishes from tasks and actors, prints a JSON summary.
 
-Usage: ``python ray_driver.py CONFIG_JSON``. CONFIG holds ``server`` and one run id per
-case (``tasks``, ``actors``, ``exit``, ``kill``); ``address`` joins a running cluster
-instead of starting a local one. Every event's payload is ``{"case", "worker", "seq"}``.
-The last stdout line is ``RESULT <json>``.
+Usage: `python ray_driver.py CONFIG_JSON`. CONFIG holds `server` and one run id per
+case (`tasks`, `actors`, `exit`, `kill`); `address` joins a running cluster
+instead of starting a local one. Every event's payload is `{"case", "worker", "seq"}`.
+The last stdout line is `RESULT <json>`.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def wait_gone(pids: set[int], timeout: float = 30.0) -> bool:
 
 
 def user_hook() -> None:
-    """A user's own setup hook, composed with the binding one through ``base``."""
+    """A user's own setup hook, composed with the binding one through `base`."""
     os.environ["ZSZ_USER_HOOK"] = "ran"
 
 

@@ -1,14 +1,14 @@
 """A scriptable HTTP server that injects real faults into the publish endpoint.
 
-Run as a subprocess (``python tests/programs/servers/faultserver.py --port 0 --record DIR``) so
+Run as a subprocess (`python tests/programs/servers/faultserver.py --port 0 --record DIR`) so
 every fault is a real socket-level event: a real 503 with Retry-After, a real connection dropped
 after the body was read, a real stall that never answers, a real refused connection when the
 process is gone. Tests start it through `helpers.faultserver.FaultProcess`.
 
-It implements ``POST /api/v1/runs/{run}/events`` with ZenML's validation (run id must match the
+It implements `POST /api/v1/runs/{run}/events` with ZenML's validation (run id must match the
 URL, reserved kinds are 400, more than 1,000 events is 422) and answers 200
-``{"count": n, "last_id": "..."}``. What it does with each request follows a *script*: an
-ordered list of rules, each applied to the next ``count`` publish requests (``count`` omitted:
+`{"count": n, "last_id": "..."}`. What it does with each request follows a *script*: an
+ordered list of rules, each applied to the next `count` publish requests (`count` omitted:
 forever). When the script is exhausted, requests are accepted. Rules:
 
     {"status": 503, "retry_after": 30, "count": 3}   answer that status (any 4xx/5xx)
@@ -19,28 +19,28 @@ forever). When the script is exhausted, requests are accepted. Rules:
     {"action": "trickle", "interval": 1.0}           answer one byte per interval, never ending
     {"action": "accept", "delay": 0.5, "count": 2}   accept after a delay
 
-The script comes from ``--script JSON`` and can be replaced at run time with
-``POST /_control/script`` (body: the JSON list). ``GET /_control/state`` returns counters.
+The script comes from `--script JSON` and can be replaced at run time with
+`POST /_control/script` (body: the JSON list). `GET /_control/state` returns counters.
 
-``GET /api/v1/runs/{run}/events/stream`` replays what the server stored for the run as
-ZenML's SSE does: one frame per event, ``id: <n>`` / ``event: <kind>`` / ``data: <the
-event's seven fields, compact JSON>``, resuming strictly after ``Last-Event-ID`` (or
-``?since=``), then live events as they are stored, a ``: ping`` comment every
-``--heartbeat`` seconds (ZenML's 30 s by default) and no ``end`` frame: the run is in
+`GET /api/v1/runs/{run}/events/stream` replays what the server stored for the run as
+ZenML's SSE does: one frame per event, `id: <n>` / `event: <kind>` / `data: <the
+event's seven fields, compact JSON>`, resuming strictly after `Last-Event-ID` (or
+`?since=`), then live events as they are stored, a `: ping` comment every
+`--heartbeat` seconds (ZenML's 30 s by default) and no `end` frame: the run is in
 progress, the stream stays open until the client leaves. It requires the token like a
-publish (401), accepts a ``--read-token`` too (which a publish answers 403).
+publish (401), accepts a `--read-token` too (which a publish answers 403).
 
-With ``--upstream URL`` the server is a fault *front* for another server (ours): the script
-is played the same way, but what it accepts (after any ``delay``) is forwarded to the
+With `--upstream URL` the server is a fault *front* for another server (ours): the script
+is played the same way, but what it accepts (after any `delay`) is forwarded to the
 upstream with its headers and body, and the upstream's answer is relayed (and recorded in
-``requests.jsonl``); nothing is stored here and the stream is relayed from the upstream.
+`requests.jsonl`); nothing is stored here and the stream is relayed from the upstream.
 
 Records (JSON lines, flushed per line, so a test can read them while the server runs):
-``DIR/events.jsonl``: one line per accepted event ``{"key", "run", "headers", "event"}``;
-``DIR/requests.jsonl``: one line per publish request ``{"n", "t", "run", "key", "status",
-"action", "count", "headers", "events"}`` (``status`` is null when nothing was answered).
+`DIR/events.jsonl`: one line per accepted event `{"key", "run", "headers", "event"}`;
+`DIR/requests.jsonl`: one line per publish request `{"n", "t", "run", "key", "status",
+"action", "count", "headers", "events"}` (`status` is null when nothing was answered).
 
-The first line on stdout is ``faultserver on http://127.0.0.1:PORT``. Standard library only,
+The first line on stdout is `faultserver on http://127.0.0.1:PORT`. Standard library only,
 so it runs under any interpreter the tests use.
 """
 
@@ -405,7 +405,7 @@ class Handler(BaseHTTPRequestHandler):
         self._answer(200, {"count": len(events), "last_id": last_id})
 
     def _forward(self, raw: bytes, entry: dict[str, Any], drop: bool) -> None:
-        """Front mode: POST the request to the upstream; relay (or, ``drop``, lose) its answer."""
+        """Front mode: POST the request to the upstream; relay (or, `drop`, lose) its answer."""
         st = self.server.state
         assert st.upstream is not None
         skip = ("host", "connection", "content-length")

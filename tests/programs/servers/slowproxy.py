@@ -1,8 +1,8 @@
 """A loopback HTTP proxy that adds a fixed delay to every POST: a slow server in front of ours.
 
-``python tests/programs/servers/slowproxy.py --upstream URL --delay 0.1`` prints
-``slowproxy on URL`` and forwards every request (method, path, headers, body) to ``URL`` after
-``delay`` seconds for a POST. Standard library only.
+`python tests/programs/servers/slowproxy.py --upstream URL --delay 0.1` prints
+`slowproxy on URL` and forwards every request (method, path, headers, body) to `URL` after
+`delay` seconds for a POST. Standard library only.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Entry point: ``python fanout_pipeline.py MODE OUT_DIR [CASES]`` (see ``fanout_steps``).
+"""Entry point: `python fanout_pipeline.py MODE OUT_DIR [CASES]` (see `fanout_steps`).
 
 Kept to a few lines on purpose: spawn and forkserver children re-import the main module,
 and this one imports ZenML only when run as the script.

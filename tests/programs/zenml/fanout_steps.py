@@ -1,26 +1,26 @@
 """Real ZenML steps that fan out every way users do, publishing through zstream_mp.
 
-Run by ``fanout_pipeline.py`` inside the ZenML peer venv, on the local orchestrator, with
-default zstream_mp settings. The workers run ``fanout_work.work``.
+Run by `fanout_pipeline.py` inside the ZenML peer venv, on the local orchestrator, with
+default zstream_mp settings. The workers run `fanout_work.work`.
 
 Modes:
-  fanout   steps that run every case of ``CASES`` (comma separated, default all): ``burst``
-           steps publish 50 events right before each fan-out, ``silent`` steps never publish
-           themselves; workers end without or with a final ``flush()``. Every worker
-           publishes ``WORKER_EVENTS`` events ``{"case", "worker", "seq"}`` of kind ``w``.
+  fanout   steps that run every case of `CASES` (comma separated, default all): `burst`
+           steps publish 50 events right before each fan-out, `silent` steps never publish
+           themselves; workers end without or with a final `flush()`. Every worker
+           publishes `WORKER_EVENTS` events `{"case", "worker", "seq"}` of kind `w`.
            One pipeline run per (variant, flush, half of the cases).
-  durable  with ``ZSTREAM_DURABLE=1``: forked workers publish and ``os._exit`` without any
-           flush (``burst`` and ``silent``); the step's end delivers their spools.
+  durable  with `ZSTREAM_DURABLE=1`: forked workers publish and `os._exit` without any
+           flush (`burst` and `silent`); the step's end delivers their spools.
   storm    one step whose thread publishes non-stop while the step forks 200 short children
-           that publish 10 events each and ``flush()`` before ``os._exit``.
+           that publish 10 events each and `flush()` before `os._exit`.
   logs     one step that publishes 5,000 events (the test reads its captured log back).
   signals  one step that forks children and reports the SIGTERM/SIGINT handlers they got,
-           and whether ``Pool.terminate()`` ends a worker whose main thread cannot take
+           and whether `Pool.terminate()` ends a worker whose main thread cannot take
            SIGTERM (as when the kernel hands it to another thread while the main thread
            waits in the pool's queue semaphore).
 
-Each step writes ``OUT_DIR/run.json`` (its run id) as soon as it starts, so the test can
-subscribe before a busy stream is trimmed, and ``OUT_DIR/<step>.json`` with what it saw.
+Each step writes `OUT_DIR/run.json` (its run id) as soon as it starts, so the test can
+subscribe before a busy stream is trimmed, and `OUT_DIR/<step>.json` with what it saw.
 """
 
 from __future__ import annotations
@@ -186,8 +186,8 @@ HUNG_EXIT = 75
 
 @contextlib.contextmanager
 def _watchdog(name: str) -> Iterator[None]:
-    """Past ``CASE_DEADLINE``, the fan-out has hung: every process of the pipeline prints its
-    stacks to the log (SIGUSR1, registered by ``fanout_work``), then all end, so the suite
+    """Past `CASE_DEADLINE`, the fan-out has hung: every process of the pipeline prints its
+    stacks to the log (SIGUSR1, registered by `fanout_work`), then all end, so the suite
     fails at once with the stacks instead of waiting for its timeout."""
     done = threading.Event()
 
@@ -229,7 +229,7 @@ def _write(name: str, data: dict[str, Any]) -> None:
 
 
 def _announce() -> dict[str, Any]:
-    """Write the run id at once (``run.json``), for a test that subscribes while it runs."""
+    """Write the run id at once (`run.json`), for a test that subscribes while it runs."""
     ctx = get_step_context()
     ids = {"run_id": str(ctx.pipeline_run.id), "step_run_id": str(ctx.step_run.id)}
     _write("run", ids)
@@ -282,8 +282,8 @@ def run_fanouts() -> None:
 
 @step
 def durable_fan_out(variant: str) -> int:
-    """Durable mode (``ZSTREAM_DURABLE=1`` for the whole pipeline): forked workers publish
-    and leave through ``os._exit`` at once, without any flush; the step's end delivers
+    """Durable mode (`ZSTREAM_DURABLE=1` for the whole pipeline): forked workers publish
+    and leave through `os._exit` at once, without any flush; the step's end delivers
     what their spools hold."""
     ids = _announce()
     name = f"{variant}.fork_durable_os_exit.noflush"
@@ -419,8 +419,8 @@ def _deaf_task(publish_first: bool, ready_fd: int) -> None:
 
 
 def _terminate_deaf_pool(publish_first: bool) -> Any:
-    """``Pool.terminate()`` while its worker runs ``_deaf_task``: the worker's exit code, or
-    ``"hung"`` if terminate had not returned 10 s later."""
+    """`Pool.terminate()` while its worker runs `_deaf_task`: the worker's exit code, or
+    `"hung"` if terminate had not returned 10 s later."""
     r, w = os.pipe()
     pool = multiprocessing.get_context("fork").Pool(1)
     workers = list(pool._pool)  # type: ignore[attr-defined]

@@ -1,7 +1,7 @@
-"""What every fan-out worker of ``fanout_steps.py`` runs: publish, maybe flush, report.
+"""What every fan-out worker of `fanout_steps.py` runs: publish, maybe flush, report.
 
 A module of its own that imports no ZenML, so spawn, forkserver, loky and Dask workers
-import only this and ``zstream_mp`` (a spawned interpreter re-imports the parent's main
+import only this and `zstream_mp` (a spawned interpreter re-imports the parent's main
 module, here a few lines, not ZenML).
 """
 
@@ -22,7 +22,7 @@ faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 
 def work(args: tuple[str, int, int, bool]) -> dict[str, Any]:
-    """One worker's share: ``n`` events, then (maybe) a flush; returns what it saw."""
+    """One worker's share: `n` events, then (maybe) a flush; returns what it saw."""
     case, worker, n, do_flush = args
     for seq in range(n):
         zstream_mp.publish({"case": case, "worker": worker, "seq": seq}, kind="w")

@@ -1,12 +1,12 @@
 """A ZenML step that fans out to Dask and to Ray without publishing anything itself.
 
-Runs inside the ZenML peer venv (``python frameworks_pipeline.py frameworks OUT_DIR``).
-The step starts a ``LocalCluster`` and registers ``zstream_mp.integrations.dask``'s plugin,
-then starts a local Ray with ``zstream_mp.integrations.ray.runtime_env()``; both take the
-step's context (ZenML's run, step and credentials), never a ``bind()``. Each framework's
-4 workers publish 500 events with payload ``{"case", "worker", "seq"}``; the step
-delivers them with ``zdask.flush_workers`` before closing the cluster, and with
-``zray.shutdown()``. The step writes what it did to ``OUT_DIR/<step name>.json``.
+Runs inside the ZenML peer venv (`python frameworks_pipeline.py frameworks OUT_DIR`).
+The step starts a `LocalCluster` and registers `zstream_mp.integrations.dask`'s plugin,
+then starts a local Ray with `zstream_mp.integrations.ray.runtime_env()`; both take the
+step's context (ZenML's run, step and credentials), never a `bind()`. Each framework's
+4 workers publish 500 events with payload `{"case", "worker", "seq"}`; the step
+delivers them with `zdask.flush_workers` before closing the cluster, and with
+`zray.shutdown()`. The step writes what it did to `OUT_DIR/<step name>.json`.
 """
 
 from __future__ import annotations

@@ -1,17 +1,17 @@
 """ZenML pipelines whose steps publish through zenml.streaming and zstream_mp side by side.
 
 Runs inside the ZenML peer venv, on the local orchestrator, from a temporary ZenML
-repository. Usage: ``python streaming_pipeline.py MODE OUT_DIR``. Each step writes what
+repository. Usage: `python streaming_pipeline.py MODE OUT_DIR`. Each step writes what
 it saw (ZenML's own ids, zstream_mp's resolved context, publisher stats) to
-``OUT_DIR/<step name>.json`` for the test to compare with what the server received.
+`OUT_DIR/<step name>.json` for the test to compare with what the server received.
 
 Modes:
   compare  two invocations of one step, each publishing the same sequence through
-           ``zenml.streaming.publish`` and ``zstream_mp.publish`` (payload ``via`` differs)
+           `zenml.streaming.publish` and `zstream_mp.publish` (payload `via` differs)
   pool     one step whose spawn and fork Pool workers publish through zstream_mp
   forkserver  two steps, each with a forkserver Pool (the server process is started
            during the first step and reused by the second)
-  dynamic  a ``@pipeline(dynamic=True)`` whose body and step both publish
+  dynamic  a `@pipeline(dynamic=True)` whose body and step both publish
   reauth   one step whose ZenML store token is replaced by a rejected one: the 401 must
            re-authenticate through ZenML's store once and deliver everything
 """

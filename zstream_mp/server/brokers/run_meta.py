@@ -3,7 +3,7 @@
 A broker updates one `RunMeta` per stream as it appends (`BatchFacts.of` reads the few
 fields it needs from the frame bytes with anchored patterns, never a JSON parse of the
 whole event): when the first and last events arrived, how many there were, the step
-names and the payload ``pid`` values seen (the processes that published), whether the
+names and the payload `pid` values seen (the processes that published), whether the
 `end` frame was appended. The sets are bounded; a run past the bound reports the bound.
 """
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 MAX_STEPS = 64
 """Step names remembered per run (a list shows a handful; the count stops here)."""
 MAX_PIDS = 1024
-"""Distinct ``pid`` values remembered per run."""
+"""Distinct `pid` values remembered per run."""
 MAX_STEP_CHARS = 200
 
 _END = b'{"type":"end"}'

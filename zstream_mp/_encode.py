@@ -67,7 +67,7 @@ def _c_encoder(allow_nan: bool) -> Callable[[Any], str]:
 
 _encode_finite = _c_encoder(allow_nan=False)
 
-_PADDED_EXPONENT = re.compile(r'"(?:[^"\\]++|\\.)*+"|(-?)(\d)(?:\.(\d+))?e-0(\d)')
+_PADDED_EXPONENT = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|(-?)(\d)(?:\.(\d+))?e-0(\d)')
 """A JSON string (kept as it is) or a float written with a padded negative exponent."""
 
 

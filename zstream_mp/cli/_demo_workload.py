@@ -156,14 +156,18 @@ def _keep_serving(server: str, run_id: str, out: TextIO) -> None:
     )
     out.flush()
     stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # Both handlers are set here: a shell that starts a background job without job control
+    # makes it ignore SIGINT, and Python then never raises KeyboardInterrupt for Ctrl-C.
+    previous = {
+        signum: signal.signal(signum, lambda *_: stop.set())
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         while not stop.wait(0.5):
             pass
-    except KeyboardInterrupt:
-        pass
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _fan_out(

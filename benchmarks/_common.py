@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -118,3 +119,28 @@ def table(title: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -
 
 def unique_run() -> str:
     return str(uuid.uuid4())
+
+
+def target_row(
+    measure: str,
+    value: float | None,
+    unit: str,
+    baseline: str,
+    baseline_value: float | None,
+    target: str,
+    met: bool,
+    ratio: float | None = None,
+) -> dict[str, Any]:
+    """One row of the targets table: a value, its same-run baseline, the ratio, the target."""
+    if ratio is None and value is not None and baseline_value:
+        ratio = value / baseline_value
+    return {
+        "measure": measure,
+        "value": value,
+        "unit": unit,
+        "baseline": baseline,
+        "baseline_value": baseline_value,
+        "ratio": ratio,
+        "target": target,
+        "met": met,
+    }

@@ -44,7 +44,15 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from _common import event_bytes, ingest_ceiling, new_run, run_child, server, table  # noqa: E402
+from _common import (  # noqa: E402
+    event_bytes,
+    ingest_ceiling,
+    new_run,
+    run_child,
+    server,
+    table,
+    target_row,
+)
 
 PAYLOAD = {
     "worker": "w0",
@@ -326,7 +334,7 @@ def rows(quick: bool, zenml: bool = True) -> list[dict[str, Any]]:
     with server() as url:
         for batch, (rate, ceiling, ratio) in throughput(url, events, rounds).items():
             out.append(
-                _row(
+                target_row(
                     f"one process vs raw-client ceiling, batch {batch}",
                     rate,
                     "events/s",
@@ -359,7 +367,7 @@ def rows(quick: bool, zenml: bool = True) -> list[dict[str, Any]]:
         for p, target in ((50, P50_TARGET_MS), (99, P99_TARGET_MS)):
             value = percentile(ours[rate], p)
             out.append(
-                _row(
+                target_row(
                     f"publish -> SSE p{p}, our server, {rate} ev/s",
                     value,
                     "ms",
@@ -376,7 +384,7 @@ def rows(quick: bool, zenml: bool = True) -> list[dict[str, Any]]:
                 continue
             value, base = percentile(mine, p), percentile(zen, p)
             out.append(
-                _row(
+                target_row(
                     f"publish -> SSE p{p}, ZenML's server, {rate} ev/s, ours",
                     value,
                     "ms",
@@ -390,7 +398,7 @@ def rows(quick: bool, zenml: bool = True) -> list[dict[str, Any]]:
         zen_rate = ingest.get("ZenML")
         ratio = ingest[name] / zen_rate if zen_rate else None
         out.append(
-            _row(
+            target_row(
                 f"server ingest, batch 64, {name}",
                 ingest[name],
                 "events/s",
@@ -401,7 +409,7 @@ def rows(quick: bool, zenml: bool = True) -> list[dict[str, Any]]:
             )
         )
     if note:
-        out.append(_row(note, None, "", "", None, "", False))
+        out.append(target_row(note, None, "", "", None, "", False))
     return out
 
 
@@ -442,30 +450,6 @@ def _zenml_latencies(
                 )
             )
     return out
-
-
-def _row(
-    measure: str,
-    value: float | None,
-    unit: str,
-    baseline: str,
-    baseline_value: float | None,
-    target: str,
-    met: bool,
-    ratio: float | None = None,
-) -> dict[str, Any]:
-    if ratio is None and value is not None and baseline_value:
-        ratio = value / baseline_value
-    return {
-        "measure": measure,
-        "value": value,
-        "unit": unit,
-        "baseline": baseline,
-        "baseline_value": baseline_value,
-        "ratio": ratio,
-        "target": target,
-        "met": met,
-    }
 
 
 def _shown(value: float | None, unit: str) -> str:

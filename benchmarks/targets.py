@@ -28,7 +28,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from _common import server, table  # noqa: E402
+from _common import server, table, target_row  # noqa: E402
 
 Row = dict[str, Any]
 
@@ -53,17 +53,10 @@ def row(
     baseline_value: float | None,
     target: float,
 ) -> Row:
+    """A row whose target is a ratio at most `target`."""
     ratio = None if value is None or not baseline_value else value / baseline_value
-    return {
-        "measure": measure,
-        "value": value,
-        "unit": unit,
-        "baseline": baseline,
-        "baseline_value": baseline_value,
-        "ratio": ratio,
-        "target": f"<= {target}x",
-        "met": ratio is not None and ratio <= target,
-    }
+    met = ratio is not None and ratio <= target
+    return target_row(measure, value, unit, baseline, baseline_value, f"<= {target}x", met)
 
 
 def outside_rows(quick: bool) -> list[Row]:

@@ -11,16 +11,14 @@ import time
 import uuid
 from pathlib import Path
 
-import httpx
 import pytest
+from helpers.mock_server import StoringServer
 
 from zstream_mp import _handoff
 from zstream_mp._queue import EventQueue
 from zstream_mp._recovery import adopt, landed, spool
 from zstream_mp._recovery.spill import Spill
 from zstream_mp._stream_context import Destination
-from zstream_mp._transport import Transport
-from zstream_mp._wire import IDEMPOTENT_REPLAYED
 
 SERVER = "http://127.0.0.1:9"
 RUN = str(uuid.uuid4())
@@ -33,38 +31,6 @@ def _dest(token: str | None = "tok-1") -> Destination:
 
 def _event(seq: int) -> bytes:
     return json.dumps({"kind": "event", "payload": {"seq": seq}}).encode()
-
-
-class Server:
-    """A mock server that stores every POST (no deduplication unless told) and replays
-    what it stored as the run's stream."""
-
-    def __init__(self, status: int = 200, deduplicates: bool = False) -> None:
-        self.status = status
-        self.deduplicates = deduplicates
-        self.stored: list[dict[str, object]] = []
-        self.posts: list[httpx.Request] = []
-        self.streams = 0
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        if request.method == "GET":
-            self.streams += 1
-            body = "".join(f"id: {i}\ndata: {json.dumps(e)}\n\n" for i, e in enumerate(self.stored))
-            return httpx.Response(200, text=body, headers={"content-type": "text/event-stream"})
-        self.posts.append(request)
-        if self.status != 200:
-            return httpx.Response(self.status, json={"detail": "no"})
-        events = json.loads(request.content)["events"]
-        self.stored.extend(events)
-        headers = {IDEMPOTENT_REPLAYED: "false"} if self.deduplicates else {}
-        return httpx.Response(200, json={"count": len(events)}, headers=headers)
-
-    def seqs(self) -> list[int]:
-        return [int(e["payload"]["seq"]) for e in self.stored]  # type: ignore[index]
-
-
-def _transport(server: Server) -> Transport:
-    return Transport(5.0, 0.0, http_transport=httpx.MockTransport(server))
 
 
 def _spill(queue: EventQueue, n: int, maybe_landed: bool = False) -> Spill:
@@ -108,8 +74,8 @@ def test_the_owner_delivers_its_spool_in_order_once() -> None:
     queue = EventQueue(100)
     spill = _spill(queue, 25)
     queue.settle(10, "failed")  # the batch on the wire failed: it stays spooled
-    server = Server()
-    result = spill.resume(_transport(server), time.monotonic() + 10, lambda s: None)
+    server = StoringServer()
+    result = spill.resume(server.transport(), time.monotonic() + 10, lambda s: None)
     assert result.complete and result.sent == 25
     assert server.seqs() == list(range(25))
     assert all(r.headers["authorization"] == "Bearer tok-1" for r in server.posts)
@@ -120,7 +86,7 @@ def test_a_401_leaves_the_spool_for_later_and_says_why() -> None:
     queue = EventQueue(100)
     spill = _spill(queue, 25)
     queue.settle(10, "failed")
-    result = spill.resume(_transport(Server(401)), time.monotonic() + 10, lambda s: None)
+    result = spill.resume(StoringServer(401).transport(), time.monotonic() + 10, lambda s: None)
     assert not result.complete and result.refused == 401 and result.sent == 0
     assert spill.pending() and not spill.due()  # backs off before trying again
     assert spill.directory is not None
@@ -135,10 +101,10 @@ def test_an_in_flight_batch_that_landed_is_not_sent_again_on_a_storing_server(
     queue = EventQueue(100)
     spill = _spill(queue, 25, maybe_landed=True)
     queue.settle(10, "failed")  # the sender gave up, but the server had stored it
-    server = Server()
+    server = StoringServer()
     server.stored.extend(json.loads(_event(i)) for i in range(10))
-    result = spill.resume(_transport(server), time.monotonic() + 10, lambda s: None)
-    assert result.complete and server.streams == 1
+    result = spill.resume(server.transport(), time.monotonic() + 10, lambda s: None)
+    assert result.complete and len(server.streams) == 1
     assert server.seqs() == list(range(25))  # 0..9 once, from the first attempt
 
 
@@ -150,9 +116,9 @@ def test_a_server_that_deduplicates_gets_the_in_flight_batch_without_a_stream_re
     spill = _spill(queue, 25, maybe_landed=True)
     spill.server_deduplicates(SERVER)
     queue.settle(10, "failed")
-    server = Server(deduplicates=True)
-    result = spill.resume(_transport(server), time.monotonic() + 5, lambda s: None)
-    assert result.complete and server.streams == 0
+    server = StoringServer(deduplicates=True)
+    result = spill.resume(server.transport(), time.monotonic() + 5, lambda s: None)
+    assert result.complete and server.streams == []
     assert server.seqs() == list(range(25))
 
 
@@ -160,8 +126,8 @@ def test_too_early_to_tell_leaves_the_spool_rather_than_guessing() -> None:
     queue = EventQueue(100)
     spill = _spill(queue, 25, maybe_landed=True)
     queue.settle(10, "failed")
-    server = Server()
-    result = spill.resume(_transport(server), time.monotonic() + 1.0, lambda s: None)
+    server = StoringServer()
+    result = spill.resume(server.transport(), time.monotonic() + 1.0, lambda s: None)
     assert not result.complete and not server.posts  # sent 0 s ago, settle is 5 s
 
 

@@ -144,3 +144,22 @@ def target_row(
         "target": target,
         "met": met,
     }
+
+
+def end_to_end_rate(url: str, events: int, payload: dict[str, Any], burst: int) -> dict[str, float]:
+    """Events/s from this process's `publish()` calls to our server, in flushed bursts of
+    `burst` (fewer than the queue holds, so none overflows)."""
+    import zstream_mp
+
+    zstream_mp.bind(new_run(url), server=url)
+    zstream_mp.publish(payload)  # warm: thread, connection
+    zstream_mp.flush(10)
+    started = time.perf_counter()
+    for start in range(0, events, burst):
+        for i in range(start, min(events, start + burst)):
+            payload["seq"] = i
+            zstream_mp.publish(payload, kind="token", correlation_id="w0", index=i)
+        zstream_mp.flush(60)
+    elapsed = time.perf_counter() - started
+    counted = zstream_mp.stats()
+    return {"rate": events / elapsed, "sent": counted.sent - 1, "dropped": counted.dropped_total}

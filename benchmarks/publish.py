@@ -31,7 +31,7 @@ sys.path.insert(0, str(HERE))
 # --against: a child measures the checkout it is told to (this one by default)
 sys.path.insert(0, os.environ.get("ZSTREAM_BENCH_CHECKOUT") or str(HERE.parent))
 
-from _common import ingest_ceiling, new_run, run_child, server, table  # noqa: E402
+from _common import end_to_end_rate, ingest_ceiling, new_run, run_child, server, table  # noqa: E402
 
 PAYLOAD = {
     "worker": "w0",
@@ -177,23 +177,6 @@ def _child_paths(url: str, bursts: int) -> dict[str, float]:
     return results
 
 
-def _child_end_to_end(url: str, events: int) -> dict[str, float]:
-    import zstream_mp
-
-    zstream_mp.bind(new_run(url), server=url)
-    zstream_mp.publish(PAYLOAD)  # warm: thread, connection
-    zstream_mp.flush(10)
-    t0 = time.perf_counter()
-    for start in range(0, events, BURST):
-        for i in range(start, min(events, start + BURST)):
-            PAYLOAD["seq"] = i
-            zstream_mp.publish(PAYLOAD, kind="token", correlation_id="w0", index=i)
-        zstream_mp.flush(60)
-    elapsed = time.perf_counter() - t0
-    stats = zstream_mp.stats()
-    return {"rate": events / elapsed, "sent": stats.sent - 1, "dropped": stats.dropped_total}
-
-
 def _child_zenml_cost(bursts: int) -> dict[str, float]:
     """zenml.streaming.publish's caller-side work: validation, size check, enqueue.
 
@@ -284,7 +267,7 @@ def main() -> None:
         elif mode == "paths":
             result = _child_paths(rest[0], int(rest[1]))
         elif mode == "e2e":
-            result = _child_end_to_end(rest[0], int(rest[1]))
+            result = end_to_end_rate(rest[0], int(rest[1]), PAYLOAD, BURST)
         else:
             result = _child_zenml_cost(int(rest[0]))
         print(json.dumps(result))

@@ -45,6 +45,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 from _common import (  # noqa: E402
+    end_to_end_rate,
     event_bytes,
     ingest_ceiling,
     new_run,
@@ -71,24 +72,6 @@ ZENML_SEGMENTS = 2
 
 
 # --------------------------------------------------------------------------- children
-
-
-def _child_end_to_end(url: str, events: int) -> dict[str, float]:
-    """Events/s from this process's `publish()` calls to our server, in flushed bursts."""
-    import zstream_mp
-
-    zstream_mp.bind(new_run(url), server=url)
-    zstream_mp.publish(PAYLOAD)  # warm: thread, connection
-    zstream_mp.flush(10)
-    started = time.perf_counter()
-    for start in range(0, events, BURST):
-        for i in range(start, min(events, start + BURST)):
-            PAYLOAD["seq"] = i
-            zstream_mp.publish(PAYLOAD, kind="token", correlation_id="w0", index=i)
-        zstream_mp.flush(60)
-    elapsed = time.perf_counter() - started
-    stats = zstream_mp.stats()
-    return {"rate": events / elapsed, "sent": stats.sent - 1, "dropped": stats.dropped_total}
 
 
 def _paced(publish: Any, kind: str, rate: float, count: int) -> None:
@@ -470,7 +453,7 @@ def main() -> None:
             _child_subscribe(*rest)
             return
         if mode == "e2e":
-            result: dict[str, Any] = _child_end_to_end(rest[0], int(rest[1]))
+            result: dict[str, Any] = end_to_end_rate(rest[0], int(rest[1]), PAYLOAD, BURST)
         elif mode == "paced-ours":
             if len(rest) == 5:  # our server: no token
                 rest.insert(2, "")

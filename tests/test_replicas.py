@@ -106,7 +106,11 @@ class Consumer:
 
 
 def subscribers_on(srv: RunningServer, run: str) -> int:
+    """Subscribers the replica counts on the run; 0 while it knows nothing of it (404)."""
     r = httpx.get(run_url(srv.url, run), headers=AUTH, timeout=5)
+    if r.status_code == 404:  # no subscriber has connected yet and nothing was posted
+        return 0
+    r.raise_for_status()
     return int(r.json()["subscribers"])
 
 

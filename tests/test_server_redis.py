@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -67,6 +68,37 @@ def test_layout_ids_and_frames(redis: RunningRedis, redis_server: RunningServer)
             "cursor '12' is not a valid Redis stream id (expected `<ms>-<seq>`)",
         ]
     }
+
+
+def test_a_batch_is_appended_in_order_and_trimmed_to_the_stream_length(
+    redis: RunningRedis,
+) -> None:
+    """Each batch lands whole, in order, under the ids the answer names, and the stream
+    keeps about `--max-stream-length` entries (`MAXLEN ~`, as ZenML trims)."""
+    run = str(uuid.uuid4())
+    key = f"zenml:stream:server:zstream-mp:run:{run}"
+    with start_server(broker=redis.url, max_stream_length=100) as srv:
+        last_ids = []
+        for start in range(0, 1000, 250):
+            events = [
+                {"pipeline_run_id": run, "kind": "k", "payload": {"seq": i}}
+                for i in range(start, start + 250)
+            ]
+            r = httpx.post(f"{srv.url}/api/v1/runs/{run}/events", json={"events": events})
+            assert r.status_code == 200 and r.json()["count"] == 250
+            last_ids.append(r.json()["last_id"])
+        length = int(_redis_cmd(redis.port, "XLEN", key).strip()[1:])
+        assert 100 <= length < 1000, length
+        newest = _redis_cmd(redis.port, "XREVRANGE", key, "+", "-", "COUNT", "1")
+        assert last_ids[-1].encode() in newest and b'"seq":999' in newest
+        httpx.post(f"{srv.url}/api/v1/zstream/runs/{run}/end")
+        _, _, body = sse_body(f"{srv.url}/api/v1/runs/{run}/events/stream")
+        seqs = [
+            json.loads(f["data"])["payload"]["seq"]
+            for f in frames_of(body)
+            if f.get("event") == "k"
+        ]
+        assert seqs == list(range(1000 - length, 1000))  # the newest, in order, once
 
 
 def test_outage_503_gap_and_resume() -> None:

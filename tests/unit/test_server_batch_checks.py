@@ -6,10 +6,16 @@ import json
 import uuid
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from starlette.responses import Response
 
 from zstream_mp._wire import ENVELOPE_BYTES_MAX, IDEMPOTENCY_KEY_MAX
-from zstream_mp.server.batch_checks import bad_idempotency_key, encoded_events
+from zstream_mp.server.batch_checks import (
+    bad_idempotency_key,
+    encoded_events,
+    may_hold_lone_surrogates,
+)
 from zstream_mp.server.models import StreamBatchRequest
 
 RUN = uuid.uuid4()
@@ -60,3 +66,54 @@ def test_idempotency_keys() -> None:
     assert bad_idempotency_key("a" * IDEMPOTENCY_KEY_MAX) is None
     assert bad_idempotency_key("a" * (IDEMPOTENCY_KEY_MAX + 1)) is not None
     assert bad_idempotency_key("caf\u00e9") is not None
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+def _holds_lone_surrogate(value: object) -> bool:
+    texts: list[str] = []
+
+    def walk(v: object) -> None:
+        if isinstance(v, str):
+            texts.append(v)
+        elif isinstance(v, list):
+            for item in v:
+                walk(item)
+        elif isinstance(v, dict):
+            for k, item in v.items():
+                walk(k)
+                walk(item)
+
+    walk(value)
+    try:
+        "".join(texts).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_json_values, ascii_only=st.booleans())
+def test_a_body_that_may_not_hold_a_lone_surrogate_parses_to_none(
+    value: object, ascii_only: bool
+) -> None:
+    """The body scan never says no where `json.loads` would produce a lone surrogate (from
+    a `\\uD800` escape or from the surrogate's own bytes)."""
+    raw = json.dumps(value, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
+    if _holds_lone_surrogate(json.loads(raw)):
+        assert may_hold_lone_surrogates(raw)
+
+
+def test_the_body_scan_answers_no_for_plain_text() -> None:
+    assert not may_hold_lone_surrogates(json.dumps({"a": "é中 \\u00e9"}).encode())
+    assert may_hold_lone_surrogates(b'{"a":"\\uDC00"}')
+
+
+def test_a_clean_body_skips_the_per_event_scan_and_encodes_alike() -> None:
+    batch = _batch({"payload": {"i": 1, "t": "é"}}, {"payload": {"f": 1e20}})
+    assert encoded_events(batch, RUN, surrogates=False) == encoded_events(batch, RUN)

@@ -37,8 +37,12 @@ from zstream_mp._wire import (
 )
 from zstream_mp.errors import BrokerFullError, ShuttingDownError, StreamCapacityError
 from zstream_mp.server.auth import bearer_token
-from zstream_mp.server.batch_checks import bad_idempotency_key, encoded_events
-from zstream_mp.server.body import json_body
+from zstream_mp.server.batch_checks import (
+    bad_idempotency_key,
+    encoded_events,
+    may_hold_lone_surrogates,
+)
+from zstream_mp.server.body import json_body, parsed_body, read_body
 from zstream_mp.server.brokers.base import shown_cursor
 from zstream_mp.server.framing import END, PING, EventFilter, frame_for
 from zstream_mp.server.idempotency import (
@@ -151,13 +155,13 @@ class Handlers:
         read = await self._read_batch(request)
         if isinstance(read, Response):
             return read
-        run_id, batch = read
+        run_id, batch, raw = read
         missing = self._unknown_run(run_id)
         if missing is not None:
             return missing
         if not batch.events:
             return JSONResponse({"count": 0, "last_id": None})
-        payloads = encoded_events(batch, run_id)
+        payloads = encoded_events(batch, run_id, surrogates=may_hold_lone_surrogates(raw))
         if isinstance(payloads, Response):
             return payloads
         if key is None:
@@ -165,16 +169,14 @@ class Handlers:
         scope = caller_scope(bearer_token(request.headers.get(AUTHORIZATION, "")), str(run_id))
         return await self._publish_once(run_id, payloads, scope, key)
 
-    async def _read_batch(self, request: Request) -> tuple[UUID, StreamBatchRequest] | Response:
-        """The path's run id and the validated body, or ZenML's 422 naming every error."""
+    async def _read_batch(
+        self, request: Request
+    ) -> tuple[UUID, StreamBatchRequest, bytes] | Response:
+        """The path's run id, the validated body and its bytes, or ZenML's 422 naming every
+        error."""
         config = self.state.config
-        body = await json_body(
-            request,
-            config.max_request_body,
-            self._publish_ctx,
-            timeout=config.body_timeout,
-            containers=config.max_body_containers,
-        )
+        raw = await read_body(request, config.max_request_body, config.body_timeout)
+        body = parsed_body(request, raw, self._publish_ctx, config.max_body_containers)
         run_id, errors = _path_run_id(request)
         batch: StreamBatchRequest | None = None
         if body is None:
@@ -188,7 +190,7 @@ class Handlers:
                 errors.extend(prefixed(exc, "body"))
         if errors or run_id is None or batch is None:
             return validation_error(errors, self._publish_ctx)
-        return run_id, batch
+        return run_id, batch, raw
 
     async def _publish_once(
         self, run_id: UUID, payloads: list[bytes], scope: str, key: str

@@ -96,16 +96,17 @@ class _Stream:
         at = bisect.bisect_right(self.times, (entry_id, float("inf"))) - 1
         return self.times[at][1] if at >= 0 else None
 
-    def append(self, payload: bytes) -> tuple[str, int]:
-        """Append; returns the id and the bytes freed by trimming to `max_len`."""
-        entry_id = self.next_id
-        self.next_id += 1
-        self.entries.append((entry_id, payload))
+    def extend(self, payloads: list[bytes], cost: int) -> tuple[int, int]:
+        """Append `payloads` (costing `cost` bytes together) under consecutive ids; returns
+        the first id and the bytes freed by trimming to `max_len`."""
+        first = self.next_id
+        self.next_id += len(payloads)
+        self.entries.extend(zip(range(first, self.next_id), payloads, strict=True))
         freed = 0
-        while len(self.entries) > self.max_len:
+        for _ in range(len(self.entries) - self.max_len):
             freed += _cost(self.entries.popleft()[1])
-        self.bytes += _cost(payload) - freed
-        return str(entry_id), freed
+        self.bytes += cost - freed
+        return first, freed
 
     def after(self, cursor: int, max_count: int) -> list[BrokerEntry]:
         """Up to `max_count` entries after `cursor`: found by arithmetic (ids are
@@ -185,7 +186,8 @@ class InMemoryBroker(StreamBroker):
     async def publish(self, stream_key: str, payloads: list[bytes]) -> list[str]:
         self._sweep()
         stream = self._get(stream_key)
-        adding = sum(_cost(p) for p in payloads) + (_STREAM_CHARGE if stream is None else 0)
+        cost = sum(map(len, payloads)) + _ENTRY_CHARGE * len(payloads)
+        adding = cost + (_STREAM_CHARGE if stream is None else 0)
         held = self._bytes + self.also_held()
         if held + adding > self._max_bytes:
             raise BrokerFullError(
@@ -196,12 +198,9 @@ class InMemoryBroker(StreamBroker):
             next_id = self._next_ids.pop(stream_key, self._id_base + 1)
             stream = self._streams[stream_key] = _Stream(self._max_len, next_id)
             self._bytes += _STREAM_CHARGE
-        ids: list[str] = []
-        first_id = stream.next_id
-        for payload in payloads:
-            entry_id, freed = stream.append(payload)
-            self._bytes += _cost(payload) - freed
-            ids.append(entry_id)
+        first_id, freed = stream.extend(payloads, cost)
+        self._bytes += cost - freed
+        ids = [str(i) for i in range(first_id, stream.next_id)]
         stream.touched = time.monotonic()
         now = time.time()
         charge = stream.stamp(first_id, now)

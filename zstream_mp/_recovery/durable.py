@@ -127,7 +127,8 @@ class DurableQueue(EventQueue):
         self._off = end
         self.seq += 1
         self._counters.published += 1
-        if self._taker_waiting:
+        if self._taker_waiting:  # once, as in `EventQueue.append`
+            self._taker_waiting = False
             self._has_work.notify()
 
     def _next_segment(self) -> _Segment | None:

@@ -261,10 +261,9 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_REFUSED
-    import asyncio
 
     from zstream_mp.server.config import redact_url
-    from zstream_mp.server.runner import serve
+    from zstream_mp.server.runner import serve_in_own_process
 
     tokens: dict[str, frozenset[str]] = {}
     try:
@@ -335,7 +334,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.workers != 1:
         return _run_workers(config, args.workers, ready)
     try:
-        asyncio.run(serve(config, on_ready=ready))
+        serve_in_own_process(config, on_ready=ready)
     except OSError as exc:
         print(listen_failure(args.host, args.port, exc), file=sys.stderr)
         return EXIT_REFUSED

@@ -67,7 +67,7 @@ async def _probe(config: ServerConfig) -> None:
 
 def _worker_main(config: ServerConfig, sock: socket.socket, parent: int) -> None:
     """One worker: the whole server on the inherited socket, until told to stop."""
-    from zstream_mp.server.runner import serve
+    from zstream_mp.server.runner import serve_in_own_process
 
     def watch(server: Any) -> None:
         stop: Callable[[], None] = server.request_stop
@@ -80,7 +80,7 @@ def _worker_main(config: ServerConfig, sock: socket.socket, parent: int) -> None
         threading.Thread(target=orphaned, name="zstream-mp-parent-watch", daemon=True).start()
 
     try:
-        asyncio.run(serve(config, on_server=watch, sock=sock))
+        serve_in_own_process(config, on_server=watch, sock=sock)
     except KeyboardInterrupt:
         pass
     except Exception as exc:  # the broker is down and the like: one line, the parent retries

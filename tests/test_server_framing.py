@@ -151,7 +151,7 @@ def test_memory_broker_ids_retention_and_blocking_read() -> None:
     async def scenario() -> None:
         broker = InMemoryBroker(max_len=5)
         assert await broker.latest_id("k") is None
-        assert await broker.publish("k", [b"a", b"b", b"c"]) == ["1", "2", "3"]
+        assert await broker.publish("k", [b"a", b"b", b"c"]) == "3"
         assert [e.id for e in await broker.read("k", None, block_ms=0)] == ["1", "2", "3"]
         assert [e.payload for e in await broker.read("k", "1", block_ms=0)] == [b"b", b"c"]
         assert await broker.read("k", "3", block_ms=0) == []
@@ -163,7 +163,7 @@ def test_memory_broker_ids_retention_and_blocking_read() -> None:
         await broker.publish("k", [b"h"])
         assert [e.id for e in await waiter] == ["8"]
         assert await broker.read("k", "8", block_ms=50) == []
-        assert await broker.publish("other", [b"x"]) == ["1"]  # ids per stream
+        assert await broker.publish("other", [b"x"]) == "1"  # ids per stream
 
     asyncio.run(scenario())
 
@@ -174,7 +174,7 @@ def test_memory_broker_ttl_keeps_ids_increasing() -> None:
         await broker.publish("k", [b"a", b"b"])
         await asyncio.sleep(0.1)
         assert await broker.latest_id("k") is None  # expired
-        assert await broker.publish("k", [b"c"]) == ["3"]
+        assert await broker.publish("k", [b"c"]) == "3"
 
     asyncio.run(scenario())
 

@@ -256,7 +256,7 @@ class Handlers:
 
     async def _publish(self, run_id: UUID, payloads: list[bytes]) -> JSONResponse:
         try:
-            ids = await self.state.broker.publish(self.state.key(run_id), payloads)
+            last = await self.state.broker.publish(self.state.key(run_id), payloads)
         except BrokerFullError as exc:
             logger.warning("memory broker full, refusing a batch for run %s: %s", run_id, exc)
             return unavailable("Broker publish failed: the memory broker is full.")
@@ -265,7 +265,7 @@ class Handlers:
             return unavailable("Broker publish failed.")
         self.state.runs.touch(run_id)
         await self.state.broadcaster.let_subscribers_write(self.state.key(run_id))
-        return JSONResponse({"count": len(ids), "last_id": ids[-1] if ids else None})
+        return JSONResponse({"count": len(payloads), "last_id": last})
 
     # -- GET /api/v1/runs/{run_id}/events/stream ---------------------------------------
     async def stream_run_events(self, request: Request) -> Response:

@@ -25,8 +25,8 @@ class StreamBroker(ABC):
     """Append-only per-run streams with broker-assigned, ordered ids."""
 
     @abstractmethod
-    async def publish(self, stream_key: str, payloads: list[bytes]) -> list[str]:
-        """Append payloads; returns their ids in order."""
+    async def publish(self, stream_key: str, payloads: list[bytes]) -> str | None:
+        """Append payloads in order; returns the last one's id (None when there are none)."""
 
     @abstractmethod
     async def read(

@@ -183,7 +183,7 @@ class InMemoryBroker(StreamBroker):
         event.set()
 
     # -- StreamBroker ----------------------------------------------------------------------
-    async def publish(self, stream_key: str, payloads: list[bytes]) -> list[str]:
+    async def publish(self, stream_key: str, payloads: list[bytes]) -> str | None:
         self._sweep()
         stream = self._get(stream_key)
         cost = sum(map(len, payloads)) + _ENTRY_CHARGE * len(payloads)
@@ -200,17 +200,17 @@ class InMemoryBroker(StreamBroker):
             self._bytes += _STREAM_CHARGE
         first_id, freed = stream.extend(payloads, cost)
         self._bytes += cost - freed
-        ids = [str(i) for i in range(first_id, stream.next_id)]
+        last = str(stream.next_id - 1) if payloads else None
         stream.touched = time.monotonic()
         now = time.time()
         charge = stream.stamp(first_id, now)
         stream.bytes += charge
         self._bytes += charge
-        stream.meta.add(BatchFacts.of(payloads), now, ids[-1] if ids else None)
+        stream.meta.add(BatchFacts.of(payloads), now, last)
         self._notify()
         for watcher in self._watchers:
             watcher(stream_key)
-        return ids
+        return last
 
     def watch(self, on_publish: Callable[[str], None]) -> bool:
         self._watchers.append(on_publish)

@@ -101,16 +101,16 @@ def _meta_of(fields: dict[Any, Any], last_id: str | None) -> RunMeta:
 
 
 _PUBLISH = """
-local ids = {}
+local last
 for i = 3, #ARGV do
-  ids[#ids + 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'p', ARGV[i])
+  last = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'p', ARGV[i])
 end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
-return ids
+return last
 """
-"""Append a batch (`XADD MAXLEN ~ ARGV[1]` each, then `EXPIRE ARGV[2]`) in one command: the
-entries and keys of a pipeline of `XADD`s, without packing and parsing one command per
-event in this process (batch-64 ingest ~1.5x faster)."""
+"""Append a batch (`XADD MAXLEN ~ ARGV[1]` each, then `EXPIRE ARGV[2]`) in one command and
+answer the last id: the entries and keys of a pipeline of `XADD`s, without packing one
+command and parsing one reply per event in this process."""
 
 _PUBLISH_FENCED = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return false end
@@ -192,9 +192,9 @@ class RedisStreamsBroker(StreamBroker):
         """The client of the write pool (for idempotency records beside the streams)."""
         return await self._client("write")
 
-    async def publish(self, stream_key: str, payloads: list[bytes]) -> list[str]:
+    async def publish(self, stream_key: str, payloads: list[bytes]) -> str | None:
         if not payloads:
-            return []
+            return None
         client = await self._client("write")
         try:
             pipe = client.pipeline(transaction=False)
@@ -204,11 +204,11 @@ class RedisStreamsBroker(StreamBroker):
             results = await pipe.execute()
         except Exception as exc:
             raise BrokerConnectionError(str(exc)) from exc
-        ids = [_text(r) for r in results[0]]
+        last = _text(results[0])
         if facts.ended:  # a run's last entry: worth a round trip so the list knows its id
             with contextlib.suppress(Exception):
-                await client.hset(meta_key(stream_key), "last_id", ids[-1])
-        return ids
+                await client.hset(meta_key(stream_key), "last_id", last)
+        return last
 
     async def publish_fenced(
         self,

@@ -101,6 +101,39 @@ def test_a_batch_is_appended_in_order_and_trimmed_to_the_stream_length(
         assert seqs == list(range(1000 - length, 1000))  # the newest, in order, once
 
 
+def test_a_publish_keeps_the_run_summary(redis: RunningRedis) -> None:
+    """The summary the append updates in the same command (no `Idempotency-Key`): counts,
+    steps, processes, times, the run list, and the end with its id; read by a new server
+    process, so it comes from Redis."""
+    run = str(uuid.uuid4())
+    events = [
+        {
+            "pipeline_run_id": run,
+            "step_name": f"s{i % 2}",
+            "kind": "k",
+            "payload": {"pid": 10 + i % 3},
+        }
+        for i in range(6)
+    ]
+    with start_server(broker=redis.url) as srv:
+        for chunk in (events[:4], events[4:]):
+            r = httpx.post(f"{srv.url}/api/v1/runs/{run}/events", json={"events": chunk})
+            assert r.status_code == 200
+        end = httpx.post(f"{srv.url}/api/v1/zstream/runs/{run}/end")
+        assert end.status_code == 200
+    with start_server(broker=redis.url) as srv:
+        status = httpx.get(f"{srv.url}/api/v1/zstream/runs/{run}").json()
+        listed = httpx.get(f"{srv.url}/api/v1/zstream/runs", params={"limit": 10}).json()
+    newest = _redis_cmd(
+        redis.port, "XREVRANGE", f"zenml:stream:server:zstream-mp:run:{run}", "+", "-", "COUNT", "1"
+    )
+    assert status["events"] == 6 and status["ended"] and status["state"] == "ended"
+    assert status["steps"] == ["s0", "s1"] and status["processes"] == 3
+    assert status["first_event"] <= status["last_event"]
+    assert status["last_event_id"] is not None and status["last_event_id"].encode() in newest
+    assert run in [r["id"] for r in listed["runs"]]
+
+
 def test_outage_503_gap_and_resume() -> None:
     redis = start_redis()
     port = redis.port

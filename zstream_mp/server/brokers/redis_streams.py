@@ -101,16 +101,37 @@ def _meta_of(fields: dict[Any, Any], last_id: str | None) -> RunMeta:
 
 
 _PUBLISH = """
+local fields = tonumber(ARGV[8])
 local last
-for i = 3, #ARGV do
+for i = 9 + fields, #ARGV do
   last = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'p', ARGV[i])
 end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
+if ARGV[5] == '1' then
+  redis.call('HSET', KEYS[2], 'last_id', last, 'ended', 1)
+else
+  redis.call('HDEL', KEYS[2], 'last_id')
+end
+if ARGV[4] ~= '0' then
+  redis.call('HSETNX', KEYS[2], 'first', ARGV[3])
+  redis.call('HSET', KEYS[2], 'last', ARGV[3])
+  redis.call('HINCRBY', KEYS[2], 'events', ARGV[4])
+  redis.call('ZADD', KEYS[3], 'NX', ARGV[3], ARGV[6])
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[3] - ARGV[2])
+  redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -tonumber(ARGV[7]) - 1)
+end
+for i = 9, 8 + fields do
+  redis.call('HSETNX', KEYS[2], ARGV[i], 1)
+end
+redis.call('EXPIRE', KEYS[2], ARGV[2])
 return last
 """
-"""Append a batch (`XADD MAXLEN ~ ARGV[1]` each, then `EXPIRE ARGV[2]`) in one command and
-answer the last id: the entries and keys of a pipeline of `XADD`s, without packing one
-command and parsing one reply per event in this process."""
+"""Append a batch and update its run's summary in one command, answering the last id.
+
+KEYS: the stream, its summary hash, the run index. ARGV: max length, TTL, now, events,
+ended (`1`/`0`), run id, index size, the count of summary fields to set once (`s:<step>`,
+`p:<pid>`), those fields, then the payloads. What `_queue_meta` queues, without packing one
+command and parsing one reply per event and per summary field in this process."""
 
 _PUBLISH_FENCED = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return false end
@@ -196,19 +217,30 @@ class RedisStreamsBroker(StreamBroker):
         if not payloads:
             return None
         client = await self._client("write")
+        facts = BatchFacts.of(payloads)
+        prefix, run_id = split_key(stream_key)
+        fields = [f"s:{step}" for step in facts.steps] + [f"p:{pid}" for pid in facts.pids]
         try:
-            pipe = client.pipeline(transaction=False)
-            pipe.eval(_PUBLISH, 1, stream_key, self._max_len, self._ttl, *payloads)
-            facts = BatchFacts.of(payloads)
-            _queue_meta(pipe, stream_key, facts, self._ttl, None)
-            results = await pipe.execute()
+            last = await client.eval(
+                _PUBLISH,
+                3,
+                stream_key,
+                meta_key(stream_key),
+                index_key(prefix),
+                self._max_len,
+                self._ttl,
+                repr(time.time()),
+                facts.events,
+                1 if facts.ended else 0,
+                run_id,
+                _INDEX_MAX,
+                len(fields),
+                *fields,
+                *payloads,
+            )
         except Exception as exc:
             raise BrokerConnectionError(str(exc)) from exc
-        last = _text(results[0])
-        if facts.ended:  # a run's last entry: worth a round trip so the list knows its id
-            with contextlib.suppress(Exception):
-                await client.hset(meta_key(stream_key), "last_id", last)
-        return last
+        return _text(last)
 
     async def publish_fenced(
         self,

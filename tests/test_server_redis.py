@@ -123,7 +123,9 @@ def test_a_publish_keeps_the_run_summary(redis: RunningRedis) -> None:
         assert end.status_code == 200
     with start_server(broker=redis.url) as srv:
         status = httpx.get(f"{srv.url}/api/v1/zstream/runs/{run}").json()
-        listed = httpx.get(f"{srv.url}/api/v1/zstream/runs", params={"limit": 10}).json()
+        listed = httpx.get(
+            f"{srv.url}/api/v1/zstream/runs", params={"order": "newest", "limit": 1000}
+        ).json()
     newest = _redis_cmd(
         redis.port, "XREVRANGE", f"zenml:stream:server:zstream-mp:run:{run}", "+", "-", "COUNT", "1"
     )

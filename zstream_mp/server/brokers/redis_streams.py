@@ -49,34 +49,12 @@ def split_key(stream_key: str) -> tuple[str, str]:
     return prefix, run_id
 
 
-def _queue_meta(
-    pipe: Any, stream_key: str, facts: BatchFacts, ttl: int, last_id: str | None
-) -> None:
-    """Queue the summary updates of one appended batch on `pipe` (no round trip of its own).
-    Without `last_id` (not known before the pipeline runs) the stored one is dropped, and
-    the list reads the stream's newest id instead."""
-    now = time.time()
-    meta = meta_key(stream_key)
-    if last_id is None:
-        pipe.hdel(meta, "last_id")
-    else:
-        pipe.hset(meta, "last_id", last_id)
-    if facts.events:
-        pipe.hsetnx(meta, "first", repr(now))
-        pipe.hset(meta, "last", repr(now))
-        pipe.hincrby(meta, "events", facts.events)
-        prefix, run_id = split_key(stream_key)
-        index = index_key(prefix)
-        pipe.zadd(index, {run_id: now}, nx=True)
-        pipe.zremrangebyscore(index, "-inf", now - ttl)
-        pipe.zremrangebyrank(index, 0, -_INDEX_MAX - 1)
-    for step in facts.steps:
-        pipe.hsetnx(meta, "s:" + step, 1)
-    for pid in facts.pids:
-        pipe.hsetnx(meta, f"p:{pid}", 1)
-    if facts.ended:
-        pipe.hset(meta, "ended", 1)
-    pipe.expire(meta, ttl)
+def _summary_of(stream_key: str, facts: BatchFacts) -> tuple[tuple[str, str], list[str]]:
+    """The summary hash and run index of `stream_key`, and the summary fields `facts` sets
+    once (`s:<step>`, `p:<pid>`): what the Lua summary takes."""
+    prefix, _ = split_key(stream_key)
+    fields = [f"s:{step}" for step in facts.steps] + [f"p:{pid}" for pid in facts.pids]
+    return (meta_key(stream_key), index_key(prefix)), fields
 
 
 def _meta_of(fields: dict[Any, Any], last_id: str | None) -> RunMeta:
@@ -100,38 +78,65 @@ def _meta_of(fields: dict[Any, Any], last_id: str | None) -> RunMeta:
     return meta
 
 
-_PUBLISH = """
-local fields = tonumber(ARGV[8])
+_SUMMARISE = """
+local function summarise(meta, index, ttl, now, events, ended, run_id, last, fields, to)
+  if last then
+    redis.call('HSET', meta, 'last_id', last)
+  else
+    redis.call('HDEL', meta, 'last_id')
+  end
+  if events ~= '0' then
+    redis.call('HSETNX', meta, 'first', now)
+    redis.call('HSET', meta, 'last', now)
+    redis.call('HINCRBY', meta, 'events', events)
+    redis.call('ZADD', index, 'NX', now, run_id)
+    redis.call('ZREMRANGEBYSCORE', index, '-inf', now - ttl)
+    redis.call('ZREMRANGEBYRANK', index, 0, -INDEX_MAX - 1)
+  end
+  for i = fields, to do
+    redis.call('HSETNX', meta, ARGV[i], 1)
+  end
+  if ended == '1' then
+    redis.call('HSET', meta, 'ended', 1)
+  end
+  redis.call('EXPIRE', meta, ttl)
+end
+""".replace("INDEX_MAX", str(_INDEX_MAX))
+"""A batch's run summary (in the hash beside the stream) and the run index: `last_id`
+(kept only when given; without it the list reads the stream's newest id), the times and
+counts, the run's place in the index (trimmed by age and to `_INDEX_MAX` runs), the
+summary fields set once (`s:<step>`, `p:<pid>`: `ARGV[fields..to]`) and the end."""
+
+_SUMMARY = (
+    _SUMMARISE
+    + """
+summarise(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], 7, #ARGV)
+"""
+)
+"""The summary alone. KEYS: the summary hash, the run index. ARGV: TTL, now, events, ended
+(`1`/`0`), run id, the last id, then the summary fields."""
+
+_PUBLISH = (
+    _SUMMARISE
+    + """
+local fields = tonumber(ARGV[7])
 local last
-for i = 9 + fields, #ARGV do
+for i = 8 + fields, #ARGV do
   last = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'p', ARGV[i])
 end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
-if ARGV[5] == '1' then
-  redis.call('HSET', KEYS[2], 'last_id', last, 'ended', 1)
-else
-  redis.call('HDEL', KEYS[2], 'last_id')
-end
-if ARGV[4] ~= '0' then
-  redis.call('HSETNX', KEYS[2], 'first', ARGV[3])
-  redis.call('HSET', KEYS[2], 'last', ARGV[3])
-  redis.call('HINCRBY', KEYS[2], 'events', ARGV[4])
-  redis.call('ZADD', KEYS[3], 'NX', ARGV[3], ARGV[6])
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[3] - ARGV[2])
-  redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -tonumber(ARGV[7]) - 1)
-end
-for i = 9, 8 + fields do
-  redis.call('HSETNX', KEYS[2], ARGV[i], 1)
-end
-redis.call('EXPIRE', KEYS[2], ARGV[2])
+local kept = nil
+if ARGV[5] == '1' then kept = last end
+summarise(KEYS[2], KEYS[3], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], kept, 8, 7 + fields)
 return last
 """
+)
 """Append a batch and update its run's summary in one command, answering the last id.
 
 KEYS: the stream, its summary hash, the run index. ARGV: max length, TTL, now, events,
-ended (`1`/`0`), run id, index size, the count of summary fields to set once (`s:<step>`,
-`p:<pid>`), those fields, then the payloads. What `_queue_meta` queues, without packing one
-command and parsing one reply per event and per summary field in this process."""
+ended (`1`/`0`), run id, the count of summary fields, those fields, then the payloads. The
+last id is kept in the summary only for a run's end. One command instead of one per event
+and per summary field packed and parsed in this process."""
 
 _PUBLISH_FENCED = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return false end
@@ -218,22 +223,19 @@ class RedisStreamsBroker(StreamBroker):
             return None
         client = await self._client("write")
         facts = BatchFacts.of(payloads)
-        prefix, run_id = split_key(stream_key)
-        fields = [f"s:{step}" for step in facts.steps] + [f"p:{pid}" for pid in facts.pids]
+        keys, fields = _summary_of(stream_key, facts)
         try:
             last = await client.eval(
                 _PUBLISH,
                 3,
                 stream_key,
-                meta_key(stream_key),
-                index_key(prefix),
+                *keys,
                 self._max_len,
                 self._ttl,
                 repr(time.time()),
                 facts.events,
                 1 if facts.ended else 0,
-                run_id,
-                _INDEX_MAX,
+                split_key(stream_key)[1],
                 len(fields),
                 *fields,
                 *payloads,
@@ -275,9 +277,20 @@ class RedisStreamsBroker(StreamBroker):
         if last is None:
             return None
         with contextlib.suppress(Exception):  # the batch is in: a lost summary is not an error
-            pipe = client.pipeline(transaction=False)
-            _queue_meta(pipe, stream_key, BatchFacts.of(payloads), self._ttl, _text(last))
-            await pipe.execute()
+            facts = BatchFacts.of(payloads)
+            keys, fields = _summary_of(stream_key, facts)
+            await client.eval(
+                _SUMMARY,
+                2,
+                *keys,
+                self._ttl,
+                repr(time.time()),
+                facts.events,
+                1 if facts.ended else 0,
+                split_key(stream_key)[1],
+                _text(last),
+                *fields,
+            )
         return _text(last)
 
     async def _xread(
